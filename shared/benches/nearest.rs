@@ -1,0 +1,55 @@
+//! Nearest prototype over 1 000 enrolled identities of 64 dimensions, f32 and int8.
+//!
+//! Run: `cargo bench -p fewshot-core --bench nearest`
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use fewshot_core::quant::{nearest_q8, QuantizedEmbedding};
+use fewshot_core::{nearest, Distance};
+
+const IDENTITIES: usize = 1000;
+const DIM: usize = 64;
+
+/// Deterministic pseudo-random values in [-1, 1) (xorshift64*).
+fn values(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            let r = s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+            r as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let protos: Vec<Vec<f32>> = (0..IDENTITIES).map(|i| values(i as u64 + 1, DIM)).collect();
+    let query = values(999_999, DIM);
+    let q_protos: Vec<QuantizedEmbedding<DIM>> = protos
+        .iter()
+        .map(|p| QuantizedEmbedding::quantize(p).expect("finite"))
+        .collect();
+    let q_query = QuantizedEmbedding::<DIM>::quantize(&query).expect("finite");
+
+    let mut group = c.benchmark_group("nearest_1000x64");
+    for distance in [Distance::L2, Distance::Cosine] {
+        group.bench_function(format!("f32_{}", distance.name()), |b| {
+            b.iter(|| nearest(black_box(&query), protos.iter().map(|p| &p[..]), distance))
+        });
+        group.bench_function(format!("int8_{}", distance.name()), |b| {
+            b.iter(|| {
+                nearest_q8(
+                    black_box(q_query.view()),
+                    q_protos.iter().map(|p| p.view()),
+                    distance,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,110 @@
+//! Error types of the core.
+
+/// Errors of the distance, prototype and classification functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CoreError {
+    /// No embeddings were given where at least one is needed.
+    #[error("no embeddings given")]
+    Empty,
+    /// An embedding has the wrong number of values.
+    #[error("embedding has {found} values, expected {expected}")]
+    DimMismatch {
+        /// The embedding size that was expected.
+        expected: usize,
+        /// The size that was given.
+        found: usize,
+    },
+    /// An embedding or distance is NaN or infinite.
+    #[error("embedding or distance is not finite")]
+    NonFinite,
+}
+
+/// Errors of [`crate::Gallery`] operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum GalleryError {
+    /// The gallery already holds its capacity of identities.
+    #[error("gallery is full ({capacity} identities)")]
+    Full {
+        /// The gallery's capacity.
+        capacity: usize,
+    },
+    /// The name is longer than [`crate::NAME_CAP`] bytes.
+    #[error("name is {found} bytes, at most {max} allowed")]
+    NameTooLong {
+        /// Longest name allowed, in bytes.
+        max: usize,
+        /// Length of the name given.
+        found: usize,
+    },
+    /// No identity has this id.
+    #[error("no identity with id {0}")]
+    UnknownId(u32),
+    /// All 2^32 ids have been handed out.
+    #[error("identity ids are exhausted")]
+    IdsExhausted,
+    /// The embedding was unusable.
+    #[error("bad embedding: {0}")]
+    Embedding(#[from] CoreError),
+}
+
+/// Errors of encoding and decoding the stored form of a gallery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum StoreError {
+    /// The bytes end before the header or the records they announce.
+    #[error("stored gallery is {found} bytes, expected {expected}")]
+    Length {
+        /// Bytes the header announces (or the header's own size).
+        expected: usize,
+        /// Bytes given.
+        found: usize,
+    },
+    /// The bytes do not start with the gallery magic `FSGL`.
+    #[error("not a stored gallery (bad magic)")]
+    BadMagic,
+    /// The format version is not one this code reads.
+    #[error("stored gallery format version {0} is not supported (expected 1)")]
+    UnsupportedVersion(u16),
+    /// The stored embedding size differs from the gallery's.
+    #[error("stored gallery has {found}-d embeddings, expected {expected}")]
+    DimMismatch {
+        /// The gallery type's embedding size.
+        expected: usize,
+        /// The stored embedding size.
+        found: usize,
+    },
+    /// More records are stored than the gallery can hold.
+    #[error("stored gallery has {count} identities, capacity is {capacity}")]
+    TooMany {
+        /// Records stored.
+        count: usize,
+        /// The gallery type's capacity.
+        capacity: usize,
+    },
+    /// The checksum does not match: the bytes are corrupt.
+    #[error("stored gallery checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
+    Checksum {
+        /// CRC-32 found in the bytes.
+        stored: u32,
+        /// CRC-32 computed over the bytes.
+        computed: u32,
+    },
+    /// A record passed the checksum but its contents are invalid.
+    #[error("stored gallery record {record} is invalid: {what}")]
+    BadRecord {
+        /// Index of the record.
+        record: usize,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+    /// The output buffer is too small for the encoded gallery.
+    #[error("output buffer is {found} bytes, {needed} needed")]
+    BufferTooSmall {
+        /// Bytes the encoding needs.
+        needed: usize,
+        /// Bytes available.
+        found: usize,
+    },
+}

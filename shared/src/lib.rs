@@ -1,0 +1,25 @@
+//! The `no_std` few-shot core shared by the trainer and the device.
+//!
+//! Everything here works on fixed buffers with no allocator: distances between
+//! embeddings, class prototypes, nearest-prototype classification with an
+//! open-set ("unknown person") decision, int8 embedding storage, a
+//! fixed-capacity [`Gallery`] of enrolled identities and its checksummed
+//! stored form.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod classify;
+pub mod distance;
+pub mod error;
+pub mod gallery;
+pub mod openset;
+pub mod prototype;
+pub mod quant;
+pub mod store;
+
+pub use classify::{nearest, softmax_neg_distances, Nearest};
+pub use distance::Distance;
+pub use error::{CoreError, GalleryError, StoreError};
+pub use gallery::{Gallery, Identity, Match, Name, NAME_CAP};
+pub use openset::{Decision, OpenSet};
