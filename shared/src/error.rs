@@ -108,3 +108,31 @@ pub enum StoreError {
         found: usize,
     },
 }
+
+/// Errors of preprocessing a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PreprocessError {
+    /// The frame has no pixels.
+    #[error("frame is empty")]
+    EmptyFrame,
+    /// The pixel buffer does not match the frame's size and format.
+    #[error("frame buffer has {found} bytes, expected {expected}")]
+    FrameSize {
+        /// Bytes the size and format call for.
+        expected: usize,
+        /// Bytes given.
+        found: usize,
+    },
+    /// The output buffer does not match the recipe.
+    #[error("output buffer has {found} values, expected {expected}")]
+    OutputSize {
+        /// Values the recipe produces.
+        expected: usize,
+        /// Values given.
+        found: usize,
+    },
+    /// The recipe itself is invalid.
+    #[error("bad preprocessing recipe: {0}")]
+    BadRecipe(&'static str),
+}

@@ -14,12 +14,14 @@ pub mod distance;
 pub mod error;
 pub mod gallery;
 pub mod openset;
+pub mod preprocess;
 pub mod prototype;
 pub mod quant;
 pub mod store;
 
 pub use classify::{nearest, softmax_neg_distances, Nearest};
 pub use distance::Distance;
-pub use error::{CoreError, GalleryError, StoreError};
+pub use error::{CoreError, GalleryError, PreprocessError, StoreError};
 pub use gallery::{Gallery, Identity, Match, Name, NAME_CAP};
 pub use openset::{Decision, OpenSet};
+pub use preprocess::{Crop, Frame, PixelFormat, Recipe, Resize};

@@ -1,0 +1,308 @@
+//! Image preprocessing on pixel buffers: one definition for training and device.
+//!
+//! A [`Frame`] (8-bit grey or RGB, row-major) becomes a CHW `f32` tensor by:
+//! colour conversion (RGB to grey with the ITU-R BT.601 weights, or grey
+//! replicated to RGB), an optional centred square crop, resizing (bilinear with
+//! half-pixel centres, or exact area averaging), scaling to `[0, 1]`, optional
+//! inversion (`1 - v`, so Omniglot's black strokes become 1), and per-channel
+//! normalisation `(v - mean) / std`. Nothing is allocated.
+
+use crate::error::PreprocessError;
+
+/// Layout of a frame's pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum PixelFormat {
+    /// One byte per pixel.
+    Gray8,
+    /// Three bytes per pixel, R G B.
+    Rgb8,
+}
+
+impl PixelFormat {
+    /// Bytes per pixel.
+    pub const fn bytes_per_pixel(self) -> usize {
+        match self {
+            PixelFormat::Gray8 => 1,
+            PixelFormat::Rgb8 => 3,
+        }
+    }
+}
+
+/// A borrowed image: `width × height` pixels, rows top to bottom.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Pixel layout.
+    pub format: PixelFormat,
+    /// `width × height × bytes_per_pixel` bytes.
+    pub pixels: &'a [u8],
+}
+
+impl<'a> Frame<'a> {
+    /// A frame, checked: the buffer must hold exactly `width × height` pixels.
+    pub fn new(
+        width: usize,
+        height: usize,
+        format: PixelFormat,
+        pixels: &'a [u8],
+    ) -> Result<Self, PreprocessError> {
+        let expected = width
+            .checked_mul(height)
+            .and_then(|n| n.checked_mul(format.bytes_per_pixel()))
+            .unwrap_or(usize::MAX);
+        if width == 0 || height == 0 {
+            return Err(PreprocessError::EmptyFrame);
+        }
+        if pixels.len() != expected {
+            return Err(PreprocessError::FrameSize {
+                expected,
+                found: pixels.len(),
+            });
+        }
+        Ok(Frame {
+            width,
+            height,
+            format,
+            pixels,
+        })
+    }
+}
+
+/// How the frame is cropped before resizing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Crop {
+    /// Use the whole frame (the aspect ratio follows the output size).
+    None,
+    /// The centred square whose side is this fraction (0, 1] of the frame's shorter side.
+    CenterSquare(f32),
+}
+
+/// Resampling filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Resize {
+    /// Bilinear interpolation with half-pixel centres (no antialiasing).
+    Bilinear,
+    /// Exact average over each output pixel's footprint (box filter with fractional edges).
+    Area,
+}
+
+/// Everything that turns a frame into an encoder input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Recipe {
+    /// Output width.
+    pub width: usize,
+    /// Output height.
+    pub height: usize,
+    /// Output channels: 1 (grey) or 3 (RGB).
+    pub channels: usize,
+    /// Crop before resizing.
+    pub crop: Crop,
+    /// Resampling filter.
+    pub resize: Resize,
+    /// Replace `v` by `1 - v` after scaling to `[0, 1]`.
+    pub invert: bool,
+    /// Per-channel mean subtracted (only the first `channels` are used).
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by.
+    pub std: [f32; 3],
+}
+
+impl Recipe {
+    /// Omniglot as in the few-shot literature: 28×28 grey, area resize, strokes = 1.
+    pub const OMNIGLOT_28: Recipe = Recipe {
+        width: 28,
+        height: 28,
+        channels: 1,
+        crop: Crop::None,
+        resize: Resize::Area,
+        invert: true,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    };
+
+    /// Values in the output tensor (`channels × height × width`).
+    pub const fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// Whether the output is empty (never, for a valid recipe).
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks the recipe's own values.
+    pub fn validate(&self) -> Result<(), PreprocessError> {
+        if self.width == 0 || self.height == 0 {
+            return Err(PreprocessError::BadRecipe("output size must be positive"));
+        }
+        if self.channels != 1 && self.channels != 3 {
+            return Err(PreprocessError::BadRecipe("channels must be 1 or 3"));
+        }
+        if let Crop::CenterSquare(f) = self.crop {
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(PreprocessError::BadRecipe(
+                    "crop fraction must be in (0, 1]",
+                ));
+            }
+        }
+        if self.std[..self.channels]
+            .iter()
+            .any(|s| !(s.is_finite() && *s != 0.0))
+            || self.mean[..self.channels].iter().any(|m| !m.is_finite())
+        {
+            return Err(PreprocessError::BadRecipe(
+                "mean must be finite and std finite and non-zero",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Preprocesses `frame` into `out` (`channels × height × width`, CHW).
+    pub fn apply(&self, frame: &Frame<'_>, out: &mut [f32]) -> Result<(), PreprocessError> {
+        self.validate()?;
+        let frame = &Frame::new(frame.width, frame.height, frame.format, frame.pixels)?;
+        if out.len() != self.len() {
+            return Err(PreprocessError::OutputSize {
+                expected: self.len(),
+                found: out.len(),
+            });
+        }
+        let (x0, y0, cw, ch) = self.crop_box(frame);
+        let sx = cw as f32 / self.width as f32;
+        let sy = ch as f32 / self.height as f32;
+        let plane = self.width * self.height;
+        for c in 0..self.channels {
+            let (mean, std) = (self.mean[c], self.std[c]);
+            let src = Source {
+                frame,
+                channel: c,
+                gray: self.channels == 1,
+            };
+            for oy in 0..self.height {
+                for ox in 0..self.width {
+                    let v = match self.resize {
+                        Resize::Bilinear => bilinear(&src, x0, cw, sx, ox, y0, ch, sy, oy),
+                        Resize::Area => area(
+                            &src,
+                            (x0 as f32 + ox as f32 * sx, sx, x0 + cw),
+                            (y0 as f32 + oy as f32 * sy, sy, y0 + ch),
+                        ),
+                    };
+                    let v = if self.invert { 1.0 - v } else { v };
+                    out[c * plane + oy * self.width + ox] = (v - mean) / std;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The crop rectangle `(x, y, width, height)` in frame pixels.
+    pub fn crop_box(&self, frame: &Frame<'_>) -> (usize, usize, usize, usize) {
+        match self.crop {
+            Crop::None => (0, 0, frame.width, frame.height),
+            Crop::CenterSquare(f) => {
+                let short = frame.width.min(frame.height);
+                let side = (libm::roundf(f * short as f32) as usize).clamp(1, short);
+                (
+                    (frame.width - side) / 2,
+                    (frame.height - side) / 2,
+                    side,
+                    side,
+                )
+            }
+        }
+    }
+}
+
+/// Reads one channel of a frame as values in `[0, 1]`.
+struct Source<'a, 'b> {
+    frame: &'b Frame<'a>,
+    channel: usize,
+    gray: bool,
+}
+
+impl Source<'_, '_> {
+    #[inline]
+    fn at(&self, x: usize, y: usize) -> f32 {
+        let f = self.frame;
+        let i = y * f.width + x;
+        let v = match f.format {
+            PixelFormat::Gray8 => f32::from(f.pixels[i]),
+            PixelFormat::Rgb8 => {
+                let p = &f.pixels[3 * i..3 * i + 3];
+                if self.gray {
+                    0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])
+                } else {
+                    f32::from(p[self.channel])
+                }
+            }
+        };
+        v * (1.0 / 255.0)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn bilinear(
+    src: &Source<'_, '_>,
+    x0: usize,
+    cw: usize,
+    sx: f32,
+    ox: usize,
+    y0: usize,
+    ch: usize,
+    sy: f32,
+    oy: usize,
+) -> f32 {
+    let (xa, xb, fx) = taps(ox, sx, cw);
+    let (ya, yb, fy) = taps(oy, sy, ch);
+    let top = src.at(x0 + xa, y0 + ya) * (1.0 - fx) + src.at(x0 + xb, y0 + ya) * fx;
+    let bottom = src.at(x0 + xa, y0 + yb) * (1.0 - fx) + src.at(x0 + xb, y0 + yb) * fx;
+    top * (1.0 - fy) + bottom * fy
+}
+
+/// The two source indices and the weight of the second for output index `o`.
+#[inline]
+fn taps(o: usize, scale: f32, len: usize) -> (usize, usize, f32) {
+    let s = ((o as f32 + 0.5) * scale - 0.5).clamp(0.0, (len - 1) as f32);
+    let a = libm::floorf(s) as usize;
+    let b = (a + 1).min(len - 1);
+    (a, b, s - a as f32)
+}
+
+/// Average of the source over `[x, x + w) × [y, y + h)`, each axis given as
+/// `(start, length, end of the crop)`.
+#[inline]
+fn area(
+    src: &Source<'_, '_>,
+    (x, w, x_end): (f32, f32, usize),
+    (y, h, y_end): (f32, f32, usize),
+) -> f32 {
+    let mut total = 0.0;
+    let (ys, ye) = (libm::floorf(y) as usize, libm::ceilf(y + h) as usize);
+    let (xs, xe) = (libm::floorf(x) as usize, libm::ceilf(x + w) as usize);
+    let ye = ye.min(y_end);
+    let xe = xe.min(x_end);
+    for sy in ys..ye {
+        let wy = (y + h).min(sy as f32 + 1.0) - y.max(sy as f32);
+        if wy <= 0.0 {
+            continue;
+        }
+        let mut row = 0.0;
+        for sx in xs..xe {
+            let wx = (x + w).min(sx as f32 + 1.0) - x.max(sx as f32);
+            if wx > 0.0 {
+                row += wx * src.at(sx, sy);
+            }
+        }
+        total += wy * row;
+    }
+    total / (w * h)
+}
