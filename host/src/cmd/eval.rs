@@ -1,0 +1,138 @@
+//! `fewshot eval`: N-way K-shot episodes.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use fewshot_core::Distance;
+use fewshot_host::data::{ClassSet, Layout};
+use fewshot_host::episode::{EpisodeSampler, EpisodeShape};
+use fewshot_host::eval::evaluate_episodes;
+use serde_json::json;
+
+use super::model::{Defaults, ModelArgs};
+
+/// Arguments of `fewshot eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Class folders to draw episodes from.
+    #[arg(long, default_value = "omniglot/images_background_small2")]
+    data: PathBuf,
+    /// How classes are laid out under --data.
+    #[arg(long, value_enum, default_value = "auto")]
+    layout: Layout,
+    /// Leave out classes that also appear here (e.g. the training split's alphabets).
+    #[arg(long)]
+    exclude: Option<PathBuf>,
+    /// Classes per episode (N-way).
+    #[arg(long, default_value_t = 5)]
+    k_way: usize,
+    /// Support images per class (K-shot).
+    #[arg(long, default_value_t = 1)]
+    n_shot: usize,
+    /// Query images per class.
+    #[arg(long, default_value_t = 15)]
+    q_queries: usize,
+    /// Episodes to average over.
+    #[arg(long, default_value_t = 1000)]
+    episodes: usize,
+    /// Seed of the episode stream.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use at most this many images per class (chosen once by the seed).
+    #[arg(long)]
+    cap: Option<usize>,
+    /// Distance between embeddings and prototypes.
+    #[arg(long, default_value = "l2", value_parser = super::parse_distance)]
+    distance: Distance,
+    /// Print one JSON object instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `fewshot eval`.
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let root = super::resolve(&args.data, "--data")?;
+    let mut set = ClassSet::load(&root, args.layout)?;
+    let excluded = match &args.exclude {
+        Some(other) => {
+            let other_root = super::resolve(other, "--exclude")?;
+            set.exclude(&ClassSet::load(&other_root, args.layout)?)
+        }
+        None => 0,
+    };
+    let defaults = if set.classes.iter().any(|c| c.name.contains('/')) {
+        Defaults::Omniglot
+    } else {
+        Defaults::Faces
+    };
+    let model = args.model.load(defaults)?;
+    let shape = EpisodeShape {
+        k_way: args.k_way,
+        n_shot: args.n_shot,
+        q_queries: args.q_queries,
+    };
+    let mut ids = Vec::new();
+    let mut paths = Vec::new();
+    for class in &set.classes {
+        ids.push((paths.len()..paths.len() + class.images.len()).collect::<Vec<_>>());
+        paths.extend(class.images.iter().cloned());
+    }
+    let sampler = EpisodeSampler::new(&ids, shape, args.cap, args.seed)
+        .with_context(|| format!("sampling episodes from {}", root.display()))?;
+    if sampler.dropped > 0 {
+        eprintln!(
+            "left out {} of {} classes with fewer than {} images",
+            sampler.dropped,
+            set.classes.len(),
+            shape.per_class()
+        );
+    }
+    let progress = super::progress();
+    let embeddings = super::embed_files(model.as_ref(), &paths, progress)?;
+    let report = evaluate_episodes(
+        &embeddings,
+        &sampler,
+        args.episodes,
+        args.seed,
+        args.distance,
+        progress,
+    )?;
+    let s = report.summary;
+    if args.json {
+        super::print_json(&json!({
+            "command": "eval",
+            "model": model.name(),
+            "data": root,
+            "classes": sampler.eligible(),
+            "excluded_classes": excluded,
+            "k_way": shape.k_way, "n_shot": shape.n_shot, "q_queries": shape.q_queries,
+            "distance": args.distance.name(),
+            "seed": args.seed,
+            "episodes": s.n,
+            "accuracy": s.mean,
+            "ci95": s.ci95,
+        }))?;
+    } else {
+        println!(
+            "{}-way {}-shot, {} queries per class, {} episodes on {} classes of {} ({} excluded), {} distance",
+            shape.k_way,
+            shape.n_shot,
+            shape.q_queries,
+            s.n,
+            sampler.eligible(),
+            root.display(),
+            excluded,
+            args.distance.name()
+        );
+        println!(
+            "model {}: accuracy {:.2}% ± {:.2}% (95% CI)",
+            model.name(),
+            100.0 * s.mean,
+            100.0 * s.ci95
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! `fewshot eval-runs`: Lake's 20-way one-shot runs.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use fewshot_core::Distance;
+use fewshot_host::data::RunSet;
+use fewshot_host::eval::run_errors;
+use serde_json::json;
+
+use super::model::{Defaults, ModelArgs};
+
+/// Arguments of `fewshot eval-runs`.
+#[derive(Debug, Args)]
+pub struct EvalRunsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A folder of runs (`runNN/class_labels.txt`), or one run folder.
+    #[arg(long, default_value = "omniglot/runs")]
+    runs: PathBuf,
+    /// Distance between embeddings.
+    #[arg(long, default_value = "l2", value_parser = super::parse_distance)]
+    distance: Distance,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `fewshot eval-runs`.
+pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
+    let root = super::resolve(&args.runs, "--runs")?;
+    let set = RunSet::load(&root)?;
+    let model = args.model.load(Defaults::Omniglot)?;
+    let mut results = Vec::new();
+    for run in &set.runs {
+        let mut paths = run.training.clone();
+        paths.extend(run.test.iter().map(|(p, _)| p.clone()));
+        let embeddings = super::embed_files(model.as_ref(), &paths, false)?;
+        let labels: Vec<usize> = run.test.iter().map(|(_, l)| *l).collect();
+        results.push(run_errors(
+            &run.name,
+            &embeddings,
+            run.training.len(),
+            &labels,
+            args.distance,
+        )?);
+    }
+    let error_rate = results.iter().map(|r| r.error_rate).sum::<f64>() / results.len() as f64;
+    if args.json {
+        super::print_json(&json!({
+            "command": "eval-runs",
+            "model": model.name(),
+            "runs_folder": root,
+            "distance": args.distance.name(),
+            "error_rate": error_rate,
+            "runs": results,
+        }))?;
+    } else {
+        println!(
+            "model {} on {} ({} distance)",
+            model.name(),
+            root.display(),
+            args.distance.name()
+        );
+        for r in &results {
+            println!(
+                "  {:8} {:2}/{:2} wrong  {:5.1}% error",
+                r.run,
+                r.errors,
+                r.items,
+                100.0 * r.error_rate
+            );
+        }
+        println!(
+            "error rate over {} runs: {:.2}%",
+            results.len(),
+            100.0 * error_rate
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Choosing the embedding function named by `--model`.
+
+use clap::builder::TypedValueParser;
+use clap::Args;
+use fewshot_core::{Crop, Recipe, Resize};
+use fewshot_host::embed::{Embedder, Pixels};
+
+/// Which preprocessing `--model pixels` uses.
+#[derive(Debug, Clone, Copy)]
+pub enum Defaults {
+    /// Omniglot: 28×28 grey, area resize, strokes = 1.
+    Omniglot,
+    /// Faces: centre square of half the shorter side, 32×32 grey, area resize.
+    Faces,
+}
+
+/// `--model` and the preprocessing flags of the pixel baseline.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Embedding function: `pixels` (the preprocessed pixels themselves).
+    #[arg(long, default_value = "pixels")]
+    pub model: String,
+    /// Pixel baseline: output side in pixels (default 28 for Omniglot, 32 for faces).
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Pixel baseline: output channels, 1 (grey) or 3 (RGB).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["1", "3"]).map(|s: String| if s == "3" { 3usize } else { 1 }))]
+    pub channels: Option<usize>,
+    /// Pixel baseline: keep the centred square of this fraction of the shorter side (1 = no crop).
+    #[arg(long)]
+    pub crop: Option<f32>,
+    /// Pixel baseline: resampling filter.
+    #[arg(long, value_enum)]
+    pub resize: Option<ResizeArg>,
+    /// Pixel baseline: invert intensities (default: on for Omniglot, off for faces).
+    #[arg(long)]
+    pub invert: Option<bool>,
+}
+
+/// Resampling filters on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ResizeArg {
+    /// Exact area averaging.
+    Area,
+    /// Bilinear interpolation.
+    Bilinear,
+}
+
+impl ModelArgs {
+    /// Builds the embedding function.
+    pub fn load(&self, defaults: Defaults) -> anyhow::Result<Box<dyn Embedder>> {
+        match self.model.as_str() {
+            "pixels" => Ok(Box::new(Pixels {
+                recipe: self.recipe(defaults)?,
+            })),
+            other => anyhow::bail!(
+                "--model {other:?}: this build knows only `pixels`; trained checkpoints and exported models \
+                 arrive with `fewshot train` and `fewshot export`"
+            ),
+        }
+    }
+
+    fn recipe(&self, defaults: Defaults) -> anyhow::Result<Recipe> {
+        let base = match defaults {
+            Defaults::Omniglot => Recipe::OMNIGLOT_28,
+            Defaults::Faces => Recipe {
+                width: 32,
+                height: 32,
+                channels: 1,
+                crop: Crop::CenterSquare(0.5),
+                resize: Resize::Area,
+                invert: false,
+                mean: [0.0; 3],
+                std: [1.0; 3],
+            },
+        };
+        let size = self.size.unwrap_or(base.width);
+        let recipe = Recipe {
+            width: size,
+            height: size,
+            channels: self.channels.unwrap_or(base.channels),
+            crop: match self.crop {
+                None => base.crop,
+                Some(1.0) => Crop::None,
+                Some(f) => Crop::CenterSquare(f),
+            },
+            resize: match self.resize {
+                None => base.resize,
+                Some(ResizeArg::Area) => Resize::Area,
+                Some(ResizeArg::Bilinear) => Resize::Bilinear,
+            },
+            invert: self.invert.unwrap_or(base.invert),
+            ..base
+        };
+        recipe
+            .validate()
+            .map_err(|e| anyhow::anyhow!("pixel baseline flags: {e}"))?;
+        Ok(recipe)
+    }
+}

@@ -1,0 +1,11 @@
+//! The host side of the few-shot toolkit: data sets, episode sampling,
+//! evaluation, and (later) training and export.
+#![warn(missing_docs)]
+
+pub mod augment;
+pub mod data;
+pub mod embed;
+pub mod episode;
+pub mod eval;
+pub mod plot;
+pub mod stats;

@@ -1,0 +1,156 @@
+//! The `fewshot` binary end to end on the real data: JSON fields, invariants
+//! between the figures, and clear errors for bad input.
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn fewshot(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fewshot"))
+        .args(args)
+        .env("FEWSHOT_DATA", common::data_dir())
+        .output()
+        .expect("run fewshot");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(args: &[&str]) -> Value {
+    let (ok, stdout, stderr) = fewshot(args);
+    assert!(ok, "fewshot {args:?} failed: {stderr}");
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {stdout}"))
+}
+
+#[test]
+fn eval_runs_reports_each_run_and_the_mean() {
+    let v = json(&["eval-runs", "--model", "pixels", "--json"]);
+    let runs = v["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 10);
+    let mean = runs
+        .iter()
+        .map(|r| r["error_rate"].as_f64().unwrap())
+        .sum::<f64>()
+        / 10.0;
+    assert!((v["error_rate"].as_f64().unwrap() - mean).abs() < 1e-12);
+    for r in runs {
+        assert_eq!(r["items"], 20);
+        assert!(
+            (r["error_rate"].as_f64().unwrap() - r["errors"].as_f64().unwrap() / 20.0).abs()
+                < 1e-12
+        );
+    }
+    // Pixels are far better than chance (95% error) on 20-way one-shot, and far from solved.
+    assert!(mean < 0.9 && mean > 0.3, "{mean}");
+}
+
+#[test]
+fn eval_reports_accuracy_with_ci() {
+    let args = [
+        "eval",
+        "--data",
+        "omniglot/images_background_small2",
+        "--exclude",
+        "omniglot/images_background_small1",
+        "--k-way",
+        "5",
+        "--n-shot",
+        "1",
+        "--q-queries",
+        "5",
+        "--episodes",
+        "200",
+        "--json",
+    ];
+    let v = json(&args);
+    assert_eq!(v["episodes"], 200);
+    assert_eq!(v["classes"], 106);
+    let (acc, ci) = (v["accuracy"].as_f64().unwrap(), v["ci95"].as_f64().unwrap());
+    assert!(
+        acc > 0.25 && acc < 1.0,
+        "5-way accuracy {acc} should beat chance (0.2)"
+    );
+    assert!(ci > 0.0 && ci < 0.05, "{ci}");
+    // Same seed, same episodes, same answer.
+    assert_eq!(json(&args)["accuracy"], v["accuracy"]);
+}
+
+#[test]
+fn verify_and_door_eval_on_faces() {
+    let v = json(&["verify", "--json"]);
+    assert_eq!(
+        (v["matched"].as_u64(), v["mismatched"].as_u64()),
+        (Some(1100), Some(1100))
+    );
+    let auc = v["auc"].as_f64().unwrap();
+    assert!(auc > 0.5 && auc < 1.0, "{auc}");
+    assert!(v["threshold"].as_f64().unwrap() > 0.0);
+    let given = json(&["verify", "--threshold", "0", "--json"]);
+    assert_eq!(
+        given["accuracy"], 0.5,
+        "threshold 0 rejects every pair: half are right"
+    );
+
+    let roc = tempfile::tempdir().unwrap();
+    let png = roc.path().join("roc.png");
+    let d = json(&[
+        "door-eval",
+        "--data",
+        "faces/orl",
+        "--enroll-shots",
+        "2",
+        "--strangers",
+        "faces/yale",
+        "--json",
+        "--roc",
+        png.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        (d["enrolled"].as_u64(), d["genuine_probes"].as_u64()),
+        (Some(40), Some(320))
+    );
+    assert_eq!(d["stranger_probes"], 164);
+    let rank1 = d["rank1"].as_f64().unwrap();
+    let (t2, t3) = (
+        d["tar_at_far_1e-2"].as_f64().unwrap(),
+        d["tar_at_far_1e-3"].as_f64().unwrap(),
+    );
+    assert!(
+        t3 <= t2 && t2 <= rank1,
+        "TAR at a stricter FAR cannot be higher, nor above rank-1"
+    );
+    assert!(image::open(&png).is_ok(), "ROC PNG written");
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let (ok, _, err) = fewshot(&["eval", "--data", "no/such/folder"]);
+    assert!(
+        !ok && err.contains("no/such/folder") && err.contains("looked at"),
+        "{err}"
+    );
+    let (ok, _, err) = fewshot(&["eval", "--k-way", "500"]);
+    assert!(
+        !ok && err.contains("500-way") && err.contains("classes"),
+        "{err}"
+    );
+    let (ok, _, err) = fewshot(&["eval", "--distance", "manhattan"]);
+    assert!(!ok && err.contains("manhattan"), "{err}");
+    let (ok, _, err) = fewshot(&["eval-runs", "--model", "missing.safetensors"]);
+    assert!(!ok && err.contains("missing.safetensors"), "{err}");
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = tmp.path().join("pairs.txt");
+    std::fs::write(&pairs, "1\nAaron_Peirsol 1 2\nbroken line\n").unwrap();
+    let (ok, _, err) = fewshot(&["verify", "--pairs", pairs.to_str().unwrap()]);
+    assert!(!ok && err.contains("pairs.txt:3"), "{err}");
+    for (ok, _, err) in [
+        fewshot(&["eval", "--data", "no/such"]),
+        fewshot(&["verify", "--pairs", "x"]),
+    ] {
+        assert!(!ok && !err.contains("panicked"), "{err}");
+    }
+}

@@ -1,0 +1,24 @@
+//! Helpers shared by the host tests.
+#![allow(dead_code)]
+use std::path::PathBuf;
+
+/// The real data folder (`FEWSHOT_DATA` or `../shared/data` beside the repo).
+/// Fails the test, saying where it looked, when the data is not there.
+pub fn data_dir() -> PathBuf {
+    let candidates: Vec<PathBuf> = match std::env::var_os("FEWSHOT_DATA") {
+        Some(d) => vec![PathBuf::from(d)],
+        None => vec![
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"),
+            PathBuf::from("../shared/data"),
+        ],
+    };
+    for c in &candidates {
+        if c.join("MANIFEST.sha256").is_file() {
+            return c.clone();
+        }
+    }
+    panic!(
+        "test data not found: looked for MANIFEST.sha256 in {} (set FEWSHOT_DATA to the data folder)",
+        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(" and ")
+    );
+}
