@@ -31,6 +31,14 @@ pub trait Embedder: Send + Sync {
     fn dim(&self) -> usize;
     /// Embeds `n` images given as `n × recipe().len()` values; returns `n × dim()` values.
     fn embed(&self, images: &[f32]) -> Result<Vec<f32>, EmbedError>;
+    /// The distance the model was trained with, if it records one.
+    fn distance(&self) -> Option<fewshot_core::Distance> {
+        None
+    }
+    /// The class folders the model was trained on, if it records them.
+    fn trained_on(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// The baseline: the preprocessed pixels are the embedding.

@@ -3,6 +3,12 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
+// candle allocates a fresh buffer for every tensor; the system allocator returns
+// large ones to the kernel each time (half of a training step went to page
+// faults), mimalloc keeps and reuses them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Train and evaluate few-shot encoders for edge devices.
 ///
 /// Data paths are taken as given when they exist, else under the data folder
@@ -24,6 +30,9 @@ enum Command {
     Verify(cmd::verify::VerifyArgs),
     /// The door scenario: enroll identities, then rank-1 and TAR at fixed FAR.
     DoorEval(cmd::door_eval::DoorEvalArgs),
+    /// Train an encoder by a few-shot method.
+    #[command(subcommand)]
+    Train(cmd::train::TrainCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Command::EvalRuns(args) => cmd::eval_runs::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::DoorEval(args) => cmd::door_eval::run(args),
+        Command::Train(command) => cmd::train::run(command),
     }
 }

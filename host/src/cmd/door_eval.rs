@@ -31,8 +31,9 @@ pub struct DoorEvalArgs {
     #[arg(long)]
     strangers: Option<PathBuf>,
     /// Distance between embeddings and prototypes.
-    #[arg(long, default_value = "l2", value_parser = super::parse_distance)]
-    distance: Distance,
+    /// [default: the model's own, l2 for pixels]
+    #[arg(long, value_parser = super::parse_distance)]
+    distance: Option<Distance>,
     /// Where to write the ROC curve (PNG).
     #[arg(long, default_value = "door-eval-roc.png")]
     roc: PathBuf,
@@ -46,6 +47,7 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
     let root = super::resolve(&args.data, "--data")?;
     let set = ClassSet::load(&root, Layout::Flat)?;
     let model = args.model.load(Defaults::Faces)?;
+    let distance = args.distance.or(model.distance()).unwrap_or(Distance::L2);
     let k = args.enroll_shots;
 
     // Rows: enrolment shots of each enrolled identity, its genuine probes, then strangers.
@@ -89,7 +91,7 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
     for ((_, shots), proto) in enrolled.iter().zip(prototypes.chunks_mut(dim)) {
         mean_into(shots.iter().map(|&r| emb.row(r)), proto)?;
     }
-    let nearest_of = |row: usize| nearest(emb.row(row), prototypes.chunks(dim), args.distance);
+    let nearest_of = |row: usize| nearest(emb.row(row), prototypes.chunks(dim), distance);
     let genuine_scores: Vec<(f32, bool)> = genuine
         .iter()
         .map(|&(row, id)| nearest_of(row).map(|n| (n.distance, n.index == id)))
@@ -130,7 +132,7 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
             "data": root,
             "strangers_folder": args.strangers,
             "enroll_shots": k,
-            "distance": args.distance.name(),
+            "distance": distance.name(),
             "enrolled": enrolled.len(),
             "genuine_probes": genuine_scores.len(),
             "stranger_probes": stranger_scores.len(),
@@ -149,7 +151,7 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
             genuine_scores.len(),
             stranger_scores.len(),
             model.name(),
-            args.distance.name()
+            distance.name()
         );
         println!("rank-1 (closed set): {:.2}%", 100.0 * rank1);
         for (far, p) in [("1%", at2), ("0.1%", at3)] {

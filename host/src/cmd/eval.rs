@@ -45,8 +45,9 @@ pub struct EvalArgs {
     #[arg(long)]
     cap: Option<usize>,
     /// Distance between embeddings and prototypes.
-    #[arg(long, default_value = "l2", value_parser = super::parse_distance)]
-    distance: Distance,
+    /// [default: the model's own, l2 for pixels]
+    #[arg(long, value_parser = super::parse_distance)]
+    distance: Option<Distance>,
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
@@ -56,19 +57,27 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let root = super::resolve(&args.data, "--data")?;
     let mut set = ClassSet::load(&root, args.layout)?;
-    let excluded = match &args.exclude {
-        Some(other) => {
-            let other_root = super::resolve(other, "--exclude")?;
-            set.exclude(&ClassSet::load(&other_root, args.layout)?)
-        }
-        None => 0,
-    };
     let defaults = if set.classes.iter().any(|c| c.name.contains('/')) {
         Defaults::Omniglot
     } else {
         Defaults::Faces
     };
     let model = args.model.load(defaults)?;
+    let distance = args.distance.or(model.distance()).unwrap_or(Distance::L2);
+    // Leave out the classes the model was trained on: given, or recorded in the checkpoint.
+    let exclude = match &args.exclude {
+        Some(other) => Some(super::resolve(other, "--exclude")?),
+        None => model.trained_on().filter(|p| p.is_dir()),
+    };
+    let excluded = match &exclude {
+        Some(other) if std::fs::canonicalize(other).ok() != std::fs::canonicalize(&root).ok() => {
+            set.exclude(&ClassSet::load(other, args.layout)?)
+        }
+        _ => 0,
+    };
+    if excluded > 0 && args.exclude.is_none() {
+        eprintln!("left out {excluded} classes the model was trained on");
+    }
     let shape = EpisodeShape {
         k_way: args.k_way,
         n_shot: args.n_shot,
@@ -97,7 +106,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         &sampler,
         args.episodes,
         args.seed,
-        args.distance,
+        distance,
         progress,
     )?;
     let s = report.summary;
@@ -109,7 +118,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             "classes": sampler.eligible(),
             "excluded_classes": excluded,
             "k_way": shape.k_way, "n_shot": shape.n_shot, "q_queries": shape.q_queries,
-            "distance": args.distance.name(),
+            "distance": distance.name(),
             "seed": args.seed,
             "episodes": s.n,
             "accuracy": s.mean,
@@ -125,7 +134,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             sampler.eligible(),
             root.display(),
             excluded,
-            args.distance.name()
+            distance.name()
         );
         println!(
             "model {}: accuracy {:.2}% ± {:.2}% (95% CI)",

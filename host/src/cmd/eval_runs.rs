@@ -19,8 +19,9 @@ pub struct EvalRunsArgs {
     #[arg(long, default_value = "omniglot/runs")]
     runs: PathBuf,
     /// Distance between embeddings.
-    #[arg(long, default_value = "l2", value_parser = super::parse_distance)]
-    distance: Distance,
+    /// [default: the model's own, l2 for pixels]
+    #[arg(long, value_parser = super::parse_distance)]
+    distance: Option<Distance>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -31,6 +32,7 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
     let root = super::resolve(&args.runs, "--runs")?;
     let set = RunSet::load(&root)?;
     let model = args.model.load(Defaults::Omniglot)?;
+    let distance = args.distance.or(model.distance()).unwrap_or(Distance::L2);
     let mut results = Vec::new();
     for run in &set.runs {
         let mut paths = run.training.clone();
@@ -42,7 +44,7 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
             &embeddings,
             run.training.len(),
             &labels,
-            args.distance,
+            distance,
         )?);
     }
     let error_rate = results.iter().map(|r| r.error_rate).sum::<f64>() / results.len() as f64;
@@ -51,7 +53,7 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
             "command": "eval-runs",
             "model": model.name(),
             "runs_folder": root,
-            "distance": args.distance.name(),
+            "distance": distance.name(),
             "error_rate": error_rate,
             "runs": results,
         }))?;
@@ -60,7 +62,7 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
             "model {} on {} ({} distance)",
             model.name(),
             root.display(),
-            args.distance.name()
+            distance.name()
         );
         for r in &results {
             println!(

@@ -4,6 +4,7 @@ use clap::builder::TypedValueParser;
 use clap::Args;
 use fewshot_core::{Crop, Recipe, Resize};
 use fewshot_host::embed::{Embedder, Pixels};
+use fewshot_host::nn::checkpoint::CandleEmbedder;
 
 /// Which preprocessing `--model pixels` uses.
 #[derive(Debug, Clone, Copy)]
@@ -17,7 +18,8 @@ pub enum Defaults {
 /// `--model` and the preprocessing flags of the pixel baseline.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Embedding function: `pixels` (the preprocessed pixels themselves).
+    /// Embedding function: `pixels` (the preprocessed pixels themselves), or a
+    /// checkpoint (`best.safetensors` with its `best.json` beside it).
     #[arg(long, default_value = "pixels")]
     pub model: String,
     /// Pixel baseline: output side in pixels (default 28 for Omniglot, 32 for faces).
@@ -53,14 +55,28 @@ impl ModelArgs {
             "pixels" => Ok(Box::new(Pixels {
                 recipe: self.recipe(defaults)?,
             })),
-            other => anyhow::bail!(
-                "--model {other:?}: this build knows only `pixels`; trained checkpoints and exported models \
-                 arrive with `fewshot train` and `fewshot export`"
-            ),
+            path => {
+                if self.size.is_some()
+                    || self.channels.is_some()
+                    || self.crop.is_some()
+                    || self.resize.is_some()
+                {
+                    anyhow::bail!("--size, --channels, --crop and --resize apply to --model pixels; a checkpoint records its own");
+                }
+                let path = std::path::Path::new(path);
+                if !path.is_file() {
+                    anyhow::bail!(
+                        "--model {}: no such checkpoint (expected `pixels` or a .safetensors file)",
+                        path.display()
+                    );
+                }
+                Ok(Box::new(CandleEmbedder::load(path)?))
+            }
         }
     }
 
-    fn recipe(&self, defaults: Defaults) -> anyhow::Result<Recipe> {
+    /// The preprocessing of the pixel baseline (also the input of a new encoder).
+    pub fn recipe(&self, defaults: Defaults) -> anyhow::Result<Recipe> {
         let base = match defaults {
             Defaults::Omniglot => Recipe::OMNIGLOT_28,
             Defaults::Faces => Recipe {

@@ -35,8 +35,9 @@ pub struct VerifyArgs {
     #[arg(long)]
     threshold: Option<f32>,
     /// Distance between embeddings.
-    #[arg(long, default_value = "l2", value_parser = super::parse_distance)]
-    distance: Distance,
+    /// [default: the model's own, l2 for pixels]
+    #[arg(long, value_parser = super::parse_distance)]
+    distance: Option<Distance>,
     /// Write the ROC curve to this PNG.
     #[arg(long)]
     roc: Option<PathBuf>,
@@ -131,7 +132,8 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let images = super::resolve(&args.images, "--images")?;
     let pairs = super::resolve(&args.pairs, "--pairs")?;
     let model = args.model.load(Defaults::Faces)?;
-    let eval = PairDistances::compute(model.as_ref(), &images, &pairs, args.distance)?;
+    let distance = args.distance.or(model.distance()).unwrap_or(Distance::L2);
+    let eval = PairDistances::compute(model.as_ref(), &images, &pairs, distance)?;
     let (genuine, impostor) = eval.split(|_| true);
     let auc = auc(&genuine, &impostor)
         .context("AUC needs finite distances and both matched and mismatched pairs")?;
@@ -146,7 +148,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     } else if let (Some(ti), Some(tp)) = (&args.threshold_images, &args.threshold_pairs) {
         let ti = super::resolve(ti, "--threshold-images")?;
         let tp = super::resolve(tp, "--threshold-pairs")?;
-        let other = PairDistances::compute(model.as_ref(), &ti, &tp, args.distance)?;
+        let other = PairDistances::compute(model.as_ref(), &ti, &tp, distance)?;
         let (g, i) = other.split(|_| true);
         let (t, _) =
             best_threshold(&g, &i).context("no finite distances on the threshold pairs")?;
@@ -195,7 +197,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
             "command": "verify",
             "model": model.name(),
             "pairs": pairs,
-            "distance": args.distance.name(),
+            "distance": distance.name(),
             "matched": genuine.len(),
             "mismatched": impostor.len(),
             "accuracy": accuracy,
@@ -211,7 +213,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
             impostor.len(),
             pairs.display(),
             model.name(),
-            args.distance.name()
+            distance.name()
         );
         match ci95 {
             Some(ci) => println!(

@@ -1,0 +1,271 @@
+//! Checkpoints: weights in safetensors plus a JSON file of the same name that
+//! records everything needed to rebuild and evaluate the model.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use fewshot_core::{Crop, Distance, Recipe, Resize};
+use serde::{Deserialize, Serialize};
+
+use super::encoder::{Encoder, EncoderConfig};
+use crate::embed::{check_shape, EmbedError, Embedder};
+
+/// Version of the checkpoint JSON this code writes.
+pub const FORMAT: u32 = 1;
+
+/// The preprocessing recipe in serialisable form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecipeSpec {
+    /// Output width.
+    pub width: usize,
+    /// Output height.
+    pub height: usize,
+    /// 1 (grey) or 3 (RGB).
+    pub channels: usize,
+    /// Centred square crop as a fraction of the shorter side; `null` for the whole frame.
+    pub crop: Option<f32>,
+    /// `area` or `bilinear`.
+    pub resize: String,
+    /// Whether intensities are inverted.
+    pub invert: bool,
+    /// Per-channel mean.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation.
+    pub std: [f32; 3],
+}
+
+impl From<Recipe> for RecipeSpec {
+    fn from(r: Recipe) -> Self {
+        RecipeSpec {
+            width: r.width,
+            height: r.height,
+            channels: r.channels,
+            crop: match r.crop {
+                Crop::None => None,
+                Crop::CenterSquare(f) => Some(f),
+            },
+            resize: match r.resize {
+                Resize::Area => "area",
+                Resize::Bilinear => "bilinear",
+            }
+            .into(),
+            invert: r.invert,
+            mean: r.mean,
+            std: r.std,
+        }
+    }
+}
+
+impl RecipeSpec {
+    /// The core recipe, validated.
+    pub fn recipe(&self) -> Result<Recipe, String> {
+        let recipe = Recipe {
+            width: self.width,
+            height: self.height,
+            channels: self.channels,
+            crop: self.crop.map_or(Crop::None, Crop::CenterSquare),
+            resize: match self.resize.as_str() {
+                "area" => Resize::Area,
+                "bilinear" => Resize::Bilinear,
+                other => {
+                    return Err(format!(
+                        "unknown resize {other:?} (expected area or bilinear)"
+                    ))
+                }
+            },
+            invert: self.invert,
+            mean: self.mean,
+            std: self.std,
+        };
+        recipe.validate().map_err(|e| e.to_string())?;
+        Ok(recipe)
+    }
+}
+
+/// Everything needed to rebuild and evaluate a trained model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Checkpoint format version.
+    pub format: u32,
+    /// The few-shot method that trained it (`protonet`).
+    pub method: String,
+    /// Encoder architecture.
+    pub encoder: EncoderConfig,
+    /// Input preprocessing.
+    pub recipe: RecipeSpec,
+    /// Distance the method classifies with (`l2`, `cosine`, `dot`).
+    pub distance: String,
+    /// Free-form record of the training run (data, split, seed, episodes, commit, figures).
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+/// Errors reading or writing checkpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The JSON config is malformed.
+    #[error("{}: not a valid checkpoint config: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// The weights do not load or do not match the config.
+    #[error("{}: {message}", path.display())]
+    Weights {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The JSON file that goes with a weights file (`best.safetensors` → `best.json`).
+pub fn config_path(weights: &Path) -> PathBuf {
+    weights.with_extension("json")
+}
+
+/// Writes `weights` (safetensors) and its JSON config, each through a
+/// temporary file and a rename so a crash never leaves a half-written file.
+pub fn save(weights: &Path, varmap: &VarMap, config: &ModelConfig) -> Result<(), CheckpointError> {
+    let tmp = weights.with_extension("safetensors.tmp");
+    varmap.save(&tmp).map_err(|e| CheckpointError::Weights {
+        path: tmp.clone(),
+        message: e.to_string(),
+    })?;
+    let json = serde_json::to_vec_pretty(config).map_err(|source| CheckpointError::Json {
+        path: config_path(weights),
+        source,
+    })?;
+    write_atomic(&config_path(weights), &json)?;
+    std::fs::rename(&tmp, weights).map_err(|source| CheckpointError::Io {
+        path: weights.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file, fsync and rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    use std::io::Write;
+    let io = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Reads a checkpoint's JSON config.
+pub fn load_config(weights: &Path) -> Result<ModelConfig, CheckpointError> {
+    let path = config_path(weights);
+    let text = std::fs::read(&path).map_err(|source| CheckpointError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let config: ModelConfig =
+        serde_json::from_slice(&text).map_err(|source| CheckpointError::Json {
+            path: path.clone(),
+            source,
+        })?;
+    if config.format != FORMAT {
+        return Err(CheckpointError::Weights {
+            path,
+            message: format!(
+                "checkpoint format {} is not supported (expected {FORMAT})",
+                config.format
+            ),
+        });
+    }
+    Ok(config)
+}
+
+/// A trained encoder loaded for evaluation (batch norm in inference mode).
+pub struct CandleEmbedder {
+    name: String,
+    config: ModelConfig,
+    recipe: Recipe,
+    encoder: Box<dyn Encoder>,
+}
+
+impl CandleEmbedder {
+    /// Loads `weights` and the JSON config beside it.
+    pub fn load(weights: &Path) -> Result<Self, CheckpointError> {
+        let config = load_config(weights)?;
+        let bad = |message: String| CheckpointError::Weights {
+            path: weights.to_path_buf(),
+            message,
+        };
+        let recipe = config.recipe.recipe().map_err(&bad)?;
+        let mut varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let encoder = config.encoder.build(vb).map_err(|e| bad(e.to_string()))?;
+        varmap.load(weights).map_err(|e| {
+            bad(format!(
+                "weights do not match the {:?} encoder: {e}",
+                config.encoder
+            ))
+        })?;
+        Ok(CandleEmbedder {
+            name: weights.display().to_string(),
+            config,
+            recipe,
+            encoder,
+        })
+    }
+
+    /// The checkpoint's config.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+}
+
+impl Embedder for CandleEmbedder {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn recipe(&self) -> Recipe {
+        self.recipe
+    }
+
+    fn dim(&self) -> usize {
+        self.config.encoder.dim()
+    }
+
+    fn embed(&self, images: &[f32]) -> Result<Vec<f32>, EmbedError> {
+        let r = self.recipe;
+        check_shape(images, r.len())?;
+        let n = images.len() / r.len();
+        let backend = |e: candle_core::Error| EmbedError::Backend(e.to_string());
+        let x = Tensor::from_slice(images, (n, r.channels, r.height, r.width), &Device::Cpu)
+            .map_err(backend)?;
+        let out = self.encoder.embed(&x, false).map_err(backend)?;
+        out.flatten_all()
+            .map_err(backend)?
+            .to_vec1::<f32>()
+            .map_err(backend)
+    }
+
+    fn distance(&self) -> Option<Distance> {
+        Distance::from_name(&self.config.distance)
+    }
+
+    fn trained_on(&self) -> Option<PathBuf> {
+        self.config.training["run"]["data"]
+            .as_str()
+            .map(PathBuf::from)
+    }
+}

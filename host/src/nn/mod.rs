@@ -1,0 +1,11 @@
+//! Neural-network pieces trained with candle: encoders, few-shot methods,
+//! the optimiser and checkpoints.
+
+pub mod adam;
+pub mod checkpoint;
+pub mod encoder;
+pub mod init;
+pub mod method;
+pub mod pool;
+
+pub use candle_core::{DType, Device, Result, Tensor};

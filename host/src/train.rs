@@ -1,0 +1,550 @@
+//! Episodic training of few-shot methods, with validation, checkpoints and resume.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use fewshot_core::{Distance, Recipe};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::augment::{affine, rotate90, AffineRanges, Shape};
+use crate::data::{ClassSet, Layout, Tensors};
+use crate::embed::{check_shape, EmbedError, Embedder, Embeddings};
+use crate::episode::{ClassSplit, EpisodeSampler, EpisodeShape};
+use crate::eval::evaluate_episodes;
+use crate::nn::adam::Adam;
+use crate::nn::checkpoint::{self, ModelConfig, RecipeSpec};
+use crate::nn::encoder::{Encoder, EncoderConfig};
+use crate::nn::method::{EpisodeTensors, FewShotMethod, ProtoNet};
+use crate::plot::{line_chart_png, Series};
+
+/// Everything that defines a training run; written to `run.json` in the output folder.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    /// Class folders to train on.
+    pub data: PathBuf,
+    /// Episode shape.
+    pub shape: EpisodeShape,
+    /// Training episodes in all.
+    pub episodes: usize,
+    /// Adam learning rate at the start.
+    pub lr: f64,
+    /// Episodes between learning-rate cuts.
+    pub lr_step: usize,
+    /// Factor of each cut.
+    pub lr_gamma: f64,
+    /// Episodes between validations (and checkpoints).
+    pub val_every: usize,
+    /// Validation episodes.
+    pub val_episodes: usize,
+    /// Fraction of classes held out for validation.
+    pub val_fraction: f64,
+    /// Rotations by 90° as new classes (×4).
+    pub rotations: bool,
+    /// Random affine distortions, if any.
+    pub affine: Option<AffineRanges>,
+    /// Encoder.
+    pub encoder: EncoderConfig,
+    /// Preprocessing.
+    pub recipe: RecipeSpec,
+    /// Distance.
+    pub distance: String,
+    /// Seed of the split, the initialisation and the episode stream.
+    pub seed: u64,
+}
+
+/// Progress saved with each checkpoint, for resuming.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Episodes completed.
+    pub episode: usize,
+    /// Best validation accuracy so far (none without validation).
+    pub best_val: Option<f64>,
+    /// Episode of the best validation.
+    pub best_episode: usize,
+    /// Seconds spent training so far (over all resumed sessions).
+    pub seconds: f64,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetricLine {
+    /// Episodes completed.
+    pub episode: usize,
+    /// Mean training loss over the last interval (absent on validation lines).
+    pub loss: Option<f64>,
+    /// Mean training accuracy over the last interval.
+    pub accuracy: Option<f64>,
+    /// Validation accuracy (validation lines only).
+    pub val_accuracy: Option<f64>,
+    /// Its 95% confidence interval.
+    pub val_ci95: Option<f64>,
+    /// Learning rate.
+    pub lr: f64,
+    /// Milliseconds per training episode over the interval.
+    pub ms_per_episode: Option<f64>,
+}
+
+/// Images in memory grouped into classes (a rotated copy counts as its own class).
+struct Bank {
+    images: Vec<f32>,
+    per_image: usize,
+    classes: Vec<Vec<usize>>,
+}
+
+impl Bank {
+    fn build(tensors: &Tensors, classes: &[Vec<usize>], rotations: bool, shape: Shape) -> Bank {
+        let per_image = shape.len();
+        let turns: &[u8] = if rotations { &[0, 1, 2, 3] } else { &[0] };
+        let mut images = Vec::new();
+        let mut out = Vec::new();
+        for &turn in turns {
+            for rows in classes {
+                let mut ids = Vec::new();
+                for &r in rows {
+                    ids.push(images.len() / per_image);
+                    images.extend(rotate90(tensors.row(r), shape, turn));
+                }
+                out.push(ids);
+            }
+        }
+        Bank {
+            images,
+            per_image,
+            classes: out,
+        }
+    }
+
+    fn row(&self, i: usize) -> &[f32] {
+        &self.images[i * self.per_image..(i + 1) * self.per_image]
+    }
+
+    fn as_tensors(&self, recipe: Recipe) -> Tensors {
+        Tensors {
+            recipe,
+            data: self.images.clone(),
+            paths: vec![PathBuf::new(); self.images.len() / self.per_image],
+        }
+    }
+}
+
+/// An encoder being trained, seen as an [`Embedder`] (inference mode).
+struct Live<'a> {
+    encoder: &'a dyn Encoder,
+    recipe: Recipe,
+    dim: usize,
+}
+
+impl Embedder for Live<'_> {
+    fn name(&self) -> String {
+        "training encoder".into()
+    }
+    fn recipe(&self) -> Recipe {
+        self.recipe
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn embed(&self, images: &[f32]) -> Result<Vec<f32>, EmbedError> {
+        let r = self.recipe;
+        check_shape(images, r.len())?;
+        let backend = |e: candle_core::Error| EmbedError::Backend(e.to_string());
+        let x = Tensor::from_slice(
+            images,
+            (images.len() / r.len(), r.channels, r.height, r.width),
+            &Device::Cpu,
+        )
+        .map_err(backend)?;
+        self.encoder
+            .embed(&x, false)
+            .and_then(|t| t.flatten_all()?.to_vec1())
+            .map_err(backend)
+    }
+}
+
+/// Paths of a run's files.
+pub struct RunFiles {
+    /// The output folder.
+    pub dir: PathBuf,
+}
+
+impl RunFiles {
+    /// `run.json`: the training configuration.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("run.json")
+    }
+    /// The latest checkpoint (for resuming).
+    pub fn last(&self) -> PathBuf {
+        self.dir.join("last.safetensors")
+    }
+    /// The best checkpoint on validation.
+    pub fn best(&self) -> PathBuf {
+        self.dir.join("best.safetensors")
+    }
+    /// Adam's moments at the latest checkpoint.
+    pub fn optimizer(&self) -> PathBuf {
+        self.dir.join("last.adam.safetensors")
+    }
+    /// Progress at the latest checkpoint.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state.json")
+    }
+    /// Metrics, one JSON object a line.
+    pub fn metrics(&self) -> PathBuf {
+        self.dir.join("metrics.jsonl")
+    }
+    /// The training curve.
+    pub fn curve(&self) -> PathBuf {
+        self.dir.join("curve.png")
+    }
+}
+
+/// The current commit of the working tree, if it can be read.
+pub fn git_commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// When a training process should stop early (checkpointing first), so a long
+/// run can be split into pieces that fit a working session.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StopAt {
+    /// Stop once this many episodes are done.
+    pub episode: Option<usize>,
+    /// Stop after this many seconds of this process.
+    pub seconds: Option<f64>,
+}
+
+/// Trains Prototypical Networks. With `resume`, continues the run in `out`
+/// from its last checkpoint (its `run.json` must match `config`).
+pub fn train_protonet(
+    config: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    stop: StopAt,
+    progress: bool,
+) -> anyhow::Result<TrainState> {
+    let started = Instant::now();
+    let files = RunFiles {
+        dir: out.to_path_buf(),
+    };
+    let distance = Distance::from_name(&config.distance).context("unknown distance")?;
+    let recipe = config.recipe.recipe().map_err(anyhow::Error::msg)?;
+    let shape = Shape {
+        channels: recipe.channels,
+        height: recipe.height,
+        width: recipe.width,
+    };
+    if resume {
+        let saved: TrainConfig = serde_json::from_slice(
+            &std::fs::read(files.config())
+                .with_context(|| format!("resuming: reading {}", files.config().display()))?,
+        )
+        .with_context(|| format!("resuming: {}", files.config().display()))?;
+        if &saved != config {
+            bail!(
+                "resuming: the settings differ from those {} was started with; use the same flags or a new --out",
+                files.config().display()
+            );
+        }
+    } else {
+        if files.state().exists() {
+            bail!(
+                "{} already holds a run: pass --resume to continue it, or choose another --out",
+                out.display()
+            );
+        }
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        checkpoint::write_atomic(&files.config(), &serde_json::to_vec_pretty(config)?)?;
+    }
+
+    // Data: decode once, split classes, build the rotated banks.
+    let set = ClassSet::load(&config.data, Layout::Auto)?;
+    let split = ClassSplit::new(set.classes.len(), config.val_fraction, 0.0, config.seed);
+    let mut paths = Vec::new();
+    let mut rows = Vec::new();
+    for class in &set.classes {
+        rows.push((paths.len()..paths.len() + class.images.len()).collect::<Vec<_>>());
+        paths.extend(class.images.iter().cloned());
+    }
+    let tensors = Tensors::load(&paths, &recipe, progress)?;
+    let pick = |ids: &[usize]| ids.iter().map(|&c| rows[c].clone()).collect::<Vec<_>>();
+    let train_bank = Bank::build(&tensors, &pick(&split.train), config.rotations, shape);
+    let val_bank = Bank::build(&tensors, &pick(&split.val), config.rotations, shape);
+    let sampler = EpisodeSampler::new(&train_bank.classes, config.shape, None, config.seed)
+        .context("training episodes")?;
+    let val_shape = EpisodeShape {
+        k_way: config.shape.k_way.min(val_bank.classes.len()),
+        ..config.shape
+    };
+    let val_sampler = if config.val_episodes > 0 && val_bank.classes.len() >= 2 {
+        Some(
+            EpisodeSampler::new(&val_bank.classes, val_shape, None, config.seed)
+                .context("validation episodes")?,
+        )
+    } else {
+        None
+    };
+    let val_tensors = val_bank.as_tensors(recipe);
+
+    // Model and optimiser, fresh or restored.
+    let mut varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let net = ProtoNet {
+        encoder: config.encoder.build(vb)?,
+        distance,
+    };
+    crate::nn::init::seeded_init(&varmap, config.seed)?;
+    let trainable: Vec<_> = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("variable map lock poisoned"))?
+        .iter()
+        .filter(|(name, _)| !name.contains("running_"))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    let mut adam = Adam::new(trainable, config.lr)?;
+    let mut state = TrainState {
+        episode: 0,
+        best_val: None,
+        best_episode: 0,
+        seconds: 0.0,
+    };
+    if resume && files.state().exists() {
+        state = serde_json::from_slice(&std::fs::read(files.state())?)
+            .with_context(|| format!("resuming: {}", files.state().display()))?;
+        varmap
+            .load(files.last())
+            .with_context(|| format!("resuming: {}", files.last().display()))?;
+        adam.load(&files.optimizer(), state.episode)
+            .with_context(|| format!("resuming: {}", files.optimizer().display()))?;
+    }
+    let mut history = read_metrics(&files.metrics());
+
+    let model_config = |state: &TrainState| ModelConfig {
+        format: checkpoint::FORMAT,
+        method: "protonet".into(),
+        encoder: config.encoder,
+        recipe: config.recipe.clone(),
+        distance: config.distance.clone(),
+        training: serde_json::json!({
+            "run": config,
+            "split": { "seed": split.seed, "val_classes": split.val.iter().map(|&c| &set.classes[c].name).collect::<Vec<_>>() },
+            "episodes_done": state.episode,
+            "best_val_accuracy": state.best_val,
+            "best_episode": state.best_episode,
+            "train_seconds": state.seconds,
+            "commit": git_commit(),
+        }),
+    };
+
+    let bar = if progress {
+        let bar = ProgressBar::new(config.episodes as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} episodes ({elapsed}, eta {eta}) {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_position(state.episode as u64);
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let log_every = config.val_every.clamp(1, 100);
+    let (mut sum_loss, mut sum_acc, mut count) = (0.0, 0.0, 0usize);
+    let mut interval = Instant::now();
+    let mut session = Instant::now();
+    let per = recipe.len();
+    while state.episode < config.episodes {
+        let lr = config.lr
+            * config
+                .lr_gamma
+                .powi((state.episode / config.lr_step.max(1)) as i32);
+        adam.lr = lr;
+        let episode = sampler.episode(config.seed, state.episode as u64);
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed_a11e);
+        rng.set_stream(state.episode as u64);
+        let mut gather = |ids: &[usize]| -> candle_core::Result<Tensor> {
+            let mut data = Vec::with_capacity(ids.len() * per);
+            for &i in ids {
+                match &config.affine {
+                    Some(ranges) => data.extend(affine(
+                        train_bank.row(i),
+                        shape,
+                        ranges.sample(&mut rng, shape.width),
+                        0.0,
+                    )),
+                    None => data.extend_from_slice(train_bank.row(i)),
+                }
+            }
+            Tensor::from_vec(
+                data,
+                (ids.len(), shape.channels, shape.height, shape.width),
+                &Device::Cpu,
+            )
+        };
+        let batch = EpisodeTensors {
+            support: gather(&episode.support)?,
+            query: gather(&episode.query)?,
+            shape: config.shape,
+        };
+        let (loss, acc) = net.loss(&batch, true)?;
+        let loss_value = f64::from(loss.to_scalar::<f32>()?);
+        if !loss_value.is_finite() {
+            bail!(
+                "training diverged at episode {}: loss is {loss_value}",
+                state.episode
+            );
+        }
+        adam.step(&loss.backward()?)?;
+        state.episode += 1;
+        sum_loss += loss_value;
+        sum_acc += acc;
+        count += 1;
+        bar.inc(1);
+
+        if state.episode % log_every == 0 || state.episode == config.episodes {
+            let line = MetricLine {
+                episode: state.episode,
+                loss: Some(sum_loss / count as f64),
+                accuracy: Some(sum_acc / count as f64),
+                val_accuracy: None,
+                val_ci95: None,
+                lr,
+                ms_per_episode: Some(interval.elapsed().as_secs_f64() * 1000.0 / count as f64),
+            };
+            bar.set_message(format!(
+                "loss {:.3} acc {:.1}% best val {:.1}%",
+                sum_loss / count as f64,
+                100.0 * sum_acc / count as f64,
+                100.0 * state.best_val.unwrap_or(0.0)
+            ));
+            append_metric(&files.metrics(), &line)?;
+            history.push(line);
+            (sum_loss, sum_acc, count) = (0.0, 0.0, 0);
+            interval = Instant::now();
+        }
+        let stopping = stop.episode.is_some_and(|e| state.episode >= e)
+            || stop
+                .seconds
+                .is_some_and(|s| started.elapsed().as_secs_f64() >= s);
+        if state.episode % config.val_every == 0 || state.episode == config.episodes || stopping {
+            state.seconds += session.elapsed().as_secs_f64();
+            session = Instant::now();
+            if let Some(val_sampler) = &val_sampler {
+                let live = Live {
+                    encoder: net.encoder.as_ref(),
+                    recipe,
+                    dim: config.encoder.dim(),
+                };
+                let emb = Embeddings::compute(&live, &val_tensors, 512, false)?;
+                let report = evaluate_episodes(
+                    &emb,
+                    val_sampler,
+                    config.val_episodes,
+                    config.seed,
+                    distance,
+                    false,
+                )?;
+                let line = MetricLine {
+                    episode: state.episode,
+                    loss: None,
+                    accuracy: None,
+                    val_accuracy: Some(report.summary.mean),
+                    val_ci95: Some(report.summary.ci95),
+                    lr,
+                    ms_per_episode: None,
+                };
+                append_metric(&files.metrics(), &line)?;
+                history.push(line);
+                if state.best_val.is_none_or(|best| report.summary.mean > best) {
+                    state.best_val = Some(report.summary.mean);
+                    state.best_episode = state.episode;
+                    checkpoint::save(&files.best(), &varmap, &model_config(&state))?;
+                }
+            } else {
+                state.best_episode = state.episode;
+                checkpoint::save(&files.best(), &varmap, &model_config(&state))?;
+            }
+            // The resume point: weights, optimiser, then the state that names them.
+            checkpoint::save(&files.last(), &varmap, &model_config(&state))?;
+            adam.save(&files.optimizer())?;
+            checkpoint::write_atomic(&files.state(), &serde_json::to_vec_pretty(&state)?)?;
+            if let Err(e) = plot_curve(&files.curve(), &history) {
+                eprintln!("warning: could not draw {}: {e:#}", files.curve().display());
+            }
+            if stopping {
+                break;
+            }
+        }
+    }
+    bar.finish();
+    Ok(state)
+}
+
+fn append_metric(path: &Path, line: &MetricLine) -> anyhow::Result<()> {
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{}", serde_json::to_string(line)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Reads `metrics.jsonl`, skipping lines a crash may have cut short.
+pub fn read_metrics(path: &Path) -> Vec<MetricLine> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Draws training loss, training accuracy and validation accuracy against episodes.
+pub fn plot_curve(path: &Path, history: &[MetricLine]) -> anyhow::Result<()> {
+    let pts = |f: &dyn Fn(&MetricLine) -> Option<f64>| -> Vec<(f64, f64)> {
+        history
+            .iter()
+            .filter_map(|m| f(m).map(|v| (m.episode as f64, v)))
+            .collect()
+    };
+    let train_acc = pts(&|m| m.accuracy);
+    let val_acc = pts(&|m| m.val_accuracy);
+    let loss = pts(&|m| m.loss);
+    line_chart_png(
+        path,
+        "Training",
+        "episode",
+        "accuracy / loss",
+        &[
+            Series {
+                name: "train accuracy",
+                points: &train_acc,
+            },
+            Series {
+                name: "validation accuracy",
+                points: &val_acc,
+            },
+            Series {
+                name: "train loss",
+                points: &loss,
+            },
+        ],
+        false,
+    )
+}
