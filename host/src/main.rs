@@ -30,6 +30,9 @@ enum Command {
     Verify(cmd::verify::VerifyArgs),
     /// The door scenario: enroll identities, then rank-1 and TAR at fixed FAR.
     DoorEval(cmd::door_eval::DoorEvalArgs),
+    /// Benchmarks (see the README for the commands behind the published figures).
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
     /// Train an encoder by a few-shot method.
     #[command(subcommand)]
     Train(cmd::train::TrainCommand),
@@ -43,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         Command::Verify(args) => cmd::verify::run(args),
         Command::DoorEval(args) => cmd::door_eval::run(args),
         Command::Train(command) => cmd::train::run(command),
+        Command::Bench(command) => cmd::bench::run(command),
     }
 }

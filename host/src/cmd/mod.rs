@@ -1,5 +1,6 @@
 //! The `fewshot` subcommands.
 
+pub mod bench;
 pub mod door_eval;
 pub mod eval;
 pub mod eval_runs;

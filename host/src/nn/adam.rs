@@ -48,14 +48,23 @@ impl Adam {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            self.m[i] = ((&self.m[i] * self.beta1)? + (g * (1.0 - self.beta1))?)?;
-            self.v[i] = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            // Detached: otherwise each moment would keep the step's whole graph
+            // alive, and through the previous moment every earlier step's too.
+            let g = g.detach();
+            self.m[i] = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?.detach();
+            self.v[i] = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?.detach();
             let m_hat = (&self.m[i] / c1)?;
             let v_hat = (&self.v[i] / c2)?;
             let update = (m_hat / (v_hat.sqrt()? + self.eps)?)?;
-            var.set(&var.as_tensor().sub(&(update * self.lr)?)?)?;
+            var.set(&var.as_tensor().detach().sub(&(update * self.lr)?)?)?;
         }
         Ok(())
+    }
+
+    /// Whether any moment estimate still references a computation graph (which
+    /// would keep every step's activations alive: a leak).
+    pub fn moments_track_graph(&self) -> bool {
+        self.m.iter().chain(&self.v).any(|t| t.track_op())
     }
 
     /// Saves the moment estimates (the step count and rate go in the run's state).

@@ -1,0 +1,158 @@
+//! `fewshot bench`: timings anyone can rerun.
+
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use fewshot_core::Distance;
+use fewshot_host::episode::EpisodeShape;
+use fewshot_host::nn::adam::Adam;
+use fewshot_host::nn::encoder::EncoderConfig;
+use fewshot_host::nn::init::seeded_init;
+use fewshot_host::nn::method::{EpisodeTensors, FewShotMethod, ProtoNet};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// One Prototypical Networks training step of Conv-4: forward, loss, backward, Adam.
+    TrainStep(TrainStepArgs),
+}
+
+/// Arguments of `fewshot bench train-step`.
+#[derive(Debug, Args)]
+pub struct TrainStepArgs {
+    /// Classes per episode.
+    #[arg(long, default_value_t = 60)]
+    k_way: usize,
+    /// Support images per class.
+    #[arg(long, default_value_t = 5)]
+    n_shot: usize,
+    /// Query images per class.
+    #[arg(long, default_value_t = 5)]
+    q_queries: usize,
+    /// Input side in pixels.
+    #[arg(long, default_value_t = 28)]
+    size: usize,
+    /// Input channels.
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// Channels of each Conv-4 block.
+    #[arg(long, default_value_t = 64)]
+    hidden: usize,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    steps: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `fewshot bench`.
+pub fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::TrainStep(args) => train_step(args),
+    }
+}
+
+fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+    }
+    let shape = EpisodeShape {
+        k_way: args.k_way,
+        n_shot: args.n_shot,
+        q_queries: args.q_queries,
+    };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let encoder = EncoderConfig::Conv4 {
+        in_channels: args.channels,
+        hidden: args.hidden,
+        input_size: args.size,
+    };
+    let net = ProtoNet {
+        encoder: encoder.build(vb)?,
+        distance: Distance::L2,
+    };
+    seeded_init(&varmap, 0)?;
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("lock poisoned"))?
+        .iter()
+        .filter(|(n, _)| !n.contains("running_"))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect();
+    let mut adam = Adam::new(vars, 1e-3)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut images = |n: usize| -> candle_core::Result<Tensor> {
+        let data: Vec<f32> = (0..n * args.channels * args.size * args.size).map(|_| rng.random_range(0.0..1.0)).collect();
+        Tensor::from_vec(data, (n, args.channels, args.size, args.size), &Device::Cpu)
+    };
+    let episode = EpisodeTensors {
+        support: images(shape.k_way * shape.n_shot)?,
+        query: images(shape.k_way * shape.q_queries)?,
+        shape,
+    };
+    let mut times = Vec::new();
+    for i in 0..args.warmup + args.steps.max(1) {
+        let start = Instant::now();
+        let (loss, _) = net.loss(&episode, true)?;
+        adam.step(&loss.backward()?)?;
+        if i >= args.warmup {
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let peak_rss_mb = peak_rss_mb();
+    let threads = rayon::current_num_threads();
+    if args.json {
+        super::print_json(&json!({
+            "bench": "train-step",
+            "framework": "candle",
+            "k_way": shape.k_way, "n_shot": shape.n_shot, "q_queries": shape.q_queries,
+            "size": args.size, "channels": args.channels, "hidden": args.hidden,
+            "threads": threads,
+            "steps": times.len(),
+            "median_ms": median,
+            "min_ms": times[0],
+            "max_ms": times[times.len() - 1],
+            "peak_rss_mb": peak_rss_mb,
+        }))?;
+    } else {
+        println!(
+            "train step, {}-way {}-shot {}-query, {}x{}x{}, {} channels, {threads} threads: median {median:.1} ms over {} steps (min {:.1}, max {:.1}); peak RSS {}",
+            shape.k_way,
+            shape.n_shot,
+            shape.q_queries,
+            args.channels,
+            args.size,
+            args.size,
+            args.hidden,
+            times.len(),
+            times[0],
+            times[times.len() - 1],
+            peak_rss_mb.map_or("unknown".into(), |m| format!("{m:.0} MB"))
+        );
+    }
+    Ok(())
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
