@@ -54,31 +54,44 @@ impl Distance {
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "embedding lengths differ");
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    lanes(a, b, |x, y| x * y)
+}
+
+/// Number of independent partial sums: lets the compiler keep them in one
+/// SIMD register instead of summing strictly left to right.
+const LANES: usize = 8;
+
+/// `Σ f(a_i, b_i)` with `LANES` partial sums.
+#[inline(always)]
+fn lanes(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += f(x[i], y[i]);
+        }
+    }
+    let mut total: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        total += f(*x, *y);
+    }
+    total
 }
 
 /// Squared Euclidean distance.
 #[inline]
 pub fn l2(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "embedding lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| {
-            let d = x - y;
-            d * d
-        })
-        .sum()
+    lanes(a, b, |x, y| (x - y) * (x - y))
 }
 
 /// One minus the cosine similarity, `1 - a·b / max(|a| |b|, COSINE_EPS)`.
 #[inline]
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "embedding lengths differ");
-    let (mut ab, mut aa, mut bb) = (0.0f32, 0.0f32, 0.0f32);
-    for (x, y) in a.iter().zip(b) {
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
+    let ab = lanes(a, b, |x, y| x * y);
+    let aa = lanes(a, a, |x, _| x * x);
+    let bb = lanes(b, b, |x, _| x * x);
     1.0 - ab / (libm::sqrtf(aa) * libm::sqrtf(bb)).max(COSINE_EPS)
 }

@@ -2,9 +2,9 @@
 
 use std::time::Instant;
 
-use clap::{Args, Subcommand};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use clap::{Args, Subcommand};
 use fewshot_core::Distance;
 use fewshot_host::episode::EpisodeShape;
 use fewshot_host::nn::adam::Adam;
@@ -66,7 +66,9 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
 
 fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
     if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()?;
     }
     let shape = EpisodeShape {
         k_way: args.k_way,
@@ -96,7 +98,9 @@ fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
     let mut adam = Adam::new(vars, 1e-3)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut images = |n: usize| -> candle_core::Result<Tensor> {
-        let data: Vec<f32> = (0..n * args.channels * args.size * args.size).map(|_| rng.random_range(0.0..1.0)).collect();
+        let data: Vec<f32> = (0..n * args.channels * args.size * args.size)
+            .map(|_| rng.random_range(0.0..1.0))
+            .collect();
         Tensor::from_vec(data, (n, args.channels, args.size, args.size), &Device::Cpu)
     };
     let episode = EpisodeTensors {
