@@ -1,10 +1,10 @@
 //! Encoders: images in, embeddings out.
 
-use candle_core::{Module, ModuleT, Result, Tensor};
-use candle_nn::{batch_norm, conv2d, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, VarBuilder};
+use candle_core::{Module, Result, Tensor, Var};
+use candle_nn::{conv2d, Conv2d, Conv2dConfig, Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::pool::max_pool2x2;
+use super::ops::{BatchNormTrain, MaxPool2x2};
 
 /// What an encoder is built from; stored in checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,11 +59,74 @@ pub trait Encoder: Send + Sync {
     fn embed(&self, x: &Tensor, train: bool) -> Result<Tensor>;
 }
 
+/// Batch norm over the channels of `(N, C, H, W)`, with the fused kernels of
+/// [`super::ops`] in training mode. Its variables are named as PyTorch's and
+/// candle's (`weight`, `bias`, `running_mean`, `running_var`).
+#[derive(Debug, Clone)]
+pub struct BatchNorm2d {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+    eps: f64,
+    momentum: f64,
+}
+
+impl BatchNorm2d {
+    /// Batch norm of `channels` channels (eps 1e-5, momentum 0.1, as PyTorch).
+    pub fn new(channels: usize, vb: VarBuilder) -> Result<Self> {
+        let running_mean = vb.get_with_hints(channels, "running_mean", Init::Const(0.0))?;
+        let running_var = vb.get_with_hints(channels, "running_var", Init::Const(1.0))?;
+        Ok(BatchNorm2d {
+            weight: vb.get_with_hints(channels, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(channels, "bias", Init::Const(0.0))?,
+            running_mean: Var::from_tensor(&running_mean)?,
+            running_var: Var::from_tensor(&running_var)?,
+            eps: 1e-5,
+            momentum: 0.1,
+        })
+    }
+
+    /// Normalises by batch statistics (and updates the running ones) when
+    /// `train`, else by the running statistics.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        if train {
+            let len = n * c * h * w;
+            let packed = x.contiguous()?.apply_op3(
+                &self.weight,
+                &self.bias,
+                BatchNormTrain { eps: self.eps },
+            )?;
+            let mean = packed.narrow(0, len, c)?.detach();
+            let var = packed.narrow(0, len + c, c)?.detach();
+            let m = (n * h * w) as f64;
+            let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+            let keep = 1.0 - self.momentum;
+            let rm = ((self.running_mean.as_detached_tensor() * keep)? + (mean * self.momentum)?)?;
+            let rv = ((self.running_var.as_detached_tensor() * keep)?
+                + (var * (self.momentum * unbiased))?)?;
+            self.running_mean.set(&rm)?;
+            self.running_var.set(&rv)?;
+            packed.narrow(0, 0, len)?.reshape((n, c, h, w))
+        } else {
+            let shape = (1, c, 1, 1);
+            let inv = (self.running_var.as_detached_tensor() + self.eps)?
+                .sqrt()?
+                .recip()?;
+            let scale = (&self.weight * &inv)?;
+            let shift = (&self.bias - (self.running_mean.as_detached_tensor() * &scale)?)?;
+            x.broadcast_mul(&scale.reshape(shape)?)?
+                .broadcast_add(&shift.reshape(shape)?)
+        }
+    }
+}
+
 /// One conv block: 3×3 convolution (padding 1), batch norm, ReLU, 2×2 max pooling.
 #[derive(Debug, Clone)]
 pub struct ConvBlock {
     conv: Conv2d,
-    bn: BatchNorm,
+    bn: BatchNorm2d,
 }
 
 impl ConvBlock {
@@ -79,16 +142,7 @@ impl ConvBlock {
             },
             vb.pp("conv"),
         )?;
-        let bn = batch_norm(
-            out_c,
-            BatchNormConfig {
-                eps: 1e-5,
-                remove_mean: true,
-                affine: true,
-                momentum: 0.1,
-            },
-            vb.pp("bn"),
-        )?;
+        let bn = BatchNorm2d::new(out_c, vb.pp("bn"))?;
         Ok(ConvBlock { conv, bn })
     }
 
@@ -96,7 +150,7 @@ impl ConvBlock {
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let x = self.conv.forward(x)?;
         let x = self.bn.forward_t(&x, train)?;
-        max_pool2x2(&x.relu()?)
+        x.relu()?.apply_op1(MaxPool2x2)
     }
 }
 

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod encoder;
 pub mod init;
 pub mod method;
+pub mod ops;
 pub mod pool;
 
 pub use candle_core::{DType, Device, Result, Tensor};

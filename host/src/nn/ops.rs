@@ -1,0 +1,347 @@
+//! Fused CPU kernels for the layers our encoders use, as candle custom ops
+//! with their own backward passes: batch norm in training mode and 2×2 max
+//! pooling. Each replaces a chain of generic candle ops (and the fresh buffer
+//! each of those allocates) with one pass forward and one backward.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
+};
+use rayon::prelude::*;
+
+/// The contiguous slice of a CPU storage described by `layout`.
+fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("fused op needs a contiguous input".into()))?;
+    Ok(&s.as_slice::<T>()?[start..end])
+}
+
+fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
+    l.shape().dims4()
+}
+
+/// Batch norm, training mode, over `(N, C, H, W)`: normalises each channel by
+/// its batch mean and (biased) variance, then scales by `gamma` and shifts by
+/// `beta`. The output is packed: `N·C·H·W` values of `y`, then the `C` batch
+/// means, then the `C` batch variances (for the running statistics).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchNormTrain {
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+impl BatchNormTrain {
+    fn fwd<T: WithDType>(
+        &self,
+        x: &[T],
+        g: &[T],
+        b: &[T],
+        (n, c, h, w): (usize, usize, usize, usize),
+    ) -> Vec<T> {
+        let plane = h * w;
+        let m = (n * plane) as f64;
+        // Per channel: mean, variance, then the normalised output.
+        let stats: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let mut sum = 0.0;
+                for i in 0..n {
+                    sum += x[(i * c + ch) * plane..][..plane]
+                        .iter()
+                        .map(|v| v.to_f64())
+                        .sum::<f64>();
+                }
+                let mean = sum / m;
+                let mut sq = 0.0;
+                for i in 0..n {
+                    sq += x[(i * c + ch) * plane..][..plane]
+                        .iter()
+                        .map(|v| (v.to_f64() - mean).powi(2))
+                        .sum::<f64>();
+                }
+                (mean, sq / m)
+            })
+            .collect();
+        let mut out = vec![T::zero(); n * c * plane + 2 * c];
+        let (y, tail) = out.split_at_mut(n * c * plane);
+        y.par_chunks_mut(plane).enumerate().for_each(|(k, dst)| {
+            let ch = k % c;
+            let (mean, var) = stats[ch];
+            let scale = g[ch].to_f64() / (var + self.eps).sqrt();
+            let shift = b[ch].to_f64() - mean * scale;
+            for (d, s) in dst.iter_mut().zip(&x[k * plane..(k + 1) * plane]) {
+                *d = T::from_f64(s.to_f64() * scale + shift);
+            }
+        });
+        for (ch, (mean, var)) in stats.into_iter().enumerate() {
+            tail[ch] = T::from_f64(mean);
+            tail[c + ch] = T::from_f64(var);
+        }
+        out
+    }
+}
+
+impl CustomOp3 for BatchNormTrain {
+    fn name(&self) -> &'static str {
+        "batch-norm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = dims4(l1)?;
+        let (n, c, h, w) = dims;
+        if l2.shape().elem_count() != c || l3.shape().elem_count() != c {
+            candle_core::bail!("batch norm: gamma and beta need {c} values");
+        }
+        let len = n * c * h * w + 2 * c;
+        let out = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(self.fwd::<f32>(
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+                dims,
+            )),
+            DType::F64 => CpuStorage::F64(self.fwd::<f64>(
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+                dims,
+            )),
+            dt => candle_core::bail!("batch norm: unsupported dtype {dt:?}"),
+        };
+        Ok((out, Shape::from(len)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c, h, w) = x.dims4()?;
+        let len = n * c * h * w;
+        let stats = res.narrow(0, len, 2 * c)?.detach();
+        let grad_y = grad_res.narrow(0, 0, len)?.contiguous()?;
+        let packed = x.contiguous()?.apply_op3_no_bwd(
+            &Tensor::cat(&[gamma.flatten_all()?, stats], 0)?,
+            &grad_y,
+            &BatchNormTrainBwd {
+                eps: self.eps,
+                dims: (n, c, h, w),
+            },
+        )?;
+        let dx = packed.narrow(0, 0, len)?.reshape((n, c, h, w))?;
+        let dgamma = packed.narrow(0, len, c)?.reshape(gamma.shape())?;
+        let dbeta = packed.narrow(0, len + c, c)?.reshape(gamma.shape())?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// Backward of [`BatchNormTrain`]: inputs `x`, `[gamma, mean, var]` and the
+/// output gradient; output packed as `dx`, `dgamma`, `dbeta`. With
+/// `x̂ = (x − μ)/σ`: `dβ = Σ dy`, `dγ = Σ dy x̂`,
+/// `dx = γ/(σ M) (M dy − dβ − x̂ dγ)` over the `M = N·H·W` values of a channel.
+#[derive(Debug, Clone, Copy)]
+struct BatchNormTrainBwd {
+    eps: f64,
+    dims: (usize, usize, usize, usize),
+}
+
+impl BatchNormTrainBwd {
+    fn bwd<T: WithDType>(&self, x: &[T], params: &[T], dy: &[T]) -> Vec<T> {
+        let (n, c, h, w) = self.dims;
+        let hw = h * w;
+        let total = n * c * hw;
+        let m = (n * hw) as f64;
+        let channel = |ch: usize| {
+            let (gamma, mean, var) = (
+                params[ch].to_f64(),
+                params[c + ch].to_f64(),
+                params[2 * c + ch].to_f64(),
+            );
+            (gamma, mean, 1.0 / (var + self.eps).sqrt())
+        };
+        let sums: Vec<(f64, f64)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let (_, mean, inv) = channel(ch);
+                let (mut sdy, mut sdyx) = (0.0, 0.0);
+                for i in 0..n {
+                    let at = (i * c + ch) * hw;
+                    for (xv, g) in x[at..at + hw].iter().zip(&dy[at..at + hw]) {
+                        let g = g.to_f64();
+                        sdy += g;
+                        sdyx += g * (xv.to_f64() - mean) * inv;
+                    }
+                }
+                (sdy, sdyx)
+            })
+            .collect();
+        let mut out = vec![T::zero(); total + 2 * c];
+        let (dx, tail) = out.split_at_mut(total);
+        dx.par_chunks_mut(hw).enumerate().for_each(|(k, dst)| {
+            let ch = k % c;
+            let (gamma, mean, inv) = channel(ch);
+            let (sdy, sdyx) = sums[ch];
+            let k0 = gamma * inv / m;
+            let at = k * hw;
+            for ((d, xv), g) in dst.iter_mut().zip(&x[at..at + hw]).zip(&dy[at..at + hw]) {
+                let xhat = (xv.to_f64() - mean) * inv;
+                *d = T::from_f64(k0 * (m * g.to_f64() - sdy - xhat * sdyx));
+            }
+        });
+        for (ch, (sdy, sdyx)) in sums.into_iter().enumerate() {
+            tail[ch] = T::from_f64(sdyx);
+            tail[c + ch] = T::from_f64(sdy);
+        }
+        out
+    }
+}
+
+impl CustomOp3 for BatchNormTrainBwd {
+    fn name(&self) -> &'static str {
+        "batch-norm-train-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = self.dims;
+        let out = match s1.dtype() {
+            DType::F32 => {
+                CpuStorage::F32(self.bwd::<f32>(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?))
+            }
+            DType::F64 => {
+                CpuStorage::F64(self.bwd::<f64>(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?))
+            }
+            dt => candle_core::bail!("batch norm backward: unsupported dtype {dt:?}"),
+        };
+        Ok((out, Shape::from(n * c * h * w + 2 * c)))
+    }
+}
+
+/// 2×2 max pooling with stride 2 over `(N, C, H, W)` (odd trailing rows and
+/// columns dropped). The backward pass sends each output's gradient to the
+/// first maximum of its window, as PyTorch does.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxPool2x2;
+
+fn pool_fwd<T: WithDType>(x: &[T], (n, c, h, w): (usize, usize, usize, usize)) -> Vec<T> {
+    let (h2, w2) = (h / 2, w / 2);
+    let mut out = vec![T::zero(); n * c * h2 * w2];
+    out.par_chunks_mut(h2 * w2)
+        .enumerate()
+        .for_each(|(k, dst)| {
+            let src = &x[k * h * w..(k + 1) * h * w];
+            for i in 0..h2 {
+                for j in 0..w2 {
+                    let (a, b) = (src[2 * i * w + 2 * j], src[2 * i * w + 2 * j + 1]);
+                    let (cc, d) = (
+                        src[(2 * i + 1) * w + 2 * j],
+                        src[(2 * i + 1) * w + 2 * j + 1],
+                    );
+                    let m1 = if b > a { b } else { a };
+                    let m2 = if d > cc { d } else { cc };
+                    dst[i * w2 + j] = if m2 > m1 { m2 } else { m1 };
+                }
+            }
+        });
+    out
+}
+
+fn pool_bwd<T: WithDType>(
+    x: &[T],
+    grad: &[T],
+    (n, c, h, w): (usize, usize, usize, usize),
+) -> Vec<T> {
+    let (h2, w2) = (h / 2, w / 2);
+    let mut out = vec![T::zero(); n * c * h * w];
+    out.par_chunks_mut(h * w).enumerate().for_each(|(k, dst)| {
+        let src = &x[k * h * w..(k + 1) * h * w];
+        let g = &grad[k * h2 * w2..(k + 1) * h2 * w2];
+        for i in 0..h2 {
+            for j in 0..w2 {
+                let window = [
+                    2 * i * w + 2 * j,
+                    2 * i * w + 2 * j + 1,
+                    (2 * i + 1) * w + 2 * j,
+                    (2 * i + 1) * w + 2 * j + 1,
+                ];
+                let mut best = window[0];
+                for &p in &window[1..] {
+                    if src[p] > src[best] {
+                        best = p;
+                    }
+                }
+                dst[best] = g[i * w2 + j];
+            }
+        }
+    });
+    out
+}
+
+impl CustomOp1 for MaxPool2x2 {
+    fn name(&self) -> &'static str {
+        "max-pool-2x2"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = dims4(l)?;
+        let (n, c, h, w) = dims;
+        let out = match s.dtype() {
+            DType::F32 => CpuStorage::F32(pool_fwd::<f32>(slice(s, l)?, dims)),
+            DType::F64 => CpuStorage::F64(pool_fwd::<f64>(slice(s, l)?, dims)),
+            dt => candle_core::bail!("max pool: unsupported dtype {dt:?}"),
+        };
+        Ok((out, Shape::from((n, c, h / 2, w / 2))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(arg.contiguous()?.apply_op2_no_bwd(
+            &grad_res.contiguous()?,
+            &MaxPool2x2Bwd,
+        )?))
+    }
+}
+
+/// Backward of [`MaxPool2x2`]: inputs `x` and the output gradient.
+#[derive(Debug, Clone, Copy)]
+struct MaxPool2x2Bwd;
+
+impl CustomOp2 for MaxPool2x2Bwd {
+    fn name(&self) -> &'static str {
+        "max-pool-2x2-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = dims4(l1)?;
+        let out = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(pool_bwd::<f32>(slice(s1, l1)?, slice(s2, l2)?, dims)),
+            DType::F64 => CpuStorage::F64(pool_bwd::<f64>(slice(s1, l1)?, slice(s2, l2)?, dims)),
+            dt => candle_core::bail!("max pool backward: unsupported dtype {dt:?}"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}

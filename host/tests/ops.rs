@@ -1,0 +1,172 @@
+//! The fused kernels against candle's own ops (forward and autograd) and
+//! finite differences, on odd shapes too.
+use candle_core::{DType, Device, ModuleT, Tensor, Var};
+use candle_nn::{BatchNormConfig, VarBuilder, VarMap};
+use fewshot_host::nn::encoder::BatchNorm2d;
+use fewshot_host::nn::ops::MaxPool2x2;
+use fewshot_host::nn::pool::max_pool2x2;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn tensor(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f64> = (0..shape.iter().product::<usize>())
+        .map(|_| rng.random_range(-2.0..2.0))
+        .collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+const SHAPES: [[usize; 4]; 4] = [[2, 3, 4, 4], [3, 5, 7, 5], [1, 2, 3, 3], [4, 1, 6, 9]];
+
+#[test]
+fn batch_norm_matches_candle_forward_backward_and_running_stats() {
+    for (k, shape) in SHAPES.iter().enumerate() {
+        let c = shape[1];
+        let x = Var::from_tensor(&tensor(shape, k as u64)).unwrap();
+        let gamma = tensor(&[c], 100 + k as u64);
+        let beta = tensor(&[c], 200 + k as u64);
+        let dy = tensor(shape, 300 + k as u64);
+        let run = |fused: bool| {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+            let y = if fused {
+                let bn = BatchNorm2d::new(c, vb.clone()).unwrap();
+                varmap.data().lock().unwrap()["weight"].set(&gamma).unwrap();
+                varmap.data().lock().unwrap()["bias"].set(&beta).unwrap();
+                bn.forward_t(x.as_tensor(), true).unwrap()
+            } else {
+                let cfg = BatchNormConfig {
+                    eps: 1e-5,
+                    remove_mean: true,
+                    affine: true,
+                    momentum: 0.1,
+                };
+                let bn = candle_nn::batch_norm(c, cfg, vb.clone()).unwrap();
+                varmap.data().lock().unwrap()["weight"].set(&gamma).unwrap();
+                varmap.data().lock().unwrap()["bias"].set(&beta).unwrap();
+                bn.forward_t(x.as_tensor(), true).unwrap()
+            };
+            let grads = (&y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+            let data = varmap.data().lock().unwrap();
+            let g = |t: &Tensor| grads.get(t).unwrap().clone();
+            (
+                y,
+                g(x.as_tensor()),
+                g(data["weight"].as_tensor()),
+                g(data["bias"].as_tensor()),
+                data["running_mean"].as_tensor().copy().unwrap(),
+                data["running_var"].as_tensor().copy().unwrap(),
+            )
+        };
+        let (a, b) = (run(true), run(false));
+        for (name, p, q) in [
+            ("y", &a.0, &b.0),
+            ("dx", &a.1, &b.1),
+            ("dgamma", &a.2, &b.2),
+            ("dbeta", &a.3, &b.3),
+            ("running_mean", &a.4, &b.4),
+            ("running_var", &a.5, &b.5),
+        ] {
+            let d = max_diff(p, q);
+            assert!(d < 1e-10, "{shape:?} {name}: {d}");
+        }
+    }
+}
+
+#[test]
+fn batch_norm_gradient_matches_finite_differences() {
+    let shape = [3, 2, 3, 5];
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+    let bn = BatchNorm2d::new(2, vb).unwrap();
+    varmap.data().lock().unwrap()["weight"]
+        .set(&tensor(&[2], 7))
+        .unwrap();
+    let x = Var::from_tensor(&tensor(&shape, 8)).unwrap();
+    let dy = tensor(&shape, 9);
+    let f = |x: &Tensor| {
+        (bn.forward_t(x, true).unwrap() * &dy)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
+    let grad = f(x.as_tensor())
+        .backward()
+        .unwrap()
+        .get(x.as_tensor())
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    let base = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    for i in (0..base.len()).step_by(7) {
+        let at = |d: f64| {
+            let mut v = base.clone();
+            v[i] += d;
+            f(&Tensor::from_vec(v, &shape, &Device::Cpu).unwrap())
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
+        assert!(
+            (numeric - grad[i]).abs() < 1e-6 + 1e-5 * numeric.abs(),
+            "x[{i}]: {} vs {numeric}",
+            grad[i]
+        );
+    }
+}
+
+#[test]
+fn max_pool_matches_reference_and_finite_differences() {
+    for (k, shape) in SHAPES.iter().enumerate() {
+        let x = Var::from_tensor(&tensor(shape, 50 + k as u64)).unwrap();
+        let fused = x.as_tensor().apply_op1(MaxPool2x2).unwrap();
+        let reference = max_pool2x2(x.as_tensor()).unwrap();
+        assert_eq!(fused.dims(), reference.dims());
+        assert_eq!(max_diff(&fused, &reference), 0.0, "{shape:?}");
+        let w = tensor(fused.dims(), 60 + k as u64);
+        let f = |x: &Tensor| {
+            (x.apply_op1(MaxPool2x2).unwrap() * &w)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        };
+        let grad = f(x.as_tensor())
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let base = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for i in 0..base.len() {
+            let at = |d: f64| {
+                let mut v = base.clone();
+                v[i] += d;
+                f(&Tensor::from_vec(v, shape, &Device::Cpu).unwrap())
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
+            assert!(
+                (numeric - grad[i]).abs() < 1e-6,
+                "{shape:?} x[{i}]: {} vs {numeric}",
+                grad[i]
+            );
+        }
+    }
+}
