@@ -170,3 +170,101 @@ fn max_pool_matches_reference_and_finite_differences() {
         }
     }
 }
+
+#[test]
+fn conv_matches_candle_forward_and_autograd() {
+    use fewshot_host::nn::conv::Conv2dOp;
+    // (n, cin, h, w, cout, k, padding)
+    for (case, &(n, cin, h, w, cout, k, pad)) in [
+        (2, 3, 5, 7, 4, 3, 1),
+        (9, 1, 6, 6, 2, 3, 1),
+        (3, 2, 4, 5, 3, 1, 0),
+        (2, 2, 5, 4, 3, 3, 0),
+        (1, 4, 3, 3, 5, 3, 2),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let s = case as u64 * 10;
+        let x = Var::from_tensor(&tensor(&[n, cin, h, w], s)).unwrap();
+        let wt = Var::from_tensor(&tensor(&[cout, cin, k, k], s + 1)).unwrap();
+        let b = Var::from_tensor(&tensor(&[cout], s + 2)).unwrap();
+        let fused = x
+            .as_tensor()
+            .apply_op3(wt.as_tensor(), b.as_tensor(), Conv2dOp { padding: pad })
+            .unwrap();
+        let reference = x
+            .as_tensor()
+            .conv2d(wt.as_tensor(), pad, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.as_tensor().reshape((1, cout, 1, 1)).unwrap())
+            .unwrap();
+        assert_eq!(fused.dims(), reference.dims());
+        assert!(max_diff(&fused, &reference) < 1e-12, "case {case} forward");
+        let dy = tensor(fused.dims(), s + 3);
+        let ga = (&fused * &dy)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gb = (&reference * &dy)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [("dx", &x), ("dw", &wt), ("db", &b)] {
+            let d = max_diff(
+                ga.get(v.as_tensor()).unwrap(),
+                gb.get(v.as_tensor()).unwrap(),
+            );
+            assert!(d < 1e-11, "case {case} {name}: {d}");
+        }
+    }
+}
+
+#[test]
+fn conv_gradient_matches_finite_differences() {
+    use fewshot_host::nn::conv::Conv2dOp;
+    let x = Var::from_tensor(&tensor(&[3, 2, 5, 4], 70)).unwrap();
+    let wt = Var::from_tensor(&tensor(&[3, 2, 3, 3], 71)).unwrap();
+    let b = tensor(&[3], 72);
+    let dy = tensor(&[3, 3, 5, 4], 73);
+    let f = |x: &Tensor, w: &Tensor| {
+        (x.apply_op3(w, &b, Conv2dOp { padding: 1 }).unwrap() * &dy)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
+    let grads = f(x.as_tensor(), wt.as_tensor()).backward().unwrap();
+    for (var, is_x) in [(&x, true), (&wt, false)] {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let base = var.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        for i in (0..base.len()).step_by(5) {
+            let at = |d: f64| {
+                let mut v = base.clone();
+                v[i] += d;
+                let t = Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap();
+                let out = if is_x {
+                    f(&t, wt.as_tensor())
+                } else {
+                    f(x.as_tensor(), &t)
+                };
+                out.to_scalar::<f64>().unwrap()
+            };
+            let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
+            assert!(
+                (numeric - g[i]).abs() < 1e-6 + 1e-6 * numeric.abs(),
+                "[{i}]: {} vs {numeric}",
+                g[i]
+            );
+        }
+    }
+}

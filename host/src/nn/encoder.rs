@@ -1,9 +1,10 @@
 //! Encoders: images in, embeddings out.
 
-use candle_core::{Module, Result, Tensor, Var};
-use candle_nn::{conv2d, Conv2d, Conv2dConfig, Init, VarBuilder};
+use candle_core::{Result, Tensor, Var};
+use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::conv::Conv2dOp;
 use super::ops::{BatchNormTrain, MaxPool2x2};
 
 /// What an encoder is built from; stored in checkpoints.
@@ -122,26 +123,45 @@ impl BatchNorm2d {
     }
 }
 
+/// A 3×3 convolution with padding 1 and a bias, on the gemm kernels of [`super::conv`].
+#[derive(Debug, Clone)]
+pub struct Conv3x3 {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Conv3x3 {
+    /// From `in_c` to `out_c` channels; variables `weight` and `bias`.
+    pub fn new(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<Self> {
+        let bound = 1.0 / ((in_c * 9) as f64).sqrt();
+        let init = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        Ok(Conv3x3 {
+            weight: vb.get_with_hints((out_c, in_c, 3, 3), "weight", init)?,
+            bias: vb.get_with_hints(out_c, "bias", init)?,
+        })
+    }
+
+    /// Runs the convolution.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.contiguous()?
+            .apply_op3(&self.weight, &self.bias, Conv2dOp { padding: 1 })
+    }
+}
+
 /// One conv block: 3×3 convolution (padding 1), batch norm, ReLU, 2×2 max pooling.
 #[derive(Debug, Clone)]
 pub struct ConvBlock {
-    conv: Conv2d,
+    conv: Conv3x3,
     bn: BatchNorm2d,
 }
 
 impl ConvBlock {
     /// A block from `in_c` to `out_c` channels.
     pub fn new(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<Self> {
-        let conv = conv2d(
-            in_c,
-            out_c,
-            3,
-            Conv2dConfig {
-                padding: 1,
-                ..Default::default()
-            },
-            vb.pp("conv"),
-        )?;
+        let conv = Conv3x3::new(in_c, out_c, vb.pp("conv"))?;
         let bn = BatchNorm2d::new(out_c, vb.pp("bn"))?;
         Ok(ConvBlock { conv, bn })
     }

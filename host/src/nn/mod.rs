@@ -3,6 +3,7 @@
 
 pub mod adam;
 pub mod checkpoint;
+pub mod conv;
 pub mod encoder;
 pub mod init;
 pub mod method;

@@ -1,0 +1,410 @@
+//! 2-D convolution (stride 1, zero padding) as a candle custom op: forward,
+//! weight gradient and input gradient are all large matrix products over
+//! im2col/col2im buffers (the `gemm` crate, already in candle's tree), with
+//! images processed in parallel.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+
+/// Images whose weight gradients are summed together before the groups are
+/// added in order: fixed, so results do not depend on the thread count.
+const GROUP: usize = 8;
+
+/// Sizes of one convolution.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    pad: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Dims {
+    fn new(x: &Layout, w: &Layout, pad: usize) -> Result<Dims> {
+        let (n, cin, h, wd) = x.shape().dims4()?;
+        let (cout, cin_w, kh, kw) = w.shape().dims4()?;
+        if cin != cin_w {
+            candle_core::bail!("conv: input has {cin} channels, weight expects {cin_w}");
+        }
+        if h + 2 * pad < kh || wd + 2 * pad < kw {
+            candle_core::bail!("conv: {kh}x{kw} kernel larger than the padded {h}x{wd} input");
+        }
+        Ok(Dims {
+            n,
+            cin,
+            h,
+            w: wd,
+            cout,
+            kh,
+            kw,
+            pad,
+            ho: h + 2 * pad - kh + 1,
+            wo: wd + 2 * pad - kw + 1,
+        })
+    }
+
+    /// Rows of the im2col matrix (`cin·kh·kw`).
+    fn k(&self) -> usize {
+        self.cin * self.kh * self.kw
+    }
+
+    /// Columns of the im2col matrix (output pixels).
+    fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+}
+
+fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
+    let (start, end) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("conv needs contiguous inputs".into()))?;
+    Ok(&s.as_slice::<T>()?[start..end])
+}
+
+/// One image `(cin, h, w)` into its im2col matrix `(cin·kh·kw, ho·wo)`.
+fn im2col<T: WithDType>(x: &[T], d: &Dims, col: &mut [T]) {
+    let p = d.p();
+    for ci in 0..d.cin {
+        for ki in 0..d.kh {
+            for kj in 0..d.kw {
+                let row = &mut col[((ci * d.kh + ki) * d.kw + kj) * p..][..p];
+                for oy in 0..d.ho {
+                    let iy = oy + ki;
+                    let dst = &mut row[oy * d.wo..(oy + 1) * d.wo];
+                    if iy < d.pad || iy >= d.h + d.pad {
+                        dst.fill(T::zero());
+                        continue;
+                    }
+                    let src = &x[(ci * d.h + iy - d.pad) * d.w..][..d.w];
+                    for (ox, v) in dst.iter_mut().enumerate() {
+                        let ix = ox + kj;
+                        *v = if ix < d.pad || ix >= d.w + d.pad {
+                            T::zero()
+                        } else {
+                            src[ix - d.pad]
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds an im2col-shaped gradient back onto one image `(cin, h, w)`.
+fn col2im<T: WithDType>(col: &[T], d: &Dims, x: &mut [T]) {
+    let p = d.p();
+    x.fill(T::zero());
+    for ci in 0..d.cin {
+        for ki in 0..d.kh {
+            for kj in 0..d.kw {
+                let row = &col[((ci * d.kh + ki) * d.kw + kj) * p..][..p];
+                for oy in 0..d.ho {
+                    let iy = oy + ki;
+                    if iy < d.pad || iy >= d.h + d.pad {
+                        continue;
+                    }
+                    let dst = &mut x[(ci * d.h + iy - d.pad) * d.w..][..d.w];
+                    for (ox, g) in row[oy * d.wo..(oy + 1) * d.wo].iter().enumerate() {
+                        let ix = ox + kj;
+                        if ix >= d.pad && ix < d.w + d.pad {
+                            dst[ix - d.pad] += *g;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A matrix operand: values with row and column strides.
+#[derive(Clone, Copy)]
+struct Mat<'a, T> {
+    data: &'a [T],
+    rs: usize,
+    cs: usize,
+}
+
+/// `dst (m × n, row-major) [+]= a (m × k) · b (k × n)`, single-threaded.
+fn matmul<T: WithDType>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    accumulate: bool,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |mat: Mat<'_, T>, rows: usize, cols: usize| {
+        (rows - 1) * mat.rs + (cols.max(1) - 1) * mat.cs
+    };
+    assert!(dst.len() >= m * n, "matmul: destination too small");
+    assert!(
+        k == 0 || a.data.len() > last(a, m, k),
+        "matmul: left operand too small"
+    );
+    assert!(
+        k == 0 || b.data.len() > last(b, k, n),
+        "matmul: right operand too small"
+    );
+    // SAFETY: the asserts above keep every index gemm touches inside the slices:
+    // dst spans m×n row-major, `a` and `b` span their strided extents.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            T::from_f64(1.0),
+            T::from_f64(1.0),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Convolution with stride 1 and `padding` zeros on each side:
+/// `(x (N, Cin, H, W), weight (Cout, Cin, kh, kw), bias (Cout))` to
+/// `(N, Cout, Ho, Wo)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2dOp {
+    /// Zero padding on each side.
+    pub padding: usize,
+}
+
+fn conv_fwd<T: WithDType>(x: &[T], wt: &[T], bias: &[T], d: &Dims) -> Vec<T> {
+    let (k, p) = (d.k(), d.p());
+    let mut out = vec![T::zero(); d.n * d.cout * p];
+    out.par_chunks_mut(d.cout * p)
+        .zip(x.par_chunks(d.cin * d.h * d.w))
+        .for_each_init(
+            || vec![T::zero(); k * p],
+            |col, (y, xn)| {
+                im2col(xn, d, col);
+                for (row, b) in y.chunks_mut(p).zip(bias) {
+                    row.fill(*b);
+                }
+                matmul(
+                    d.cout,
+                    p,
+                    k,
+                    y,
+                    true,
+                    Mat {
+                        data: wt,
+                        rs: k,
+                        cs: 1,
+                    },
+                    Mat {
+                        data: col,
+                        rs: p,
+                        cs: 1,
+                    },
+                );
+            },
+        );
+    out
+}
+
+fn conv_bwd<T: WithDType>(x: &[T], wt: &[T], dy: &[T], d: &Dims) -> Vec<T> {
+    let (k, p) = (d.k(), d.p());
+    let image = d.cin * d.h * d.w;
+    let mut out = vec![T::zero(); d.n * image + d.cout * k + d.cout];
+    let (dx, rest) = out.split_at_mut(d.n * image);
+    // Input gradient: dcol = Wᵀ · dy_n, then col2im.
+    dx.par_chunks_mut(image)
+        .zip(dy.par_chunks(d.cout * p))
+        .for_each_init(
+            || vec![T::zero(); k * p],
+            |dcol, (dxn, dyn_)| {
+                matmul(
+                    k,
+                    p,
+                    d.cout,
+                    dcol,
+                    false,
+                    Mat {
+                        data: wt,
+                        rs: 1,
+                        cs: k,
+                    },
+                    Mat {
+                        data: dyn_,
+                        rs: p,
+                        cs: 1,
+                    },
+                );
+                col2im(dcol, d, dxn);
+            },
+        );
+    // Weight gradient: Σ_n dy_n · col_nᵀ, in fixed groups of images.
+    let groups: Vec<Vec<T>> = (0..d.n.div_ceil(GROUP))
+        .into_par_iter()
+        .map(|g| {
+            let mut col = vec![T::zero(); k * p];
+            let mut acc = vec![T::zero(); d.cout * k];
+            for i in g * GROUP..((g + 1) * GROUP).min(d.n) {
+                im2col(&x[i * image..(i + 1) * image], d, &mut col);
+                let dyn_ = &dy[i * d.cout * p..(i + 1) * d.cout * p];
+                matmul(
+                    d.cout,
+                    k,
+                    p,
+                    &mut acc,
+                    true,
+                    Mat {
+                        data: dyn_,
+                        rs: p,
+                        cs: 1,
+                    },
+                    Mat {
+                        data: &col,
+                        rs: 1,
+                        cs: p,
+                    },
+                );
+            }
+            acc
+        })
+        .collect();
+    let (dw, db) = rest.split_at_mut(d.cout * k);
+    for g in &groups {
+        for (a, v) in dw.iter_mut().zip(g) {
+            *a += *v;
+        }
+    }
+    // Bias gradient: Σ over images and pixels, per output channel.
+    for (c, b) in db.iter_mut().enumerate() {
+        *b = (0..d.n).fold(T::zero(), |acc, i| {
+            acc + dy[(i * d.cout + c) * p..][..p]
+                .iter()
+                .fold(T::zero(), |s, v| s + *v)
+        });
+    }
+    out
+}
+
+impl CustomOp3 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "conv2d-gemm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = Dims::new(l1, l2, self.padding)?;
+        if l3.shape().elem_count() != d.cout {
+            candle_core::bail!("conv: bias needs {} values", d.cout);
+        }
+        let out = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(conv_fwd::<f32>(
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+                &d,
+            )),
+            DType::F64 => CpuStorage::F64(conv_fwd::<f64>(
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+                &d,
+            )),
+            dt => candle_core::bail!("conv: unsupported dtype {dt:?}"),
+        };
+        Ok((out, Shape::from((d.n, d.cout, d.ho, d.wo))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let packed = x.contiguous()?.apply_op3_no_bwd(
+            &weight.contiguous()?,
+            &grad_res.contiguous()?,
+            &Conv2dBwd {
+                padding: self.padding,
+            },
+        )?;
+        let (xl, wl) = (x.elem_count(), weight.elem_count());
+        let dx = packed.narrow(0, 0, xl)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, xl, wl)?.reshape(weight.shape())?;
+        let db = packed
+            .narrow(0, xl + wl, bias.elem_count())?
+            .reshape(bias.shape())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Backward of [`Conv2dOp`]: `(x, weight, dy)` to packed `[dx, dweight, dbias]`.
+#[derive(Debug, Clone, Copy)]
+struct Conv2dBwd {
+    padding: usize,
+}
+
+impl CustomOp3 for Conv2dBwd {
+    fn name(&self) -> &'static str {
+        "conv2d-gemm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let d = Dims::new(l1, l2, self.padding)?;
+        if l3.shape().dims() != [d.n, d.cout, d.ho, d.wo] {
+            candle_core::bail!("conv backward: gradient has shape {:?}", l3.shape());
+        }
+        let len = d.n * d.cin * d.h * d.w + d.cout * d.k() + d.cout;
+        let out = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(conv_bwd::<f32>(
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+                &d,
+            )),
+            DType::F64 => CpuStorage::F64(conv_bwd::<f64>(
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+                &d,
+            )),
+            dt => candle_core::bail!("conv backward: unsupported dtype {dt:?}"),
+        };
+        Ok((out, Shape::from(len)))
+    }
+}
