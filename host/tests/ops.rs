@@ -268,3 +268,50 @@ fn conv_gradient_matches_finite_differences() {
         }
     }
 }
+
+#[test]
+fn fused_bn_relu_pool_matches_the_composition() {
+    for (k, shape) in SHAPES.iter().enumerate() {
+        let c = shape[1];
+        let x = Var::from_tensor(&tensor(shape, 80 + k as u64)).unwrap();
+        let gamma = tensor(&[c], 90 + k as u64);
+        let beta = tensor(&[c], 95 + k as u64);
+        let run = |fused: bool| {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+            let bn = BatchNorm2d::new(c, vb).unwrap();
+            varmap.data().lock().unwrap()["weight"].set(&gamma).unwrap();
+            varmap.data().lock().unwrap()["bias"].set(&beta).unwrap();
+            let y = if fused {
+                bn.forward_relu_pool(x.as_tensor(), true).unwrap()
+            } else {
+                bn.forward_t(x.as_tensor(), true)
+                    .unwrap()
+                    .relu()
+                    .unwrap()
+                    .apply_op1(MaxPool2x2)
+                    .unwrap()
+            };
+            let dy = tensor(y.dims(), 99);
+            let grads = (&y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
+            let data = varmap.data().lock().unwrap();
+            let g = |t: &Tensor| grads.get(t).unwrap().clone();
+            vec![
+                y.clone(),
+                g(x.as_tensor()),
+                g(data["weight"].as_tensor()),
+                g(data["bias"].as_tensor()),
+                data["running_mean"].as_tensor().copy().unwrap(),
+                data["running_var"].as_tensor().copy().unwrap(),
+            ]
+        };
+        let (a, b) = (run(true), run(false));
+        for (i, name) in ["y", "dx", "dgamma", "dbeta", "running_mean", "running_var"]
+            .iter()
+            .enumerate()
+        {
+            let d = max_diff(&a[i], &b[i]);
+            assert!(d < 1e-10, "{shape:?} {name}: {d}");
+        }
+    }
+}

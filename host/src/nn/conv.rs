@@ -68,6 +68,14 @@ fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
     Ok(&s.as_slice::<T>()?[start..end])
 }
 
+/// Output columns `ox` whose input column `ox + kj - pad` lies inside the
+/// image: `lo..hi`, with `ox + kj - pad` running over `lo + kj - pad..`.
+fn valid_cols(d: &Dims, kj: usize) -> (usize, usize) {
+    let lo = d.pad.saturating_sub(kj).min(d.wo);
+    let hi = (d.w + d.pad).saturating_sub(kj).min(d.wo).max(lo);
+    (lo, hi)
+}
+
 /// One image `(cin, h, w)` into its im2col matrix `(cin·kh·kw, ho·wo)`.
 fn im2col<T: WithDType>(x: &[T], d: &Dims, col: &mut [T]) {
     let p = d.p();
@@ -75,6 +83,7 @@ fn im2col<T: WithDType>(x: &[T], d: &Dims, col: &mut [T]) {
         for ki in 0..d.kh {
             for kj in 0..d.kw {
                 let row = &mut col[((ci * d.kh + ki) * d.kw + kj) * p..][..p];
+                let (lo, hi) = valid_cols(d, kj);
                 for oy in 0..d.ho {
                     let iy = oy + ki;
                     let dst = &mut row[oy * d.wo..(oy + 1) * d.wo];
@@ -83,14 +92,10 @@ fn im2col<T: WithDType>(x: &[T], d: &Dims, col: &mut [T]) {
                         continue;
                     }
                     let src = &x[(ci * d.h + iy - d.pad) * d.w..][..d.w];
-                    for (ox, v) in dst.iter_mut().enumerate() {
-                        let ix = ox + kj;
-                        *v = if ix < d.pad || ix >= d.w + d.pad {
-                            T::zero()
-                        } else {
-                            src[ix - d.pad]
-                        };
-                    }
+                    dst[..lo].fill(T::zero());
+                    dst[hi..].fill(T::zero());
+                    let start = lo + kj - d.pad;
+                    dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
                 }
             }
         }
@@ -105,17 +110,19 @@ fn col2im<T: WithDType>(col: &[T], d: &Dims, x: &mut [T]) {
         for ki in 0..d.kh {
             for kj in 0..d.kw {
                 let row = &col[((ci * d.kh + ki) * d.kw + kj) * p..][..p];
+                let (lo, hi) = valid_cols(d, kj);
+                let start = lo + kj - d.pad.min(lo + kj);
                 for oy in 0..d.ho {
                     let iy = oy + ki;
                     if iy < d.pad || iy >= d.h + d.pad {
                         continue;
                     }
                     let dst = &mut x[(ci * d.h + iy - d.pad) * d.w..][..d.w];
-                    for (ox, g) in row[oy * d.wo..(oy + 1) * d.wo].iter().enumerate() {
-                        let ix = ox + kj;
-                        if ix >= d.pad && ix < d.w + d.pad {
-                            dst[ix - d.pad] += *g;
-                        }
+                    for (t, g) in dst[start..start + hi - lo]
+                        .iter_mut()
+                        .zip(&row[oy * d.wo + lo..oy * d.wo + hi])
+                    {
+                        *t += *g;
                     }
                 }
             }

@@ -5,7 +5,7 @@ use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::conv::Conv2dOp;
-use super::ops::{BatchNormTrain, MaxPool2x2};
+use super::ops::{BatchNormTrain, BnReluPool, MaxPool2x2};
 
 /// What an encoder is built from; stored in checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +88,34 @@ impl BatchNorm2d {
         })
     }
 
+    /// Updates the running statistics from a batch's mean and biased variance
+    /// over `m` values per channel (PyTorch's rule: unbiased variance, momentum).
+    fn update_running(&self, mean: Tensor, var: Tensor, m: f64) -> Result<()> {
+        let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+        let keep = 1.0 - self.momentum;
+        let rm = ((self.running_mean.as_detached_tensor() * keep)? + (mean * self.momentum)?)?;
+        let rv = ((self.running_var.as_detached_tensor() * keep)?
+            + (var * (self.momentum * unbiased))?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)
+    }
+
+    /// Batch norm, ReLU and 2×2 max pooling; in training mode one fused op.
+    pub fn forward_relu_pool(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, c, h, w) = x.dims4()?;
+        if !train {
+            return self.forward_t(x, false)?.relu()?.apply_op1(MaxPool2x2);
+        }
+        let pooled = n * c * (h / 2) * (w / 2);
+        let packed =
+            x.contiguous()?
+                .apply_op3(&self.weight, &self.bias, BnReluPool { eps: self.eps })?;
+        let mean = packed.narrow(0, pooled, c)?.detach();
+        let var = packed.narrow(0, pooled + c, c)?.detach();
+        self.update_running(mean, var, (n * h * w) as f64)?;
+        packed.narrow(0, 0, pooled)?.reshape((n, c, h / 2, w / 2))
+    }
+
     /// Normalises by batch statistics (and updates the running ones) when
     /// `train`, else by the running statistics.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -101,14 +129,7 @@ impl BatchNorm2d {
             )?;
             let mean = packed.narrow(0, len, c)?.detach();
             let var = packed.narrow(0, len + c, c)?.detach();
-            let m = (n * h * w) as f64;
-            let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
-            let keep = 1.0 - self.momentum;
-            let rm = ((self.running_mean.as_detached_tensor() * keep)? + (mean * self.momentum)?)?;
-            let rv = ((self.running_var.as_detached_tensor() * keep)?
-                + (var * (self.momentum * unbiased))?)?;
-            self.running_mean.set(&rm)?;
-            self.running_var.set(&rv)?;
+            self.update_running(mean, var, (n * h * w) as f64)?;
             packed.narrow(0, 0, len)?.reshape((n, c, h, w))
         } else {
             let shape = (1, c, 1, 1);
@@ -168,9 +189,7 @@ impl ConvBlock {
 
     /// Runs the block.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.conv.forward(x)?;
-        let x = self.bn.forward_t(&x, train)?;
-        x.relu()?.apply_op1(MaxPool2x2)
+        self.bn.forward_relu_pool(&self.conv.forward(x)?, train)
     }
 }
 

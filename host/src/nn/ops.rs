@@ -21,6 +21,91 @@ fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     l.shape().dims4()
 }
 
+/// Per-channel mean and biased variance of `(N, C, H, W)` values.
+fn channel_stats<T: WithDType>(
+    x: &[T],
+    (n, c, h, w): (usize, usize, usize, usize),
+) -> Vec<(f64, f64)> {
+    let plane = h * w;
+    let m = (n * plane) as f64;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut sum = 0.0;
+            for i in 0..n {
+                sum += x[(i * c + ch) * plane..][..plane]
+                    .iter()
+                    .map(|v| v.to_f64())
+                    .sum::<f64>();
+            }
+            let mean = sum / m;
+            let mut sq = 0.0;
+            for i in 0..n {
+                sq += x[(i * c + ch) * plane..][..plane]
+                    .iter()
+                    .map(|v| (v.to_f64() - mean).powi(2))
+                    .sum::<f64>();
+            }
+            (mean, sq / m)
+        })
+        .collect()
+}
+
+/// Batch-norm backward: from `x`, `gamma`, the batch statistics and the
+/// output gradient `dy`, writes `dx` into `out[..N·C·H·W]`, then `dgamma`
+/// and `dbeta` (`C` each). With `x̂ = (x − μ)/σ`: `dβ = Σ dy`,
+/// `dγ = Σ dy x̂`, `dx = γ/(σ M) (M dy − dβ − x̂ dγ)` over the `M = N·H·W`
+/// values of a channel.
+fn bn_backward<T: WithDType>(
+    x: &[T],
+    gamma: &[T],
+    stats: &[(f64, f64)],
+    dy: &[T],
+    (n, c, h, w): (usize, usize, usize, usize),
+    eps: f64,
+    out: &mut [T],
+) {
+    let hw = h * w;
+    let total = n * c * hw;
+    let m = (n * hw) as f64;
+    let channel = |ch: usize| {
+        let (mean, var) = stats[ch];
+        (gamma[ch].to_f64(), mean, 1.0 / (var + eps).sqrt())
+    };
+    let sums: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (_, mean, inv) = channel(ch);
+            let (mut sdy, mut sdyx) = (0.0, 0.0);
+            for i in 0..n {
+                let at = (i * c + ch) * hw;
+                for (xv, g) in x[at..at + hw].iter().zip(&dy[at..at + hw]) {
+                    let g = g.to_f64();
+                    sdy += g;
+                    sdyx += g * (xv.to_f64() - mean) * inv;
+                }
+            }
+            (sdy, sdyx)
+        })
+        .collect();
+    let (dx, tail) = out.split_at_mut(total);
+    dx.par_chunks_mut(hw).enumerate().for_each(|(k, dst)| {
+        let ch = k % c;
+        let (gamma, mean, inv) = channel(ch);
+        let (sdy, sdyx) = sums[ch];
+        let k0 = gamma * inv / m;
+        let at = k * hw;
+        for ((d, xv), g) in dst.iter_mut().zip(&x[at..at + hw]).zip(&dy[at..at + hw]) {
+            let xhat = (xv.to_f64() - mean) * inv;
+            *d = T::from_f64(k0 * (m * g.to_f64() - sdy - xhat * sdyx));
+        }
+    });
+    for (ch, (sdy, sdyx)) in sums.into_iter().enumerate() {
+        tail[ch] = T::from_f64(sdyx);
+        tail[c + ch] = T::from_f64(sdy);
+    }
+}
+
 /// Batch norm, training mode, over `(N, C, H, W)`: normalises each channel by
 /// its batch mean and (biased) variance, then scales by `gamma` and shifts by
 /// `beta`. The output is packed: `N·C·H·W` values of `y`, then the `C` batch
@@ -40,29 +125,7 @@ impl BatchNormTrain {
         (n, c, h, w): (usize, usize, usize, usize),
     ) -> Vec<T> {
         let plane = h * w;
-        let m = (n * plane) as f64;
-        // Per channel: mean, variance, then the normalised output.
-        let stats: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let mut sum = 0.0;
-                for i in 0..n {
-                    sum += x[(i * c + ch) * plane..][..plane]
-                        .iter()
-                        .map(|v| v.to_f64())
-                        .sum::<f64>();
-                }
-                let mean = sum / m;
-                let mut sq = 0.0;
-                for i in 0..n {
-                    sq += x[(i * c + ch) * plane..][..plane]
-                        .iter()
-                        .map(|v| (v.to_f64() - mean).powi(2))
-                        .sum::<f64>();
-                }
-                (mean, sq / m)
-            })
-            .collect();
+        let stats = channel_stats(x, (n, c, h, w));
         let mut out = vec![T::zero(); n * c * plane + 2 * c];
         let (y, tail) = out.split_at_mut(n * c * plane);
         y.par_chunks_mut(plane).enumerate().for_each(|(k, dst)| {
@@ -160,50 +223,11 @@ struct BatchNormTrainBwd {
 impl BatchNormTrainBwd {
     fn bwd<T: WithDType>(&self, x: &[T], params: &[T], dy: &[T]) -> Vec<T> {
         let (n, c, h, w) = self.dims;
-        let hw = h * w;
-        let total = n * c * hw;
-        let m = (n * hw) as f64;
-        let channel = |ch: usize| {
-            let (gamma, mean, var) = (
-                params[ch].to_f64(),
-                params[c + ch].to_f64(),
-                params[2 * c + ch].to_f64(),
-            );
-            (gamma, mean, 1.0 / (var + self.eps).sqrt())
-        };
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let (_, mean, inv) = channel(ch);
-                let (mut sdy, mut sdyx) = (0.0, 0.0);
-                for i in 0..n {
-                    let at = (i * c + ch) * hw;
-                    for (xv, g) in x[at..at + hw].iter().zip(&dy[at..at + hw]) {
-                        let g = g.to_f64();
-                        sdy += g;
-                        sdyx += g * (xv.to_f64() - mean) * inv;
-                    }
-                }
-                (sdy, sdyx)
-            })
+        let stats: Vec<(f64, f64)> = (0..c)
+            .map(|ch| (params[c + ch].to_f64(), params[2 * c + ch].to_f64()))
             .collect();
-        let mut out = vec![T::zero(); total + 2 * c];
-        let (dx, tail) = out.split_at_mut(total);
-        dx.par_chunks_mut(hw).enumerate().for_each(|(k, dst)| {
-            let ch = k % c;
-            let (gamma, mean, inv) = channel(ch);
-            let (sdy, sdyx) = sums[ch];
-            let k0 = gamma * inv / m;
-            let at = k * hw;
-            for ((d, xv), g) in dst.iter_mut().zip(&x[at..at + hw]).zip(&dy[at..at + hw]) {
-                let xhat = (xv.to_f64() - mean) * inv;
-                *d = T::from_f64(k0 * (m * g.to_f64() - sdy - xhat * sdyx));
-            }
-        });
-        for (ch, (sdy, sdyx)) in sums.into_iter().enumerate() {
-            tail[ch] = T::from_f64(sdyx);
-            tail[c + ch] = T::from_f64(sdy);
-        }
+        let mut out = vec![T::zero(); n * c * h * w + 2 * c];
+        bn_backward(x, &params[..c], &stats, dy, self.dims, self.eps, &mut out);
         out
     }
 }
@@ -343,5 +367,221 @@ impl CustomOp2 for MaxPool2x2Bwd {
             dt => candle_core::bail!("max pool backward: unsupported dtype {dt:?}"),
         };
         Ok((out, l1.shape().clone()))
+    }
+}
+
+/// Batch norm (training mode), ReLU and 2×2 max pooling in one op over
+/// `(N, C, H, W)`: only the pooled output is stored (no full-size
+/// intermediate), and the backward pass recomputes the normalised values it
+/// needs. Output packed as the pooled `(N, C, H/2, W/2)` values, then the `C`
+/// batch means and `C` batch variances.
+#[derive(Debug, Clone, Copy)]
+pub struct BnReluPool {
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+/// Scale and shift that apply batch norm to channel `ch`.
+fn affine_of<T: WithDType>(
+    g: &[T],
+    b: &[T],
+    stats: &[(f64, f64)],
+    ch: usize,
+    eps: f64,
+) -> (f64, f64) {
+    let (mean, var) = stats[ch];
+    let scale = g[ch].to_f64() / (var + eps).sqrt();
+    (scale, b[ch].to_f64() - mean * scale)
+}
+
+/// The four positions of pooling window `(i, j)` in a `w`-wide plane.
+fn window(i: usize, j: usize, w: usize) -> [usize; 4] {
+    [
+        2 * i * w + 2 * j,
+        2 * i * w + 2 * j + 1,
+        (2 * i + 1) * w + 2 * j,
+        (2 * i + 1) * w + 2 * j + 1,
+    ]
+}
+
+impl BnReluPool {
+    fn fwd<T: WithDType>(
+        &self,
+        x: &[T],
+        g: &[T],
+        b: &[T],
+        dims: (usize, usize, usize, usize),
+    ) -> Vec<T> {
+        let (n, c, h, w) = dims;
+        let (h2, w2) = (h / 2, w / 2);
+        let stats = channel_stats(x, dims);
+        let pooled = n * c * h2 * w2;
+        let mut out = vec![T::zero(); pooled + 2 * c];
+        let (y, tail) = out.split_at_mut(pooled);
+        if h2 * w2 > 0 {
+            y.par_chunks_mut(h2 * w2).enumerate().for_each(|(k, dst)| {
+                let (scale, shift) = affine_of(g, b, &stats, k % c, self.eps);
+                let src = &x[k * h * w..(k + 1) * h * w];
+                for i in 0..h2 {
+                    for j in 0..w2 {
+                        let best = window(i, j, w)
+                            .iter()
+                            .map(|&p| src[p].to_f64() * scale + shift)
+                            .fold(f64::NEG_INFINITY, f64::max);
+                        dst[i * w2 + j] = T::from_f64(best.max(0.0));
+                    }
+                }
+            });
+        }
+        for (ch, (mean, var)) in stats.into_iter().enumerate() {
+            tail[ch] = T::from_f64(mean);
+            tail[c + ch] = T::from_f64(var);
+        }
+        out
+    }
+}
+
+impl CustomOp3 for BnReluPool {
+    fn name(&self) -> &'static str {
+        "bn-relu-pool"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = dims4(l1)?;
+        let (n, c, h, w) = dims;
+        if l2.shape().elem_count() != c || l3.shape().elem_count() != c {
+            candle_core::bail!("batch norm: gamma and beta need {c} values");
+        }
+        let out = match s1.dtype() {
+            DType::F32 => CpuStorage::F32(self.fwd::<f32>(
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+                dims,
+            )),
+            DType::F64 => CpuStorage::F64(self.fwd::<f64>(
+                slice(s1, l1)?,
+                slice(s2, l2)?,
+                slice(s3, l3)?,
+                dims,
+            )),
+            dt => candle_core::bail!("bn-relu-pool: unsupported dtype {dt:?}"),
+        };
+        Ok((out, Shape::from(n * c * (h / 2) * (w / 2) + 2 * c)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c, h, w) = x.dims4()?;
+        let (len, pooled) = (n * c * h * w, n * c * (h / 2) * (w / 2));
+        let params = Tensor::cat(
+            &[
+                gamma.flatten_all()?,
+                beta.flatten_all()?,
+                res.narrow(0, pooled, 2 * c)?.detach(),
+            ],
+            0,
+        )?;
+        let packed = x.contiguous()?.apply_op3_no_bwd(
+            &params,
+            &grad_res.narrow(0, 0, pooled)?.contiguous()?,
+            &BnReluPoolBwd {
+                eps: self.eps,
+                dims: (n, c, h, w),
+            },
+        )?;
+        let dx = packed.narrow(0, 0, len)?.reshape((n, c, h, w))?;
+        let dgamma = packed.narrow(0, len, c)?.reshape(gamma.shape())?;
+        let dbeta = packed.narrow(0, len + c, c)?.reshape(gamma.shape())?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// Backward of [`BnReluPool`]: inputs `x`, `[gamma, beta, mean, var]` and the
+/// pooled output's gradient. Each window's gradient goes to its first maximum
+/// if that value passed the ReLU; then batch norm's backward.
+#[derive(Debug, Clone, Copy)]
+struct BnReluPoolBwd {
+    eps: f64,
+    dims: (usize, usize, usize, usize),
+}
+
+impl BnReluPoolBwd {
+    fn bwd<T: WithDType>(&self, x: &[T], params: &[T], grad: &[T]) -> Vec<T> {
+        let (n, c, h, w) = self.dims;
+        let (h2, w2) = (h / 2, w / 2);
+        let (g, b) = (&params[..c], &params[c..2 * c]);
+        let stats: Vec<(f64, f64)> = (0..c)
+            .map(|ch| (params[2 * c + ch].to_f64(), params[3 * c + ch].to_f64()))
+            .collect();
+        // Gradient at the batch-norm output, full size.
+        let mut dy = vec![T::zero(); n * c * h * w];
+        dy.par_chunks_mut(h * w).enumerate().for_each(|(k, dst)| {
+            let (scale, shift) = affine_of(g, b, &stats, k % c, self.eps);
+            let src = &x[k * h * w..(k + 1) * h * w];
+            let gk = &grad[k * h2 * w2..(k + 1) * h2 * w2];
+            for i in 0..h2 {
+                for j in 0..w2 {
+                    let win = window(i, j, w);
+                    let mut best = win[0];
+                    let mut best_v = src[best].to_f64() * scale + shift;
+                    for &p in &win[1..] {
+                        let v = src[p].to_f64() * scale + shift;
+                        if v > best_v {
+                            best = p;
+                            best_v = v;
+                        }
+                    }
+                    if best_v > 0.0 {
+                        dst[best] = gk[i * w2 + j];
+                    }
+                }
+            }
+        });
+        let mut out = vec![T::zero(); n * c * h * w + 2 * c];
+        bn_backward(x, g, &stats, &dy, self.dims, self.eps, &mut out);
+        out
+    }
+}
+
+impl CustomOp3 for BnReluPoolBwd {
+    fn name(&self) -> &'static str {
+        "bn-relu-pool-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = self.dims;
+        let out = match s1.dtype() {
+            DType::F32 => {
+                CpuStorage::F32(self.bwd::<f32>(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?))
+            }
+            DType::F64 => {
+                CpuStorage::F64(self.bwd::<f64>(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?))
+            }
+            dt => candle_core::bail!("bn-relu-pool backward: unsupported dtype {dt:?}"),
+        };
+        Ok((out, Shape::from(n * c * h * w + 2 * c)))
     }
 }
