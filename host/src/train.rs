@@ -331,7 +331,17 @@ pub fn train_protonet(
         adam.load(&files.optimizer(), state.episode)
             .with_context(|| format!("resuming: {}", files.optimizer().display()))?;
     }
-    let mut history = read_metrics(&files.metrics());
+    // Metrics written after the checkpoint we resume from describe episodes
+    // that will be trained again: drop them.
+    let mut history: Vec<MetricLine> = read_metrics(&files.metrics())
+        .into_iter()
+        .filter(|m| m.episode <= state.episode)
+        .collect();
+    let kept: String = history
+        .iter()
+        .map(|m| serde_json::to_string(m).map(|l| l + "\n"))
+        .collect::<Result<_, _>>()?;
+    checkpoint::write_atomic(&files.metrics(), kept.as_bytes())?;
 
     let model_config = |state: &TrainState| ModelConfig {
         format: checkpoint::FORMAT,

@@ -137,9 +137,24 @@ fn resuming_ends_where_an_uninterrupted_run_does() {
     };
     let state = train_protonet(&config(&data, 40), &resumed, false, stop, false).unwrap();
     assert_eq!(state.episode, 13);
+    // As if the process had gone on to log episode 20 and was then killed.
+    let mut log = std::fs::read_to_string(resumed.join("metrics.jsonl")).unwrap();
+    log.push_str("{\"episode\":20,\"loss\":9.0,\"accuracy\":0.0,\"val_accuracy\":null,\"val_ci95\":null,\"lr\":0.003,\"ms_per_episode\":1.0}\n");
+    std::fs::write(resumed.join("metrics.jsonl"), log).unwrap();
     let state =
         train_protonet(&config(&data, 40), &resumed, true, StopAt::default(), false).unwrap();
     assert_eq!(state.episode, 40);
+    // The metrics of episodes 14..20, written before the stop, are not repeated.
+    let metrics = read_metrics(&resumed.join("metrics.jsonl"));
+    assert!(
+        metrics.iter().all(|m| m.loss != Some(9.0)),
+        "the line logged after the checkpoint is dropped"
+    );
+    let episodes: Vec<usize> = metrics.iter().map(|m| m.episode).collect();
+    assert!(
+        episodes.windows(2).all(|w| w[0] <= w[1]),
+        "metrics stay in episode order: {episodes:?}"
+    );
     let a = candle_core::safetensors::load(
         straight.join("last.safetensors"),
         &candle_core::Device::Cpu,
