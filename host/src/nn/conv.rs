@@ -3,9 +3,10 @@
 //! im2col/col2im buffers (the `gemm` crate, already in candle's tree), with
 //! images processed in parallel.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
+
+use super::kernel::{run_cpu, Kernel};
 
 /// Images whose weight gradients are summed together before the groups are
 /// added in order: fixed, so results do not depend on the thread count.
@@ -59,13 +60,6 @@ impl Dims {
     fn p(&self) -> usize {
         self.ho * self.wo
     }
-}
-
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let (start, end) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("conv needs contiguous inputs".into()))?;
-    Ok(&s.as_slice::<T>()?[start..end])
 }
 
 /// Output columns `ox` whose input column `ox + kj - pad` lies inside the
@@ -329,21 +323,7 @@ impl CustomOp3 for Conv2dOp {
         if l3.shape().elem_count() != d.cout {
             candle_core::bail!("conv: bias needs {} values", d.cout);
         }
-        let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(conv_fwd::<f32>(
-                slice(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                &d,
-            )),
-            DType::F64 => CpuStorage::F64(conv_fwd::<f64>(
-                slice(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                &d,
-            )),
-            dt => candle_core::bail!("conv: unsupported dtype {dt:?}"),
-        };
+        let out = run_cpu(&ConvFwd(d), "conv", &[(s1, l1), (s2, l2), (s3, l3)])?;
         Ok((out, Shape::from((d.n, d.cout, d.ho, d.wo))))
     }
 
@@ -397,21 +377,27 @@ impl CustomOp3 for Conv2dBwd {
             candle_core::bail!("conv backward: gradient has shape {:?}", l3.shape());
         }
         let len = d.n * d.cin * d.h * d.w + d.cout * d.k() + d.cout;
-        let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(conv_bwd::<f32>(
-                slice(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                &d,
-            )),
-            DType::F64 => CpuStorage::F64(conv_bwd::<f64>(
-                slice(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                &d,
-            )),
-            dt => candle_core::bail!("conv backward: unsupported dtype {dt:?}"),
-        };
+        let out = run_cpu(
+            &ConvBwd(d),
+            "conv backward",
+            &[(s1, l1), (s2, l2), (s3, l3)],
+        )?;
         Ok((out, Shape::from(len)))
+    }
+}
+
+struct ConvFwd(Dims);
+
+impl Kernel for ConvFwd {
+    fn run<T: WithDType>(&self, i: &[&[T]]) -> Vec<T> {
+        conv_fwd(i[0], i[1], i[2], &self.0)
+    }
+}
+
+struct ConvBwd(Dims);
+
+impl Kernel for ConvBwd {
+    fn run<T: WithDType>(&self, i: &[&[T]]) -> Vec<T> {
+        conv_bwd(i[0], i[1], i[2], &self.0)
     }
 }

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod conv;
 pub mod encoder;
 pub mod init;
+mod kernel;
 pub mod method;
 pub mod ops;
 pub mod pool;

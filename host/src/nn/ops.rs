@@ -3,19 +3,12 @@
 //! pooling. Each replaces a chain of generic candle ops (and the fresh buffer
 //! each of those allocates) with one pass forward and one backward.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType,
 };
 use rayon::prelude::*;
 
-/// The contiguous slice of a CPU storage described by `layout`.
-fn slice<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [T]> {
-    let (start, end) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg("fused op needs a contiguous input".into()))?;
-    Ok(&s.as_slice::<T>()?[start..end])
-}
+use super::kernel::{run_cpu, Kernel};
 
 fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
     l.shape().dims4()
@@ -130,17 +123,12 @@ impl BatchNormTrain {
         let (y, tail) = out.split_at_mut(n * c * plane);
         y.par_chunks_mut(plane).enumerate().for_each(|(k, dst)| {
             let ch = k % c;
-            let (mean, var) = stats[ch];
-            let scale = g[ch].to_f64() / (var + self.eps).sqrt();
-            let shift = b[ch].to_f64() - mean * scale;
+            let (scale, shift) = affine_of(g, b, &stats, ch, self.eps);
             for (d, s) in dst.iter_mut().zip(&x[k * plane..(k + 1) * plane]) {
                 *d = T::from_f64(s.to_f64() * scale + shift);
             }
         });
-        for (ch, (mean, var)) in stats.into_iter().enumerate() {
-            tail[ch] = T::from_f64(mean);
-            tail[c + ch] = T::from_f64(var);
-        }
+        write_stats(&stats, tail);
         out
     }
 }
@@ -161,25 +149,13 @@ impl CustomOp3 for BatchNormTrain {
     ) -> Result<(CpuStorage, Shape)> {
         let dims = dims4(l1)?;
         let (n, c, h, w) = dims;
-        if l2.shape().elem_count() != c || l3.shape().elem_count() != c {
-            candle_core::bail!("batch norm: gamma and beta need {c} values");
-        }
+        check_affine(l2, l3, c)?;
         let len = n * c * h * w + 2 * c;
-        let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(self.fwd::<f32>(
-                slice(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                dims,
-            )),
-            DType::F64 => CpuStorage::F64(self.fwd::<f64>(
-                slice(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                dims,
-            )),
-            dt => candle_core::bail!("batch norm: unsupported dtype {dt:?}"),
-        };
+        let out = run_cpu(
+            &(*self, dims),
+            "batch norm",
+            &[(s1, l1), (s2, l2), (s3, l3)],
+        )?;
         Ok((out, Shape::from(len)))
     }
 
@@ -247,15 +223,7 @@ impl CustomOp3 for BatchNormTrainBwd {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = self.dims;
-        let out = match s1.dtype() {
-            DType::F32 => {
-                CpuStorage::F32(self.bwd::<f32>(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?))
-            }
-            DType::F64 => {
-                CpuStorage::F64(self.bwd::<f64>(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?))
-            }
-            dt => candle_core::bail!("batch norm backward: unsupported dtype {dt:?}"),
-        };
+        let out = run_cpu(self, "batch norm backward", &[(s1, l1), (s2, l2), (s3, l3)])?;
         Ok((out, Shape::from(n * c * h * w + 2 * c)))
     }
 }
@@ -328,11 +296,7 @@ impl CustomOp1 for MaxPool2x2 {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let dims = dims4(l)?;
         let (n, c, h, w) = dims;
-        let out = match s.dtype() {
-            DType::F32 => CpuStorage::F32(pool_fwd::<f32>(slice(s, l)?, dims)),
-            DType::F64 => CpuStorage::F64(pool_fwd::<f64>(slice(s, l)?, dims)),
-            dt => candle_core::bail!("max pool: unsupported dtype {dt:?}"),
-        };
+        let out = run_cpu(&PoolFwd(dims), "max pool", &[(s, l)])?;
         Ok((out, Shape::from((n, c, h / 2, w / 2))))
     }
 
@@ -361,11 +325,7 @@ impl CustomOp2 for MaxPool2x2Bwd {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let dims = dims4(l1)?;
-        let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(pool_bwd::<f32>(slice(s1, l1)?, slice(s2, l2)?, dims)),
-            DType::F64 => CpuStorage::F64(pool_bwd::<f64>(slice(s1, l1)?, slice(s2, l2)?, dims)),
-            dt => candle_core::bail!("max pool backward: unsupported dtype {dt:?}"),
-        };
+        let out = run_cpu(&PoolBwd(dims), "max pool backward", &[(s1, l1), (s2, l2)])?;
         Ok((out, l1.shape().clone()))
     }
 }
@@ -379,6 +339,23 @@ impl CustomOp2 for MaxPool2x2Bwd {
 pub struct BnReluPool {
     /// Added to the variance.
     pub eps: f64,
+}
+
+/// Writes the batch means, then the batch variances, after a packed output.
+fn write_stats<T: WithDType>(stats: &[(f64, f64)], tail: &mut [T]) {
+    let c = stats.len();
+    for (ch, (mean, var)) in stats.iter().enumerate() {
+        tail[ch] = T::from_f64(*mean);
+        tail[c + ch] = T::from_f64(*var);
+    }
+}
+
+/// Checks that batch norm's scale and shift have one value per channel.
+fn check_affine(gamma: &Layout, beta: &Layout, c: usize) -> Result<()> {
+    if gamma.shape().elem_count() != c || beta.shape().elem_count() != c {
+        candle_core::bail!("batch norm: gamma and beta need {c} values");
+    }
+    Ok(())
 }
 
 /// Scale and shift that apply batch norm to channel `ch`.
@@ -433,10 +410,7 @@ impl BnReluPool {
                 }
             });
         }
-        for (ch, (mean, var)) in stats.into_iter().enumerate() {
-            tail[ch] = T::from_f64(mean);
-            tail[c + ch] = T::from_f64(var);
-        }
+        write_stats(&stats, tail);
         out
     }
 }
@@ -457,24 +431,12 @@ impl CustomOp3 for BnReluPool {
     ) -> Result<(CpuStorage, Shape)> {
         let dims = dims4(l1)?;
         let (n, c, h, w) = dims;
-        if l2.shape().elem_count() != c || l3.shape().elem_count() != c {
-            candle_core::bail!("batch norm: gamma and beta need {c} values");
-        }
-        let out = match s1.dtype() {
-            DType::F32 => CpuStorage::F32(self.fwd::<f32>(
-                slice(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                dims,
-            )),
-            DType::F64 => CpuStorage::F64(self.fwd::<f64>(
-                slice(s1, l1)?,
-                slice(s2, l2)?,
-                slice(s3, l3)?,
-                dims,
-            )),
-            dt => candle_core::bail!("bn-relu-pool: unsupported dtype {dt:?}"),
-        };
+        check_affine(l2, l3, c)?;
+        let out = run_cpu(
+            &(*self, dims),
+            "bn-relu-pool",
+            &[(s1, l1), (s2, l2), (s3, l3)],
+        )?;
         Ok((out, Shape::from(n * c * (h / 2) * (w / 2) + 2 * c)))
     }
 
@@ -573,15 +535,53 @@ impl CustomOp3 for BnReluPoolBwd {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = self.dims;
-        let out = match s1.dtype() {
-            DType::F32 => {
-                CpuStorage::F32(self.bwd::<f32>(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?))
-            }
-            DType::F64 => {
-                CpuStorage::F64(self.bwd::<f64>(slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?))
-            }
-            dt => candle_core::bail!("bn-relu-pool backward: unsupported dtype {dt:?}"),
-        };
+        let out = run_cpu(
+            self,
+            "bn-relu-pool backward",
+            &[(s1, l1), (s2, l2), (s3, l3)],
+        )?;
         Ok((out, Shape::from(n * c * h * w + 2 * c)))
+    }
+}
+
+type Dims4 = (usize, usize, usize, usize);
+
+impl Kernel for (BatchNormTrain, Dims4) {
+    fn run<T: WithDType>(&self, i: &[&[T]]) -> Vec<T> {
+        self.0.fwd(i[0], i[1], i[2], self.1)
+    }
+}
+
+impl Kernel for BatchNormTrainBwd {
+    fn run<T: WithDType>(&self, i: &[&[T]]) -> Vec<T> {
+        self.bwd(i[0], i[1], i[2])
+    }
+}
+
+struct PoolFwd(Dims4);
+
+impl Kernel for PoolFwd {
+    fn run<T: WithDType>(&self, i: &[&[T]]) -> Vec<T> {
+        pool_fwd(i[0], self.0)
+    }
+}
+
+struct PoolBwd(Dims4);
+
+impl Kernel for PoolBwd {
+    fn run<T: WithDType>(&self, i: &[&[T]]) -> Vec<T> {
+        pool_bwd(i[0], i[1], self.0)
+    }
+}
+
+impl Kernel for (BnReluPool, Dims4) {
+    fn run<T: WithDType>(&self, i: &[&[T]]) -> Vec<T> {
+        self.0.fwd(i[0], i[1], i[2], self.1)
+    }
+}
+
+impl Kernel for BnReluPoolBwd {
+    fn run<T: WithDType>(&self, i: &[&[T]]) -> Vec<T> {
+        self.bwd(i[0], i[1], i[2])
     }
 }
