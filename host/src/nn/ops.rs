@@ -49,11 +49,13 @@ fn channel_stats<T: WithDType>(
 /// and `dbeta` (`C` each). With `x̂ = (x − μ)/σ`: `dβ = Σ dy`,
 /// `dγ = Σ dy x̂`, `dx = γ/(σ M) (M dy − dβ − x̂ dγ)` over the `M = N·H·W`
 /// values of a channel.
+///
+/// `out[..N·C·H·W]` holds `dy` on entry and is overwritten with `dx` (no
+/// second full-size buffer).
 fn bn_backward<T: WithDType>(
     x: &[T],
     gamma: &[T],
     stats: &[(f64, f64)],
-    dy: &[T],
     (n, c, h, w): (usize, usize, usize, usize),
     eps: f64,
     out: &mut [T],
@@ -65,6 +67,8 @@ fn bn_backward<T: WithDType>(
         let (mean, var) = stats[ch];
         (gamma[ch].to_f64(), mean, 1.0 / (var + eps).sqrt())
     };
+    let (dx, tail) = out.split_at_mut(total);
+    let dy: &[T] = dx;
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
@@ -81,16 +85,14 @@ fn bn_backward<T: WithDType>(
             (sdy, sdyx)
         })
         .collect();
-    let (dx, tail) = out.split_at_mut(total);
     dx.par_chunks_mut(hw).enumerate().for_each(|(k, dst)| {
         let ch = k % c;
         let (gamma, mean, inv) = channel(ch);
         let (sdy, sdyx) = sums[ch];
         let k0 = gamma * inv / m;
-        let at = k * hw;
-        for ((d, xv), g) in dst.iter_mut().zip(&x[at..at + hw]).zip(&dy[at..at + hw]) {
+        for (d, xv) in dst.iter_mut().zip(&x[k * hw..(k + 1) * hw]) {
             let xhat = (xv.to_f64() - mean) * inv;
-            *d = T::from_f64(k0 * (m * g.to_f64() - sdy - xhat * sdyx));
+            *d = T::from_f64(k0 * (m * d.to_f64() - sdy - xhat * sdyx));
         }
     });
     for (ch, (sdy, sdyx)) in sums.into_iter().enumerate() {
@@ -203,7 +205,8 @@ impl BatchNormTrainBwd {
             .map(|ch| (params[c + ch].to_f64(), params[2 * c + ch].to_f64()))
             .collect();
         let mut out = vec![T::zero(); n * c * h * w + 2 * c];
-        bn_backward(x, &params[..c], &stats, dy, self.dims, self.eps, &mut out);
+        out[..dy.len()].copy_from_slice(dy);
+        bn_backward(x, &params[..c], &stats, self.dims, self.eps, &mut out);
         out
     }
 }
@@ -490,32 +493,34 @@ impl BnReluPoolBwd {
         let stats: Vec<(f64, f64)> = (0..c)
             .map(|ch| (params[2 * c + ch].to_f64(), params[3 * c + ch].to_f64()))
             .collect();
-        // Gradient at the batch-norm output, full size.
-        let mut dy = vec![T::zero(); n * c * h * w];
-        dy.par_chunks_mut(h * w).enumerate().for_each(|(k, dst)| {
-            let (scale, shift) = affine_of(g, b, &stats, k % c, self.eps);
-            let src = &x[k * h * w..(k + 1) * h * w];
-            let gk = &grad[k * h2 * w2..(k + 1) * h2 * w2];
-            for i in 0..h2 {
-                for j in 0..w2 {
-                    let win = window(i, j, w);
-                    let mut best = win[0];
-                    let mut best_v = src[best].to_f64() * scale + shift;
-                    for &p in &win[1..] {
-                        let v = src[p].to_f64() * scale + shift;
-                        if v > best_v {
-                            best = p;
-                            best_v = v;
+        // Gradient at the batch-norm output, written where dx will go.
+        let mut out = vec![T::zero(); n * c * h * w + 2 * c];
+        out[..n * c * h * w]
+            .par_chunks_mut(h * w)
+            .enumerate()
+            .for_each(|(k, dst)| {
+                let (scale, shift) = affine_of(g, b, &stats, k % c, self.eps);
+                let src = &x[k * h * w..(k + 1) * h * w];
+                let gk = &grad[k * h2 * w2..(k + 1) * h2 * w2];
+                for i in 0..h2 {
+                    for j in 0..w2 {
+                        let win = window(i, j, w);
+                        let mut best = win[0];
+                        let mut best_v = src[best].to_f64() * scale + shift;
+                        for &p in &win[1..] {
+                            let v = src[p].to_f64() * scale + shift;
+                            if v > best_v {
+                                best = p;
+                                best_v = v;
+                            }
+                        }
+                        if best_v > 0.0 {
+                            dst[best] = gk[i * w2 + j];
                         }
                     }
-                    if best_v > 0.0 {
-                        dst[best] = gk[i * w2 + j];
-                    }
                 }
-            }
-        });
-        let mut out = vec![T::zero(); n * c * h * w + 2 * c];
-        bn_backward(x, g, &stats, &dy, self.dims, self.eps, &mut out);
+            });
+        bn_backward(x, g, &stats, self.dims, self.eps, &mut out);
         out
     }
 }
