@@ -315,3 +315,69 @@ fn fused_bn_relu_pool_matches_the_composition() {
         }
     }
 }
+
+#[test]
+fn fused_conv_block_matches_conv_then_bn_relu_pool() {
+    use fewshot_host::nn::encoder::{Conv3x3, ConvBlock};
+    use fewshot_host::nn::init::seeded_init;
+    for (k, &(n, cin, h, w, cout)) in [(3, 2, 6, 6, 4), (2, 1, 7, 5, 3), (5, 3, 4, 4, 2)]
+        .iter()
+        .enumerate()
+    {
+        let x = Var::from_tensor(&tensor(&[n, cin, h, w], 110 + k as u64)).unwrap();
+        let run = |fused: bool| {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+            let y = if fused {
+                let block = ConvBlock::new(cin, cout, vb).unwrap();
+                seeded_init(&varmap, 7).unwrap();
+                block.forward_t(x.as_tensor(), true).unwrap()
+            } else {
+                let conv = Conv3x3::new(cin, cout, vb.pp("conv")).unwrap();
+                let bn = BatchNorm2d::new(cout, vb.pp("bn")).unwrap();
+                seeded_init(&varmap, 7).unwrap();
+                bn.forward_relu_pool(&conv.forward(x.as_tensor()).unwrap(), true)
+                    .unwrap()
+            };
+            let dy = tensor(y.dims(), 120);
+            let loss = (&y * &dy).unwrap().sum_all().unwrap();
+            let grads = loss.backward().unwrap();
+            // A second backward pass finds the kept convolution output gone and
+            // recomputes it: same gradients.
+            let again = loss.backward().unwrap();
+            assert_eq!(
+                max_diff(
+                    grads.get(x.as_tensor()).unwrap(),
+                    again.get(x.as_tensor()).unwrap()
+                ),
+                0.0
+            );
+            let data = varmap.data().lock().unwrap();
+            let mut out = vec![
+                ("y".to_string(), y.clone()),
+                ("dx".into(), grads.get(x.as_tensor()).unwrap().clone()),
+            ];
+            let mut names: Vec<_> = data.keys().cloned().collect();
+            names.sort();
+            for name in names {
+                let v = &data[&name];
+                match grads.get(v.as_tensor()) {
+                    Some(g) => out.push((format!("d {name}"), g.clone())),
+                    None => out.push((name.clone(), v.as_tensor().copy().unwrap())),
+                }
+            }
+            out
+        };
+        let (a, b) = (run(true), run(false));
+        assert_eq!(
+            a.len(),
+            8,
+            "y, dx, four parameter gradients, two running statistics"
+        );
+        for ((name, p), (name_b, q)) in a.iter().zip(&b) {
+            assert_eq!(name, name_b);
+            let d = max_diff(p, q);
+            assert!(d < 1e-10, "case {k} {name}: {d}");
+        }
+    }
+}

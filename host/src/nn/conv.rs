@@ -14,7 +14,7 @@ const GROUP: usize = 8;
 
 /// Sizes of one convolution.
 #[derive(Debug, Clone, Copy)]
-struct Dims {
+pub(crate) struct Dims {
     n: usize,
     cin: usize,
     h: usize,
@@ -34,6 +34,15 @@ impl Dims {
         if cin != cin_w {
             candle_core::bail!("conv: input has {cin} channels, weight expects {cin_w}");
         }
+        Dims::from_sizes((n, cin, h, wd), (cout, kh, kw), pad)
+    }
+
+    /// Sizes of a convolution of `(n, cin, h, w)` inputs by `cout` kernels of `kh × kw`.
+    pub(crate) fn from_sizes(
+        (n, cin, h, wd): (usize, usize, usize, usize),
+        (cout, kh, kw): (usize, usize, usize),
+        pad: usize,
+    ) -> Result<Dims> {
         if h + 2 * pad < kh || wd + 2 * pad < kw {
             candle_core::bail!("conv: {kh}x{kw} kernel larger than the padded {h}x{wd} input");
         }
@@ -51,13 +60,23 @@ impl Dims {
         })
     }
 
+    /// Input channels.
+    pub(crate) fn cin(&self) -> usize {
+        self.cin
+    }
+
+    /// Output sizes `(n, cout, ho, wo)`.
+    pub(crate) fn out_dims(&self) -> (usize, usize, usize, usize) {
+        (self.n, self.cout, self.ho, self.wo)
+    }
+
     /// Rows of the im2col matrix (`cin·kh·kw`).
-    fn k(&self) -> usize {
+    pub(crate) fn k(&self) -> usize {
         self.cin * self.kh * self.kw
     }
 
     /// Columns of the im2col matrix (output pixels).
-    fn p(&self) -> usize {
+    pub(crate) fn p(&self) -> usize {
         self.ho * self.wo
     }
 }
@@ -193,7 +212,7 @@ pub struct Conv2dOp {
     pub padding: usize,
 }
 
-fn conv_fwd<T: WithDType>(x: &[T], wt: &[T], bias: &[T], d: &Dims) -> Vec<T> {
+pub(crate) fn conv_fwd<T: WithDType>(x: &[T], wt: &[T], bias: &[T], d: &Dims) -> Vec<T> {
     let (k, p) = (d.k(), d.p());
     let mut out = vec![T::zero(); d.n * d.cout * p];
     out.par_chunks_mut(d.cout * p)
@@ -227,10 +246,17 @@ fn conv_fwd<T: WithDType>(x: &[T], wt: &[T], bias: &[T], d: &Dims) -> Vec<T> {
     out
 }
 
-fn conv_bwd<T: WithDType>(x: &[T], wt: &[T], dy: &[T], d: &Dims) -> Vec<T> {
+/// `[dx, dweight, dbias]`, followed by `extra` zeros for the caller to fill.
+pub(crate) fn conv_bwd<T: WithDType>(
+    x: &[T],
+    wt: &[T],
+    dy: &[T],
+    d: &Dims,
+    extra: usize,
+) -> Vec<T> {
     let (k, p) = (d.k(), d.p());
     let image = d.cin * d.h * d.w;
-    let mut out = vec![T::zero(); d.n * image + d.cout * k + d.cout];
+    let mut out = vec![T::zero(); d.n * image + d.cout * k + d.cout + extra];
     let (dx, rest) = out.split_at_mut(d.n * image);
     // Input gradient: dcol = Wᵀ · dy_n, then col2im.
     dx.par_chunks_mut(image)
@@ -288,7 +314,8 @@ fn conv_bwd<T: WithDType>(x: &[T], wt: &[T], dy: &[T], d: &Dims) -> Vec<T> {
             acc
         })
         .collect();
-    let (dw, db) = rest.split_at_mut(d.cout * k);
+    let (dw, rest) = rest.split_at_mut(d.cout * k);
+    let db = &mut rest[..d.cout];
     for g in &groups {
         for (a, v) in dw.iter_mut().zip(g) {
             *a += *v;
@@ -398,6 +425,6 @@ struct ConvBwd(Dims);
 
 impl Kernel for ConvBwd {
     fn run<T: WithDType>(&self, i: &[&[T]]) -> Vec<T> {
-        conv_bwd(i[0], i[1], i[2], &self.0)
+        conv_bwd(i[0], i[1], i[2], &self.0, 0)
     }
 }

@@ -4,6 +4,7 @@ use candle_core::{Result, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::block::ConvBnReluPool;
 use super::conv::Conv2dOp;
 use super::ops::{BatchNormTrain, BnReluPool, MaxPool2x2};
 
@@ -187,9 +188,31 @@ impl ConvBlock {
         Ok(ConvBlock { conv, bn })
     }
 
-    /// Runs the block.
+    /// Runs the block; in training mode as one fused op ([`ConvBnReluPool`]).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.bn.forward_relu_pool(&self.conv.forward(x)?, train)
+        if !train {
+            return self.bn.forward_relu_pool(&self.conv.forward(x)?, false);
+        }
+        let (n, _, h, w) = x.dims4()?;
+        let cout = self.bn.weight.elem_count();
+        let params = Tensor::cat(
+            &[
+                self.conv.weight.flatten_all()?,
+                self.conv.bias.clone(),
+                self.bn.weight.clone(),
+                self.bn.bias.clone(),
+            ],
+            0,
+        )?;
+        let op = ConvBnReluPool::new(cout, 3, 1, self.bn.eps);
+        let packed = x.contiguous()?.apply_op2(&params, op)?;
+        let pooled = n * cout * (h / 2) * (w / 2);
+        let mean = packed.narrow(0, pooled, cout)?.detach();
+        let var = packed.narrow(0, pooled + cout, cout)?.detach();
+        self.bn.update_running(mean, var, (n * h * w) as f64)?;
+        packed
+            .narrow(0, 0, pooled)?
+            .reshape((n, cout, h / 2, w / 2))
     }
 }
 

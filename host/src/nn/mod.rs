@@ -2,6 +2,7 @@
 //! the optimiser and checkpoints.
 
 pub mod adam;
+pub mod block;
 pub mod checkpoint;
 pub mod conv;
 pub mod encoder;

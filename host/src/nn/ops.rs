@@ -15,7 +15,7 @@ fn dims4(l: &Layout) -> Result<(usize, usize, usize, usize)> {
 }
 
 /// Per-channel mean and biased variance of `(N, C, H, W)` values.
-fn channel_stats<T: WithDType>(
+pub(crate) fn channel_stats<T: WithDType>(
     x: &[T],
     (n, c, h, w): (usize, usize, usize, usize),
 ) -> Vec<(f64, f64)> {
@@ -52,7 +52,7 @@ fn channel_stats<T: WithDType>(
 ///
 /// `out[..N·C·H·W]` holds `dy` on entry and is overwritten with `dx` (no
 /// second full-size buffer).
-fn bn_backward<T: WithDType>(
+pub(crate) fn bn_backward<T: WithDType>(
     x: &[T],
     gamma: &[T],
     stats: &[(f64, f64)],
@@ -201,9 +201,7 @@ struct BatchNormTrainBwd {
 impl BatchNormTrainBwd {
     fn bwd<T: WithDType>(&self, x: &[T], params: &[T], dy: &[T]) -> Vec<T> {
         let (n, c, h, w) = self.dims;
-        let stats: Vec<(f64, f64)> = (0..c)
-            .map(|ch| (params[c + ch].to_f64(), params[2 * c + ch].to_f64()))
-            .collect();
+        let stats = read_stats(&params[c..]);
         let mut out = vec![T::zero(); n * c * h * w + 2 * c];
         out[..dy.len()].copy_from_slice(dy);
         bn_backward(x, &params[..c], &stats, self.dims, self.eps, &mut out);
@@ -345,12 +343,20 @@ pub struct BnReluPool {
 }
 
 /// Writes the batch means, then the batch variances, after a packed output.
-fn write_stats<T: WithDType>(stats: &[(f64, f64)], tail: &mut [T]) {
+pub(crate) fn write_stats<T: WithDType>(stats: &[(f64, f64)], tail: &mut [T]) {
     let c = stats.len();
     for (ch, (mean, var)) in stats.iter().enumerate() {
         tail[ch] = T::from_f64(*mean);
         tail[c + ch] = T::from_f64(*var);
     }
+}
+
+/// Reads means then variances written by [`write_stats`].
+pub(crate) fn read_stats<T: WithDType>(packed: &[T]) -> Vec<(f64, f64)> {
+    let c = packed.len() / 2;
+    (0..c)
+        .map(|ch| (packed[ch].to_f64(), packed[c + ch].to_f64()))
+        .collect()
 }
 
 /// Checks that batch norm's scale and shift have one value per channel.
@@ -384,6 +390,77 @@ fn window(i: usize, j: usize, w: usize) -> [usize; 4] {
     ]
 }
 
+/// Batch norm with the given statistics, ReLU and 2×2 max pooling of `x`:
+/// writes the pooled values into `out` (`N·C·(H/2)·(W/2)`).
+pub(crate) fn bn_relu_pool_fwd<T: WithDType>(
+    x: &[T],
+    (g, b): (&[T], &[T]),
+    stats: &[(f64, f64)],
+    eps: f64,
+    (_, c, h, w): (usize, usize, usize, usize),
+    out: &mut [T],
+) {
+    let (h2, w2) = (h / 2, w / 2);
+    if h2 * w2 == 0 {
+        return;
+    }
+    out.par_chunks_mut(h2 * w2)
+        .enumerate()
+        .for_each(|(k, dst)| {
+            let (scale, shift) = affine_of(g, b, stats, k % c, eps);
+            let src = &x[k * h * w..(k + 1) * h * w];
+            for i in 0..h2 {
+                for j in 0..w2 {
+                    let best = window(i, j, w)
+                        .iter()
+                        .map(|&p| src[p].to_f64() * scale + shift)
+                        .fold(f64::NEG_INFINITY, f64::max);
+                    dst[i * w2 + j] = T::from_f64(best.max(0.0));
+                }
+            }
+        });
+}
+
+/// The gradient at the batch-norm output of [`bn_relu_pool_fwd`], from the
+/// pooled output's gradient: each window's gradient goes to its first maximum
+/// if that value passed the ReLU. Written into `out[..N·C·H·W]`, which must be zero.
+pub(crate) fn bn_relu_pool_grad<T: WithDType>(
+    x: &[T],
+    (g, b): (&[T], &[T]),
+    stats: &[(f64, f64)],
+    eps: f64,
+    grad: &[T],
+    (n, c, h, w): (usize, usize, usize, usize),
+    out: &mut [T],
+) {
+    let (h2, w2) = (h / 2, w / 2);
+    out[..n * c * h * w]
+        .par_chunks_mut(h * w)
+        .enumerate()
+        .for_each(|(k, dst)| {
+            let (scale, shift) = affine_of(g, b, stats, k % c, eps);
+            let src = &x[k * h * w..(k + 1) * h * w];
+            let gk = &grad[k * h2 * w2..(k + 1) * h2 * w2];
+            for i in 0..h2 {
+                for j in 0..w2 {
+                    let win = window(i, j, w);
+                    let mut best = win[0];
+                    let mut best_v = src[best].to_f64() * scale + shift;
+                    for &p in &win[1..] {
+                        let v = src[p].to_f64() * scale + shift;
+                        if v > best_v {
+                            best = p;
+                            best_v = v;
+                        }
+                    }
+                    if best_v > 0.0 {
+                        dst[best] = gk[i * w2 + j];
+                    }
+                }
+            }
+        });
+}
+
 impl BnReluPool {
     fn fwd<T: WithDType>(
         &self,
@@ -393,26 +470,11 @@ impl BnReluPool {
         dims: (usize, usize, usize, usize),
     ) -> Vec<T> {
         let (n, c, h, w) = dims;
-        let (h2, w2) = (h / 2, w / 2);
         let stats = channel_stats(x, dims);
-        let pooled = n * c * h2 * w2;
+        let pooled = n * c * (h / 2) * (w / 2);
         let mut out = vec![T::zero(); pooled + 2 * c];
         let (y, tail) = out.split_at_mut(pooled);
-        if h2 * w2 > 0 {
-            y.par_chunks_mut(h2 * w2).enumerate().for_each(|(k, dst)| {
-                let (scale, shift) = affine_of(g, b, &stats, k % c, self.eps);
-                let src = &x[k * h * w..(k + 1) * h * w];
-                for i in 0..h2 {
-                    for j in 0..w2 {
-                        let best = window(i, j, w)
-                            .iter()
-                            .map(|&p| src[p].to_f64() * scale + shift)
-                            .fold(f64::NEG_INFINITY, f64::max);
-                        dst[i * w2 + j] = T::from_f64(best.max(0.0));
-                    }
-                }
-            });
-        }
+        bn_relu_pool_fwd(x, (g, b), &stats, self.eps, dims, y);
         write_stats(&stats, tail);
         out
     }
@@ -488,38 +550,10 @@ struct BnReluPoolBwd {
 impl BnReluPoolBwd {
     fn bwd<T: WithDType>(&self, x: &[T], params: &[T], grad: &[T]) -> Vec<T> {
         let (n, c, h, w) = self.dims;
-        let (h2, w2) = (h / 2, w / 2);
         let (g, b) = (&params[..c], &params[c..2 * c]);
-        let stats: Vec<(f64, f64)> = (0..c)
-            .map(|ch| (params[2 * c + ch].to_f64(), params[3 * c + ch].to_f64()))
-            .collect();
-        // Gradient at the batch-norm output, written where dx will go.
+        let stats = read_stats(&params[2 * c..]);
         let mut out = vec![T::zero(); n * c * h * w + 2 * c];
-        out[..n * c * h * w]
-            .par_chunks_mut(h * w)
-            .enumerate()
-            .for_each(|(k, dst)| {
-                let (scale, shift) = affine_of(g, b, &stats, k % c, self.eps);
-                let src = &x[k * h * w..(k + 1) * h * w];
-                let gk = &grad[k * h2 * w2..(k + 1) * h2 * w2];
-                for i in 0..h2 {
-                    for j in 0..w2 {
-                        let win = window(i, j, w);
-                        let mut best = win[0];
-                        let mut best_v = src[best].to_f64() * scale + shift;
-                        for &p in &win[1..] {
-                            let v = src[p].to_f64() * scale + shift;
-                            if v > best_v {
-                                best = p;
-                                best_v = v;
-                            }
-                        }
-                        if best_v > 0.0 {
-                            dst[best] = gk[i * w2 + j];
-                        }
-                    }
-                }
-            });
+        bn_relu_pool_grad(x, (g, b), &stats, self.eps, grad, self.dims, &mut out);
         bn_backward(x, g, &stats, self.dims, self.eps, &mut out);
         out
     }
