@@ -7,6 +7,7 @@ pub mod data;
 pub mod embed;
 pub mod episode;
 pub mod eval;
+pub mod export;
 pub mod nn;
 pub mod plot;
 pub mod stats;

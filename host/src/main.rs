@@ -33,6 +33,8 @@ enum Command {
     /// Benchmarks (see the README for the commands behind the published figures).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
+    /// Export a checkpoint to ONNX (f32, batch norm folded, metadata for the device).
+    Export(cmd::export::ExportArgs),
     /// Train an encoder by a few-shot method.
     #[command(subcommand)]
     Train(cmd::train::TrainCommand),
@@ -47,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Command::DoorEval(args) => cmd::door_eval::run(args),
         Command::Train(command) => cmd::train::run(command),
         Command::Bench(command) => cmd::bench::run(command),
+        Command::Export(args) => cmd::export::run(args),
     }
 }

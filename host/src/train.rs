@@ -347,7 +347,7 @@ pub fn train_protonet(
         format: checkpoint::FORMAT,
         method: "protonet".into(),
         encoder: config.encoder,
-        recipe: config.recipe.clone(),
+        recipe: config.recipe,
         distance: config.distance.clone(),
         training: serde_json::json!({
             "run": config,

@@ -13,6 +13,7 @@ pub mod classify;
 pub mod distance;
 pub mod error;
 pub mod gallery;
+pub mod model_meta;
 pub mod openset;
 pub mod preprocess;
 pub mod prototype;

@@ -85,6 +85,11 @@ pub enum Crop {
 /// Resampling filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
 pub enum Resize {
     /// Bilinear interpolation with half-pixel centres (no antialiasing).
     Bilinear,
@@ -218,6 +223,68 @@ impl Recipe {
                 )
             }
         }
+    }
+}
+
+/// The serialisable form of a [`Recipe`], as stored in checkpoints and in
+/// exported models' metadata: the crop is the centred square's fraction, or
+/// `None` for the whole frame.
+#[cfg(feature = "serde")]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RecipeSpec {
+    /// Output width.
+    pub width: usize,
+    /// Output height.
+    pub height: usize,
+    /// 1 (grey) or 3 (RGB).
+    pub channels: usize,
+    /// Centred square crop as a fraction of the shorter side; `None` for the whole frame.
+    pub crop: Option<f32>,
+    /// Resampling filter (`area` or `bilinear`).
+    pub resize: Resize,
+    /// Whether intensities are inverted.
+    pub invert: bool,
+    /// Per-channel mean.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation.
+    pub std: [f32; 3],
+}
+
+#[cfg(feature = "serde")]
+impl From<Recipe> for RecipeSpec {
+    fn from(r: Recipe) -> Self {
+        RecipeSpec {
+            width: r.width,
+            height: r.height,
+            channels: r.channels,
+            crop: match r.crop {
+                Crop::None => None,
+                Crop::CenterSquare(f) => Some(f),
+            },
+            resize: r.resize,
+            invert: r.invert,
+            mean: r.mean,
+            std: r.std,
+        }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl RecipeSpec {
+    /// The recipe, validated.
+    pub fn recipe(&self) -> Result<Recipe, PreprocessError> {
+        let recipe = Recipe {
+            width: self.width,
+            height: self.height,
+            channels: self.channels,
+            crop: self.crop.map_or(Crop::None, Crop::CenterSquare),
+            resize: self.resize,
+            invert: self.invert,
+            mean: self.mean,
+            std: self.std,
+        };
+        recipe.validate()?;
+        Ok(recipe)
     }
 }
 

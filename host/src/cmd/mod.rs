@@ -4,6 +4,7 @@ pub mod bench;
 pub mod door_eval;
 pub mod eval;
 pub mod eval_runs;
+pub mod export;
 pub mod model;
 pub mod train;
 pub mod verify;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use fewshot_core::{Crop, Distance, Recipe, Resize};
+use fewshot_core::{Distance, Recipe};
 use serde::{Deserialize, Serialize};
 
 use super::encoder::{Encoder, EncoderConfig};
@@ -14,74 +14,7 @@ use crate::embed::{check_shape, EmbedError, Embedder};
 /// Version of the checkpoint JSON this code writes.
 pub const FORMAT: u32 = 1;
 
-/// The preprocessing recipe in serialisable form.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecipeSpec {
-    /// Output width.
-    pub width: usize,
-    /// Output height.
-    pub height: usize,
-    /// 1 (grey) or 3 (RGB).
-    pub channels: usize,
-    /// Centred square crop as a fraction of the shorter side; `null` for the whole frame.
-    pub crop: Option<f32>,
-    /// `area` or `bilinear`.
-    pub resize: String,
-    /// Whether intensities are inverted.
-    pub invert: bool,
-    /// Per-channel mean.
-    pub mean: [f32; 3],
-    /// Per-channel standard deviation.
-    pub std: [f32; 3],
-}
-
-impl From<Recipe> for RecipeSpec {
-    fn from(r: Recipe) -> Self {
-        RecipeSpec {
-            width: r.width,
-            height: r.height,
-            channels: r.channels,
-            crop: match r.crop {
-                Crop::None => None,
-                Crop::CenterSquare(f) => Some(f),
-            },
-            resize: match r.resize {
-                Resize::Area => "area",
-                Resize::Bilinear => "bilinear",
-            }
-            .into(),
-            invert: r.invert,
-            mean: r.mean,
-            std: r.std,
-        }
-    }
-}
-
-impl RecipeSpec {
-    /// The core recipe, validated.
-    pub fn recipe(&self) -> Result<Recipe, String> {
-        let recipe = Recipe {
-            width: self.width,
-            height: self.height,
-            channels: self.channels,
-            crop: self.crop.map_or(Crop::None, Crop::CenterSquare),
-            resize: match self.resize.as_str() {
-                "area" => Resize::Area,
-                "bilinear" => Resize::Bilinear,
-                other => {
-                    return Err(format!(
-                        "unknown resize {other:?} (expected area or bilinear)"
-                    ))
-                }
-            },
-            invert: self.invert,
-            mean: self.mean,
-            std: self.std,
-        };
-        recipe.validate().map_err(|e| e.to_string())?;
-        Ok(recipe)
-    }
-}
+pub use fewshot_core::preprocess::RecipeSpec;
 
 /// Everything needed to rebuild and evaluate a trained model.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -208,7 +141,7 @@ impl CandleEmbedder {
             path: weights.to_path_buf(),
             message,
         };
-        let recipe = config.recipe.recipe().map_err(&bad)?;
+        let recipe = config.recipe.recipe().map_err(|e| bad(e.to_string()))?;
         let mut varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let encoder = config.encoder.build(vb).map_err(|e| bad(e.to_string()))?;

@@ -1,0 +1,200 @@
+//! An exported encoder, loaded and run by tract, configured by the model's
+//! own metadata (preprocessing, embedding size, distance, threshold).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use fewshot_core::model_meta;
+use fewshot_core::preprocess::RecipeSpec;
+use fewshot_core::{Distance, Frame, Recipe};
+use prost::Message;
+use tract_onnx::prelude::*;
+
+/// Errors of loading or running an encoder; each names the model file.
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The model file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not an ONNX model tract can run.
+    #[error("{}: not a usable ONNX model: {message}", path.display())]
+    Model {
+        /// The model file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The model lacks this project's metadata, or it is malformed.
+    #[error("{}: metadata {key}: {message}", path.display())]
+    Metadata {
+        /// The model file.
+        path: PathBuf,
+        /// The metadata key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// An input of the wrong size.
+    #[error("input has {found} values, the model takes {expected}")]
+    Input {
+        /// Values the model takes.
+        expected: usize,
+        /// Values given.
+        found: usize,
+    },
+    /// The frame could not be preprocessed.
+    #[error("frame: {0}")]
+    Frame(#[from] fewshot_core::PreprocessError),
+    /// tract failed while running the model.
+    #[error("running the model: {0}")]
+    Run(String),
+}
+
+/// A loaded encoder.
+pub struct OnnxEncoder {
+    plan: std::sync::Arc<TypedRunnableModel>,
+    recipe: Recipe,
+    dim: usize,
+    distance: Distance,
+    threshold: Option<f32>,
+    metadata: HashMap<String, String>,
+}
+
+impl OnnxEncoder {
+    /// Loads `path`, checks its metadata, fixes the input shape to one image
+    /// and optimises the model for running.
+    pub fn load(path: &Path) -> Result<Self, EncoderError> {
+        let bytes = std::fs::read(path).map_err(|source| EncoderError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let model_err = |message: String| EncoderError::Model {
+            path: path.to_path_buf(),
+            message,
+        };
+        let proto =
+            tract_onnx::pb::ModelProto::decode(&bytes[..]).map_err(|e| model_err(e.to_string()))?;
+        let metadata: HashMap<String, String> = proto
+            .metadata_props
+            .iter()
+            .map(|p| (p.key.clone(), p.value.clone()))
+            .collect();
+        let meta_err = |key: &'static str, message: String| EncoderError::Metadata {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let get = |key: &'static str| {
+            metadata.get(key).ok_or_else(|| {
+                meta_err(
+                    key,
+                    "missing: not a model exported by `fewshot export`".into(),
+                )
+            })
+        };
+        let spec: RecipeSpec = serde_json::from_str(get(model_meta::RECIPE)?)
+            .map_err(|e| meta_err(model_meta::RECIPE, e.to_string()))?;
+        let recipe = spec
+            .recipe()
+            .map_err(|e| meta_err(model_meta::RECIPE, e.to_string()))?;
+        let dim: usize = get(model_meta::EMBEDDING_SIZE)?
+            .parse()
+            .map_err(|_| meta_err(model_meta::EMBEDDING_SIZE, "not a number".into()))?;
+        let distance = Distance::from_name(get(model_meta::DISTANCE)?)
+            .ok_or_else(|| meta_err(model_meta::DISTANCE, "expected l2, cosine or dot".into()))?;
+        let threshold = match metadata.get(model_meta::THRESHOLD) {
+            Some(t) => Some(
+                t.parse::<f32>()
+                    .map_err(|_| meta_err(model_meta::THRESHOLD, "not a number".into()))?,
+            ),
+            None => None,
+        };
+        let shape = [1, recipe.channels, recipe.height, recipe.width];
+        let plan = tract_onnx::onnx()
+            .model_for_proto_model(&proto)
+            .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| model_err(format!("{e:#}")))?;
+        let encoder = OnnxEncoder {
+            plan,
+            recipe,
+            dim,
+            distance,
+            threshold,
+            metadata,
+        };
+        // The declared embedding size must be what the graph produces.
+        let probe = encoder
+            .embed(&vec![0.0; recipe.len()])
+            .map_err(|e| model_err(e.to_string()))?;
+        if probe.len() != dim {
+            return Err(meta_err(
+                model_meta::EMBEDDING_SIZE,
+                format!("says {dim}, the model produces {}", probe.len()),
+            ));
+        }
+        Ok(encoder)
+    }
+
+    /// Embeds one preprocessed image (`recipe().len()` values, CHW).
+    pub fn embed(&self, input: &[f32]) -> Result<Vec<f32>, EncoderError> {
+        let r = self.recipe;
+        if input.len() != r.len() {
+            return Err(EncoderError::Input {
+                expected: r.len(),
+                found: input.len(),
+            });
+        }
+        let tensor = tract_ndarray::Array4::from_shape_vec(
+            (1, r.channels, r.height, r.width),
+            input.to_vec(),
+        )
+        .map_err(|e| EncoderError::Run(e.to_string()))?;
+        let out = self
+            .plan
+            .run(tvec!(Tensor::from(tensor).into()))
+            .map_err(|e| EncoderError::Run(format!("{e:#}")))?;
+        let view = out[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| EncoderError::Run(e.to_string()))?;
+        Ok(view.iter().copied().collect())
+    }
+
+    /// Preprocesses a camera frame with the model's recipe and embeds it.
+    pub fn embed_frame(&self, frame: &Frame<'_>) -> Result<Vec<f32>, EncoderError> {
+        let mut input = vec![0.0; self.recipe.len()];
+        self.recipe.apply(frame, &mut input)?;
+        self.embed(&input)
+    }
+
+    /// The preprocessing the model expects.
+    pub fn recipe(&self) -> Recipe {
+        self.recipe
+    }
+
+    /// Embedding size.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The distance the model was trained with.
+    pub fn distance(&self) -> Distance {
+        self.distance
+    }
+
+    /// The calibrated rejection threshold, if the model carries one.
+    pub fn threshold(&self) -> Option<f32> {
+        self.threshold
+    }
+
+    /// All metadata entries.
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+}

@@ -1,0 +1,232 @@
+//! Export of trained encoders to ONNX, written with the protobuf types that
+//! tract-onnx exposes. Batch norm is folded into the convolutions; the model's
+//! `metadata_props` carry what the device needs to use it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use candle_core::{Device, Tensor};
+use prost::Message;
+use tract_onnx::pb::{
+    attribute_proto::AttributeType, tensor_proto::DataType, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+};
+
+use crate::nn::checkpoint::{load_config, write_atomic, ModelConfig};
+use crate::nn::encoder::EncoderConfig;
+
+/// Name of the model's input.
+pub const INPUT: &str = "image";
+/// Name of the model's output.
+pub const OUTPUT: &str = "embedding";
+/// ONNX operator set the export uses.
+pub const OPSET: i64 = 13;
+/// Batch-norm epsilon of the encoders.
+const BN_EPS: f32 = 1e-5;
+
+/// Metadata keys every exported model carries.
+pub use fewshot_core::model_meta as meta;
+
+fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: ints.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn attr_int(name: &str, i: i64) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i,
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        name: output.into(),
+        op_type: op.into(),
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn f32_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: DataType::Float as i32,
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, dims: &[Option<usize>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| tensor_shape_proto::Dimension {
+            value: Some(match d {
+                Some(v) => tensor_shape_proto::dimension::Value::DimValue(*v as i64),
+                None => tensor_shape_proto::dimension::Value::DimParam("batch".into()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: DataType::Float as i32,
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The f32 values of a checkpoint tensor.
+fn values(tensors: &HashMap<String, Tensor>, name: &str) -> anyhow::Result<Vec<f32>> {
+    tensors
+        .get(name)
+        .with_context(|| format!("checkpoint has no tensor {name}"))?
+        .flatten_all()?
+        .to_vec1::<f32>()
+        .with_context(|| format!("tensor {name}"))
+}
+
+/// Builds the ONNX model of a checkpoint: Conv-4 with batch norm folded in.
+pub fn model_proto(
+    config: &ModelConfig,
+    tensors: &HashMap<String, Tensor>,
+) -> anyhow::Result<ModelProto> {
+    let EncoderConfig::Conv4 {
+        in_channels,
+        hidden,
+        input_size,
+    } = config.encoder;
+    let mut nodes = Vec::new();
+    let mut init = Vec::new();
+    let mut x = INPUT.to_string();
+    for b in 0..4 {
+        let cin = if b == 0 { in_channels } else { hidden };
+        let p = |s: &str| format!("block{b}.{s}");
+        let w = values(tensors, &p("conv.weight"))?;
+        let bias = values(tensors, &p("conv.bias"))?;
+        let (gamma, beta) = (
+            values(tensors, &p("bn.weight"))?,
+            values(tensors, &p("bn.bias"))?,
+        );
+        let (mean, var) = (
+            values(tensors, &p("bn.running_mean"))?,
+            values(tensors, &p("bn.running_var"))?,
+        );
+        if w.len() != hidden * cin * 9
+            || [&bias, &gamma, &beta, &mean, &var]
+                .iter()
+                .any(|v| v.len() != hidden)
+        {
+            bail!("block {b}: tensor sizes do not match a Conv-4 of {hidden} channels");
+        }
+        // y = γ (conv(x) + b − μ) / √(σ² + ε) + β  =  conv'(x) + b'
+        let mut wf = w.clone();
+        let mut bf = vec![0.0f32; hidden];
+        for o in 0..hidden {
+            let s = gamma[o] / (var[o] + BN_EPS).sqrt();
+            wf[o * cin * 9..(o + 1) * cin * 9]
+                .iter_mut()
+                .for_each(|v| *v *= s);
+            bf[o] = (bias[o] - mean[o]) * s + beta[o];
+        }
+        let (wn, bn) = (p("weight"), p("bias"));
+        init.push(f32_tensor(&wn, &[hidden, cin, 3, 3], &wf));
+        init.push(f32_tensor(&bn, &[hidden], &bf));
+        let conv = p("conv");
+        nodes.push(node(
+            "Conv",
+            &[&x, &wn, &bn],
+            &conv,
+            vec![
+                attr_ints("kernel_shape", &[3, 3]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+                attr_ints("strides", &[1, 1]),
+            ],
+        ));
+        let relu = p("relu");
+        nodes.push(node("Relu", &[&conv], &relu, vec![]));
+        let pool = p("pool");
+        nodes.push(node(
+            "MaxPool",
+            &[&relu],
+            &pool,
+            vec![
+                attr_ints("kernel_shape", &[2, 2]),
+                attr_ints("strides", &[2, 2]),
+            ],
+        ));
+        x = pool;
+    }
+    nodes.push(node("Flatten", &[&x], OUTPUT, vec![attr_int("axis", 1)]));
+    let dim = config.encoder.dim();
+    let training = serde_json::to_string(&config.training)?;
+    let props = [
+        (meta::RECIPE, serde_json::to_string(&config.recipe)?),
+        (meta::EMBEDDING_SIZE, dim.to_string()),
+        (meta::DISTANCE, config.distance.clone()),
+        (
+            meta::INPUT_SHAPE,
+            serde_json::to_string(&[in_channels, input_size, input_size])?,
+        ),
+        (meta::WEIGHTS, "f32".into()),
+        (meta::TRAINING, training),
+    ];
+    Ok(ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "fewshot".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(GraphProto {
+            node: nodes,
+            name: format!("{}-conv4", config.method),
+            initializer: init,
+            input: vec![value_info(
+                INPUT,
+                &[None, Some(in_channels), Some(input_size), Some(input_size)],
+            )],
+            output: vec![value_info(OUTPUT, &[None, Some(dim)])],
+            ..Default::default()
+        }),
+        metadata_props: props
+            .into_iter()
+            .map(|(k, v)| StringStringEntryProto {
+                key: k.into(),
+                value: v,
+            })
+            .collect(),
+        ..Default::default()
+    })
+}
+
+/// Exports the checkpoint `weights` (with its JSON beside it) to `out` as f32 ONNX.
+pub fn export_f32(weights: &Path, out: &Path) -> anyhow::Result<()> {
+    let config = load_config(weights)?;
+    let tensors = candle_core::safetensors::load(weights, &Device::Cpu).with_context(|| {
+        format!(
+            "{}: not a readable safetensors checkpoint",
+            weights.display()
+        )
+    })?;
+    let proto = model_proto(&config, &tensors)?;
+    write_atomic(out, &proto.encode_to_vec())?;
+    Ok(())
+}

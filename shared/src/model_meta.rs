@@ -1,0 +1,17 @@
+//! Keys of the metadata an exported model carries (ONNX `metadata_props`),
+//! shared by the exporter and the device so the two cannot drift apart.
+
+/// The preprocessing recipe, JSON of `preprocess::RecipeSpec`.
+pub const RECIPE: &str = "fewshot.recipe";
+/// Embedding size, decimal.
+pub const EMBEDDING_SIZE: &str = "fewshot.embedding_size";
+/// Distance name (`l2`, `cosine`, `dot`).
+pub const DISTANCE: &str = "fewshot.distance";
+/// Input shape `[channels, height, width]`, JSON.
+pub const INPUT_SHAPE: &str = "fewshot.input_shape";
+/// Recommended rejection threshold, decimal (absent until calibrated).
+pub const THRESHOLD: &str = "fewshot.threshold";
+/// Weights format: `f32` or `int8`.
+pub const WEIGHTS: &str = "fewshot.weights";
+/// The training record of the checkpoint, JSON.
+pub const TRAINING: &str = "fewshot.training";
