@@ -146,3 +146,68 @@ fn bad_models_and_inputs_are_clear_errors() {
         "{err}"
     );
 }
+
+/// onnx.checker accepts the export and onnxruntime computes what tract does.
+#[test]
+fn onnxruntime_agrees_with_tract() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tiny_checkpoint(tmp.path());
+    let onnx = tmp.path().join("tiny.onnx");
+    export_f32(&weights, &onnx).unwrap();
+    let device = OnnxEncoder::load(&onnx).unwrap();
+    let r = device.recipe();
+    let alphabet = data_dir().join("omniglot/images_background_small2/Sanskrit/character07");
+    let mut inputs = Vec::new();
+    let mut expected = Vec::new();
+    for entry in std::fs::read_dir(alphabet).unwrap().take(3) {
+        let input = preprocess_file(&entry.unwrap().path(), &r).unwrap();
+        expected.push(device.embed(&input).unwrap());
+        inputs.extend(input);
+    }
+    let raw = tmp.path().join("input.f32");
+    std::fs::write(
+        &raw,
+        inputs
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_check.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&onnx)
+        .arg(&raw)
+        .args([r.channels, r.height, r.width].map(|v| v.to_string()))
+        .output()
+        .expect("python3 must be installed");
+    assert!(
+        out.status.success(),
+        "{} failed (it needs `pip install onnx onnxruntime numpy`): {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = json["output"].as_array().unwrap();
+    assert_eq!(rows.len(), expected.len());
+    for (row, want) in rows.iter().zip(&expected) {
+        let got: Vec<f64> = row
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - f64::from(*w)).abs() <= 1e-5,
+                "onnxruntime {g} vs tract {w}"
+            );
+        }
+    }
+    assert!(json["metadata_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k == "fewshot.recipe"));
+}
