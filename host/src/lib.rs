@@ -9,6 +9,7 @@ pub mod episode;
 pub mod eval;
 pub mod export;
 pub mod nn;
+pub mod onnx_model;
 pub mod plot;
 pub mod stats;
 pub mod train;

@@ -20,6 +20,22 @@ use serde_json::json;
 pub enum BenchCommand {
     /// One Prototypical Networks training step of Conv-4: forward, loss, backward, Adam.
     TrainStep(TrainStepArgs),
+    /// Latency of an exported encoder in tract, one image at a time (as on the device).
+    Encoder(EncoderArgs),
+}
+
+/// Arguments of `fewshot bench encoder`.
+#[derive(Debug, Args)]
+pub struct EncoderArgs {
+    /// Exported model (.onnx).
+    #[arg(long)]
+    model: std::path::PathBuf,
+    /// Timed runs (the median is reported).
+    #[arg(long, default_value_t = 300)]
+    runs: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `fewshot bench train-step`.
@@ -61,7 +77,48 @@ pub struct TrainStepArgs {
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::TrainStep(args) => train_step(args),
+        BenchCommand::Encoder(args) => encoder(args),
     }
+}
+
+fn encoder(args: EncoderArgs) -> anyhow::Result<()> {
+    let model = fewshot_firmware::encoder::OnnxEncoder::load(&args.model)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let input: Vec<f32> = (0..model.recipe().len())
+        .map(|_| rng.random_range(0.0..1.0))
+        .collect();
+    for _ in 0..10 {
+        model.embed(&input)?;
+    }
+    let mut times = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs.max(1) {
+        let start = Instant::now();
+        std::hint::black_box(model.embed(std::hint::black_box(&input))?);
+        times.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let size = std::fs::metadata(&args.model).map(|m| m.len()).unwrap_or(0);
+    if args.json {
+        super::print_json(&json!({
+            "bench": "encoder",
+            "runtime": "tract",
+            "model": args.model,
+            "file_bytes": size,
+            "runs": times.len(),
+            "median_us": median,
+            "min_us": times[0],
+        }))?;
+    } else {
+        println!(
+            "{}: {} bytes; tract, batch 1: median {median:.0} µs per image over {} runs (min {:.0})",
+            args.model.display(),
+            size,
+            times.len(),
+            times[0]
+        );
+    }
+    Ok(())
 }
 
 fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {

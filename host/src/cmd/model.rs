@@ -5,6 +5,7 @@ use clap::Args;
 use fewshot_core::{Crop, Recipe, Resize};
 use fewshot_host::embed::{Embedder, Pixels};
 use fewshot_host::nn::checkpoint::CandleEmbedder;
+use fewshot_host::onnx_model::OnnxEmbedder;
 
 /// Which preprocessing `--model pixels` uses.
 #[derive(Debug, Clone, Copy)]
@@ -18,8 +19,9 @@ pub enum Defaults {
 /// `--model` and the preprocessing flags of the pixel baseline.
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
-    /// Embedding function: `pixels` (the preprocessed pixels themselves), or a
-    /// checkpoint (`best.safetensors` with its `best.json` beside it).
+    /// Embedding function: `pixels` (the preprocessed pixels themselves), a
+    /// checkpoint (`best.safetensors` with its `best.json` beside it), or an
+    /// exported `.onnx` model (run by the device's tract loader).
     #[arg(long, default_value = "pixels")]
     pub model: String,
     /// Pixel baseline: output side in pixels (default 28 for Omniglot, 32 for faces).
@@ -66,9 +68,12 @@ impl ModelArgs {
                 let path = std::path::Path::new(path);
                 if !path.is_file() {
                     anyhow::bail!(
-                        "--model {}: no such checkpoint (expected `pixels` or a .safetensors file)",
+                        "--model {}: no such checkpoint (expected `pixels`, a .safetensors checkpoint or an .onnx export)",
                         path.display()
                     );
+                }
+                if path.extension().is_some_and(|e| e == "onnx") {
+                    return Ok(Box::new(OnnxEmbedder::load(path)?));
                 }
                 Ok(Box::new(CandleEmbedder::load(path)?))
             }
