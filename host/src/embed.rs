@@ -35,8 +35,9 @@ pub trait Embedder: Send + Sync {
     fn distance(&self) -> Option<fewshot_core::Distance> {
         None
     }
-    /// The class folders the model was trained on, if it records them.
-    fn trained_on(&self) -> Option<std::path::PathBuf> {
+    /// Names of the classes the model was trained (or selected) on, if it
+    /// records them: evaluations leave these out.
+    fn trained_classes(&self) -> Option<Vec<String>> {
         None
     }
 }

@@ -59,4 +59,12 @@ impl Embedder for OnnxEmbedder {
     fn distance(&self) -> Option<Distance> {
         Some(self.encoder.distance())
     }
+
+    fn trained_classes(&self) -> Option<Vec<String>> {
+        let record = self
+            .encoder
+            .metadata()
+            .get(fewshot_core::model_meta::TRAINING)?;
+        crate::nn::checkpoint::trained_classes(&serde_json::from_str(record).ok()?)
+    }
 }

@@ -352,6 +352,7 @@ pub fn train_protonet(
         training: serde_json::json!({
             "run": config,
             "split": { "seed": split.seed, "val_classes": split.val.iter().map(|&c| &set.classes[c].name).collect::<Vec<_>>() },
+            "classes": set.classes.iter().map(|c| &c.name).collect::<Vec<_>>(),
             "episodes_done": state.episode,
             "best_val_accuracy": state.best_val,
             "best_episode": state.best_episode,

@@ -86,6 +86,11 @@ fn loss_falls_and_accuracy_beats_chance() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert_eq!(val.len(), 3);
+    assert_eq!(
+        model.trained_classes().map(|c| c.len()),
+        Some(12),
+        "the checkpoint names every class it saw"
+    );
     let mut paths = Vec::new();
     let mut classes = Vec::new();
     for c in set.classes.iter().filter(|c| !val.contains(&c.name)) {

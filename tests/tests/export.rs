@@ -81,6 +81,13 @@ fn exported_model_matches_the_checkpoint_on_real_images() {
     assert_eq!(device.dim(), candle.dim());
     assert_eq!(device.distance(), fewshot_core::Distance::L2);
     assert_eq!(device.threshold(), None);
+    let onnx_model = fewshot_host::onnx_model::OnnxEmbedder::load(&onnx).unwrap();
+    assert_eq!(
+        onnx_model.trained_classes(),
+        candle.trained_classes(),
+        "the export records the training classes"
+    );
+    assert_eq!(onnx_model.trained_classes().map(|c| c.len()), Some(6));
 
     let alphabet = data_dir().join("omniglot/images_background_small2/Tagalog");
     let mut worst = 0.0f32;

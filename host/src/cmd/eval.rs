@@ -64,20 +64,21 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     let model = args.model.load(defaults)?;
     let distance = args.distance.or(model.distance()).unwrap_or(Distance::L2);
-    // Leave out the classes the model was trained on: given, or recorded in the checkpoint.
-    let exclude = match &args.exclude {
-        Some(other) => Some(super::resolve(other, "--exclude")?),
-        None => model.trained_on().filter(|p| p.is_dir()),
+    // Leave out the classes the model was trained on: given, or recorded in the model.
+    let excluded = match &args.exclude {
+        Some(other) => set.exclude(&ClassSet::load(
+            &super::resolve(other, "--exclude")?,
+            args.layout,
+        )?),
+        None => match model.trained_classes() {
+            Some(names) => {
+                let n = set.exclude_names(names.iter().map(String::as_str));
+                eprintln!("left out {n} classes the model was trained on");
+                n
+            }
+            None => 0,
+        },
     };
-    let excluded = match &exclude {
-        Some(other) if std::fs::canonicalize(other).ok() != std::fs::canonicalize(&root).ok() => {
-            set.exclude(&ClassSet::load(other, args.layout)?)
-        }
-        _ => 0,
-    };
-    if excluded > 0 && args.exclude.is_none() {
-        eprintln!("left out {excluded} classes the model was trained on");
-    }
     let shape = EpisodeShape {
         k_way: args.k_way,
         n_shot: args.n_shot,

@@ -87,8 +87,12 @@ impl ClassSet {
     /// Drops the classes whose name also appears in `other` (for example the
     /// alphabets a model was trained on), returning how many were dropped.
     pub fn exclude(&mut self, other: &ClassSet) -> usize {
-        let names: std::collections::HashSet<&str> =
-            other.classes.iter().map(|c| c.name.as_str()).collect();
+        self.exclude_names(other.classes.iter().map(|c| c.name.as_str()))
+    }
+
+    /// Drops the classes with these names, returning how many were dropped.
+    pub fn exclude_names<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) -> usize {
+        let names: std::collections::HashSet<&str> = names.into_iter().collect();
         let before = self.classes.len();
         self.classes.retain(|c| !names.contains(c.name.as_str()));
         before - self.classes.len()

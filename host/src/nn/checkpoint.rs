@@ -125,6 +125,17 @@ pub fn load_config(weights: &Path) -> Result<ModelConfig, CheckpointError> {
     Ok(config)
 }
 
+/// The classes a training record names: its `classes` list, or else the
+/// classes found in its training folder if that folder is here.
+pub fn trained_classes(training: &serde_json::Value) -> Option<Vec<String>> {
+    if let Some(list) = training["classes"].as_array() {
+        return list.iter().map(|c| c.as_str().map(String::from)).collect();
+    }
+    let dir = PathBuf::from(training["run"]["data"].as_str()?);
+    let set = crate::data::ClassSet::load(&dir, crate::data::Layout::Auto).ok()?;
+    Some(set.classes.into_iter().map(|c| c.name).collect())
+}
+
 /// A trained encoder loaded for evaluation (batch norm in inference mode).
 pub struct CandleEmbedder {
     name: String,
@@ -196,9 +207,7 @@ impl Embedder for CandleEmbedder {
         Distance::from_name(&self.config.distance)
     }
 
-    fn trained_on(&self) -> Option<PathBuf> {
-        self.config.training["run"]["data"]
-            .as_str()
-            .map(PathBuf::from)
+    fn trained_classes(&self) -> Option<Vec<String>> {
+        trained_classes(&self.config.training)
     }
 }
