@@ -181,10 +181,7 @@ impl CustomOp3 for BatchNormTrain {
                 dims: (n, c, h, w),
             },
         )?;
-        let dx = packed.narrow(0, 0, len)?.reshape((n, c, h, w))?;
-        let dgamma = packed.narrow(0, len, c)?.reshape(gamma.shape())?;
-        let dbeta = packed.narrow(0, len + c, c)?.reshape(gamma.shape())?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        unpack_bn_grads(&packed, x, gamma)
     }
 }
 
@@ -359,6 +356,19 @@ pub(crate) fn read_stats<T: WithDType>(packed: &[T]) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// Gradients of `x`, `gamma` and `beta`.
+type BnGrads = (Option<Tensor>, Option<Tensor>, Option<Tensor>);
+
+/// Splits a packed `[dx, dgamma, dbeta]` gradient into tensors shaped like
+/// `x` and `gamma` (`beta` has gamma's shape).
+fn unpack_bn_grads(packed: &Tensor, x: &Tensor, gamma: &Tensor) -> Result<BnGrads> {
+    let (len, c) = (x.elem_count(), gamma.elem_count());
+    let dx = packed.narrow(0, 0, len)?.reshape(x.shape())?;
+    let dgamma = packed.narrow(0, len, c)?.reshape(gamma.shape())?;
+    let dbeta = packed.narrow(0, len + c, c)?.reshape(gamma.shape())?;
+    Ok((Some(dx), Some(dgamma), Some(dbeta)))
+}
+
 /// Checks that batch norm's scale and shift have one value per channel.
 fn check_affine(gamma: &Layout, beta: &Layout, c: usize) -> Result<()> {
     if gamma.shape().elem_count() != c || beta.shape().elem_count() != c {
@@ -514,7 +524,7 @@ impl CustomOp3 for BnReluPool {
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, c, h, w) = x.dims4()?;
-        let (len, pooled) = (n * c * h * w, n * c * (h / 2) * (w / 2));
+        let pooled = n * c * (h / 2) * (w / 2);
         let params = Tensor::cat(
             &[
                 gamma.flatten_all()?,
@@ -531,10 +541,7 @@ impl CustomOp3 for BnReluPool {
                 dims: (n, c, h, w),
             },
         )?;
-        let dx = packed.narrow(0, 0, len)?.reshape((n, c, h, w))?;
-        let dgamma = packed.narrow(0, len, c)?.reshape(gamma.shape())?;
-        let dbeta = packed.narrow(0, len + c, c)?.reshape(gamma.shape())?;
-        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+        unpack_bn_grads(&packed, x, gamma)
     }
 }
 
