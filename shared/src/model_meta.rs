@@ -15,3 +15,5 @@ pub const THRESHOLD: &str = "fewshot.threshold";
 pub const WEIGHTS: &str = "fewshot.weights";
 /// The training record of the checkpoint, JSON.
 pub const TRAINING: &str = "fewshot.training";
+/// How an int8 model was quantized (form, calibration), JSON.
+pub const QUANTIZATION: &str = "fewshot.quantization";

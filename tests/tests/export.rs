@@ -8,6 +8,7 @@ use fewshot_host::data::preprocess_file;
 use fewshot_host::embed::Embedder;
 use fewshot_host::episode::EpisodeShape;
 use fewshot_host::export::export_f32;
+use fewshot_host::export::int8::{export_int8, Int8Form};
 use fewshot_host::nn::checkpoint::CandleEmbedder;
 use fewshot_host::nn::encoder::EncoderConfig;
 use fewshot_host::train::{train_protonet, StopAt, TrainConfig};
@@ -154,28 +155,15 @@ fn bad_models_and_inputs_are_clear_errors() {
     );
 }
 
-/// onnx.checker accepts the export and onnxruntime computes what tract does.
-#[test]
-fn onnxruntime_agrees_with_tract() {
-    let tmp = tempfile::tempdir().unwrap();
-    let weights = tiny_checkpoint(tmp.path());
-    let onnx = tmp.path().join("tiny.onnx");
-    export_f32(&weights, &onnx).unwrap();
-    let device = OnnxEncoder::load(&onnx).unwrap();
-    let r = device.recipe();
-    let alphabet = data_dir().join("omniglot/images_background_small2/Sanskrit/character07");
-    let mut inputs = Vec::new();
-    let mut expected = Vec::new();
-    for entry in std::fs::read_dir(alphabet).unwrap().take(3) {
-        let input = preprocess_file(&entry.unwrap().path(), &r).unwrap();
-        expected.push(device.embed(&input).unwrap());
-        inputs.extend(input);
-    }
-    let raw = tmp.path().join("input.f32");
+/// Runs `tests/onnx_check.py`: `onnx.checker` must accept `model` and
+/// onnxruntime embeds `inputs`; returns its outputs and the metadata keys.
+fn onnxruntime(model: &Path, inputs: &[Vec<f32>], r: &Recipe) -> (Vec<Vec<f64>>, Vec<String>) {
+    let raw = model.with_extension("input.f32");
     std::fs::write(
         &raw,
         inputs
             .iter()
+            .flatten()
             .flat_map(|v| v.to_le_bytes())
             .collect::<Vec<u8>>(),
     )
@@ -183,7 +171,7 @@ fn onnxruntime_agrees_with_tract() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_check.py");
     let out = std::process::Command::new("python3")
         .arg(&script)
-        .arg(&onnx)
+        .arg(model)
         .arg(&raw)
         .args([r.channels, r.height, r.width].map(|v| v.to_string()))
         .output()
@@ -195,26 +183,112 @@ fn onnxruntime_agrees_with_tract() {
         String::from_utf8_lossy(&out.stderr)
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let rows = json["output"].as_array().unwrap();
-    assert_eq!(rows.len(), expected.len());
-    for (row, want) in rows.iter().zip(&expected) {
-        let got: Vec<f64> = row
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+    let rows = json["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    let keys = json["metadata_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    (rows, keys)
+}
+
+/// Three preprocessed Sanskrit characters (never seen in training).
+fn sanskrit(r: &Recipe, n: usize) -> Vec<Vec<f32>> {
+    let folder = data_dir().join("omniglot/images_background_small2/Sanskrit/character07");
+    let mut paths: Vec<_> = std::fs::read_dir(folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .take(n)
+        .map(|p| preprocess_file(p, r).unwrap())
+        .collect()
+}
+
+/// onnx.checker accepts the export and onnxruntime computes what tract does.
+#[test]
+fn onnxruntime_agrees_with_tract() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tiny_checkpoint(tmp.path());
+    let onnx = tmp.path().join("tiny.onnx");
+    export_f32(&weights, &onnx).unwrap();
+    let device = OnnxEncoder::load(&onnx).unwrap();
+    let r = device.recipe();
+    let inputs = sanskrit(&r, 3);
+    let (rows, keys) = onnxruntime(&onnx, &inputs, &r);
+    assert_eq!(rows.len(), inputs.len());
+    for (got, input) in rows.iter().zip(&inputs) {
+        let want = device.embed(input).unwrap();
         assert_eq!(got.len(), want.len());
-        for (g, w) in got.iter().zip(want) {
+        for (g, w) in got.iter().zip(&want) {
             assert!(
                 (g - f64::from(*w)).abs() <= 1e-5,
                 "onnxruntime {g} vs tract {w}"
             );
         }
     }
-    assert!(json["metadata_keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|k| k == "fewshot.recipe"));
+    assert!(keys.iter().any(|k| k == "fewshot.recipe"));
+}
+
+/// Int8 exports in both forms: tract and onnxruntime agree within one
+/// quantization step of the last block, and both stay close to the f32 model.
+#[test]
+fn int8_exports_agree_across_runtimes_and_with_f32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tiny_checkpoint(tmp.path());
+    let f32_model = tmp.path().join("tiny.onnx");
+    export_f32(&weights, &f32_model).unwrap();
+    let reference = OnnxEncoder::load(&f32_model).unwrap();
+    let r = reference.recipe();
+    let calibration = data_dir().join("omniglot/images_background_small1/Greek");
+    let inputs = sanskrit(&r, 6);
+    for form in [Int8Form::Qlinear, Int8Form::ConvInteger] {
+        let path = tmp.path().join(format!("tiny-{form:?}.onnx"));
+        let done = export_int8(&weights, &path, &calibration, 200, form).unwrap();
+        assert_eq!(done.ranges.images, 200);
+        let device = OnnxEncoder::load(&path).unwrap();
+        assert_eq!(device.metadata()["fewshot.weights"], "int8");
+        assert!(device.metadata().contains_key("fewshot.quantization"));
+        // One step of the last block's uint8 output.
+        let step = f64::from(done.ranges.blocks[3]) / 255.0;
+        let (rows, _) = onnxruntime(&path, &inputs, &r);
+        let (mut worst_rt, mut err, mut norm) = (0.0f64, 0.0f64, 0.0f64);
+        for (got, input) in rows.iter().zip(&inputs) {
+            let tract = device.embed(input).unwrap();
+            let exact = reference.embed(input).unwrap();
+            for ((g, t), e) in got.iter().zip(&tract).zip(&exact) {
+                worst_rt = worst_rt.max((g - f64::from(*t)).abs());
+                err += (f64::from(*t) - f64::from(*e)).powi(2);
+                norm += f64::from(*e).powi(2);
+            }
+        }
+        eprintln!(
+            "{form:?}: onnxruntime vs tract {:.3} steps; relative error vs f32 {:.4}",
+            worst_rt / step,
+            (err / norm).sqrt()
+        );
+        assert!(
+            worst_rt <= step * 1.0001,
+            "{form:?}: onnxruntime and tract differ by {worst_rt} > one step {step}"
+        );
+        assert!(
+            (err / norm).sqrt() < 0.05,
+            "{form:?}: int8 embeddings are {:.3} off the f32 ones (relative L2)",
+            (err / norm).sqrt()
+        );
+    }
 }

@@ -36,6 +36,9 @@ pub struct EncoderArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also time each operator of tract's optimised plan and print the table.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// Arguments of `fewshot bench train-step`.
@@ -98,6 +101,9 @@ fn encoder(args: EncoderArgs) -> anyhow::Result<()> {
     }
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
+    if args.profile {
+        profile_tract(&args.model, &input, model.recipe(), args.runs)?;
+    }
     let size = std::fs::metadata(&args.model).map(|m| m.len()).unwrap_or(0);
     if args.json {
         super::print_json(&json!({
@@ -116,6 +122,50 @@ fn encoder(args: EncoderArgs) -> anyhow::Result<()> {
             size,
             times.len(),
             times[0]
+        );
+    }
+    Ok(())
+}
+
+/// Times each node of tract's optimised plan over `runs` runs and prints the
+/// nodes by total time.
+fn profile_tract(
+    path: &std::path::Path,
+    input: &[f32],
+    recipe: fewshot_core::Recipe,
+    runs: usize,
+) -> anyhow::Result<()> {
+    use tract_onnx::prelude::*;
+    use tract_onnx::tract_core::plan::{eval, SimplePlan, SimpleState};
+    let shape = [1, recipe.channels, recipe.height, recipe.width];
+    let model = tract_onnx::onnx()
+        .model_for_path(path)?
+        .with_input_fact(0, f32::fact(shape).into())?
+        .into_optimized()?;
+    let plan = SimplePlan::new(model)?;
+    let mut state = SimpleState::new(&plan)?;
+    let tensor: Tensor = tract_ndarray::Array4::from_shape_vec(shape, input.to_vec())?.into();
+    let mut spent = vec![0.0f64; plan.model().nodes().len()];
+    for _ in 0..runs.max(1) {
+        state.run_plan_with_eval(tvec!(tensor.clone().into()), |ctx, st, node, inputs| {
+            let start = Instant::now();
+            let out = eval(ctx, st, node, inputs);
+            spent[node.id] += start.elapsed().as_secs_f64() * 1e6;
+            out
+        })?;
+    }
+    let total: f64 = spent.iter().sum();
+    let mut order: Vec<usize> = (0..spent.len()).collect();
+    order.sort_by(|&a, &b| spent[b].total_cmp(&spent[a]));
+    println!("tract plan, mean µs per run by node:");
+    for id in order.into_iter().filter(|&i| spent[i] > 0.0) {
+        let node = &plan.model().nodes()[id];
+        println!(
+            "{:>9.1} µs {:>5.1}%  {} ({})",
+            spent[id] / runs.max(1) as f64,
+            100.0 * spent[id] / total,
+            node.name,
+            node.op().name()
         );
     }
     Ok(())

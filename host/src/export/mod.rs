@@ -1,6 +1,10 @@
 //! Export of trained encoders to ONNX, written with the protobuf types that
 //! tract-onnx exposes. Batch norm is folded into the convolutions; the model's
-//! `metadata_props` carry what the device needs to use it.
+//! `metadata_props` carry what the device needs to use it. Int8 models are
+//! built in [`int8`] from activation ranges measured by [`calibrate`].
+
+pub mod calibrate;
+pub mod int8;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -102,19 +106,31 @@ fn values(tensors: &HashMap<String, Tensor>, name: &str) -> anyhow::Result<Vec<f
         .with_context(|| format!("tensor {name}"))
 }
 
-/// Builds the ONNX model of a checkpoint: Conv-4 with batch norm folded in.
-pub fn model_proto(
+/// One convolution with batch norm folded in: `y = conv(x, weight) + bias`.
+#[derive(Debug, Clone)]
+pub struct FoldedConv {
+    /// Output channels.
+    pub cout: usize,
+    /// Input channels.
+    pub cin: usize,
+    /// Weights, `(cout, cin, 3, 3)` row-major.
+    pub weight: Vec<f32>,
+    /// Bias, one per output channel.
+    pub bias: Vec<f32>,
+}
+
+/// The four blocks of a Conv-4 checkpoint with batch norm folded into each
+/// convolution (every block is then conv, ReLU, 2×2 max pooling).
+pub fn fold(
     config: &ModelConfig,
     tensors: &HashMap<String, Tensor>,
-) -> anyhow::Result<ModelProto> {
+) -> anyhow::Result<Vec<FoldedConv>> {
     let EncoderConfig::Conv4 {
         in_channels,
         hidden,
-        input_size,
+        ..
     } = config.encoder;
-    let mut nodes = Vec::new();
-    let mut init = Vec::new();
-    let mut x = INPUT.to_string();
+    let mut layers = Vec::new();
     for b in 0..4 {
         let cin = if b == 0 { in_channels } else { hidden };
         let p = |s: &str| format!("block{b}.{s}");
@@ -136,58 +152,87 @@ pub fn model_proto(
             bail!("block {b}: tensor sizes do not match a Conv-4 of {hidden} channels");
         }
         // y = γ (conv(x) + b − μ) / √(σ² + ε) + β  =  conv'(x) + b'
-        let mut wf = w.clone();
-        let mut bf = vec![0.0f32; hidden];
+        let mut weight = w;
+        let mut folded = vec![0.0f32; hidden];
         for o in 0..hidden {
             let s = gamma[o] / (var[o] + BN_EPS).sqrt();
-            wf[o * cin * 9..(o + 1) * cin * 9]
+            weight[o * cin * 9..(o + 1) * cin * 9]
                 .iter_mut()
                 .for_each(|v| *v *= s);
-            bf[o] = (bias[o] - mean[o]) * s + beta[o];
+            folded[o] = (bias[o] - mean[o]) * s + beta[o];
         }
-        let (wn, bn) = (p("weight"), p("bias"));
-        init.push(f32_tensor(&wn, &[hidden, cin, 3, 3], &wf));
-        init.push(f32_tensor(&bn, &[hidden], &bf));
-        let conv = p("conv");
-        nodes.push(node(
-            "Conv",
-            &[&x, &wn, &bn],
-            &conv,
-            vec![
-                attr_ints("kernel_shape", &[3, 3]),
-                attr_ints("pads", &[1, 1, 1, 1]),
-                attr_ints("strides", &[1, 1]),
-            ],
-        ));
-        let relu = p("relu");
-        nodes.push(node("Relu", &[&conv], &relu, vec![]));
-        let pool = p("pool");
-        nodes.push(node(
-            "MaxPool",
-            &[&relu],
-            &pool,
-            vec![
-                attr_ints("kernel_shape", &[2, 2]),
-                attr_ints("strides", &[2, 2]),
-            ],
-        ));
-        x = pool;
+        layers.push(FoldedConv {
+            cout: hidden,
+            cin,
+            weight,
+            bias: folded,
+        });
     }
-    nodes.push(node("Flatten", &[&x], OUTPUT, vec![attr_int("axis", 1)]));
-    let dim = config.encoder.dim();
-    let training = serde_json::to_string(&config.training)?;
-    let props = [
+    Ok(layers)
+}
+
+/// Attributes of the encoders' 3×3, padding 1 convolutions.
+fn conv_attrs() -> Vec<AttributeProto> {
+    vec![
+        attr_ints("kernel_shape", &[3, 3]),
+        attr_ints("pads", &[1, 1, 1, 1]),
+        attr_ints("strides", &[1, 1]),
+    ]
+}
+
+/// Attributes of the 2×2 max pooling.
+fn pool_attrs() -> Vec<AttributeProto> {
+    vec![
+        attr_ints("kernel_shape", &[2, 2]),
+        attr_ints("strides", &[2, 2]),
+    ]
+}
+
+/// The metadata entries of an export; `weights` is `f32` or `int8`.
+fn metadata(
+    config: &ModelConfig,
+    weights: &str,
+    extra: Vec<(&'static str, String)>,
+) -> anyhow::Result<Vec<StringStringEntryProto>> {
+    let EncoderConfig::Conv4 {
+        in_channels,
+        input_size,
+        ..
+    } = config.encoder;
+    let mut props = vec![
         (meta::RECIPE, serde_json::to_string(&config.recipe)?),
-        (meta::EMBEDDING_SIZE, dim.to_string()),
+        (meta::EMBEDDING_SIZE, config.encoder.dim().to_string()),
         (meta::DISTANCE, config.distance.clone()),
         (
             meta::INPUT_SHAPE,
             serde_json::to_string(&[in_channels, input_size, input_size])?,
         ),
-        (meta::WEIGHTS, "f32".into()),
-        (meta::TRAINING, training),
+        (meta::WEIGHTS, weights.into()),
+        (meta::TRAINING, serde_json::to_string(&config.training)?),
     ];
-    Ok(ModelProto {
+    props.extend(extra);
+    Ok(props
+        .into_iter()
+        .map(|(k, v)| StringStringEntryProto {
+            key: k.into(),
+            value: v,
+        })
+        .collect())
+}
+
+/// A model around `nodes` and `initializer`, input [`INPUT`] and output [`OUTPUT`].
+fn wrap(
+    config: &ModelConfig,
+    nodes: Vec<NodeProto>,
+    initializer: Vec<TensorProto>,
+    metadata_props: Vec<StringStringEntryProto>,
+) -> ModelProto {
+    let EncoderConfig::Conv4 {
+        in_channels,
+        input_size,
+        ..
+    } = config.encoder;
+    ModelProto {
         ir_version: 8,
         opset_import: vec![OperatorSetIdProto {
             domain: String::new(),
@@ -198,27 +243,52 @@ pub fn model_proto(
         graph: Some(GraphProto {
             node: nodes,
             name: format!("{}-conv4", config.method),
-            initializer: init,
+            initializer,
             input: vec![value_info(
                 INPUT,
                 &[None, Some(in_channels), Some(input_size), Some(input_size)],
             )],
-            output: vec![value_info(OUTPUT, &[None, Some(dim)])],
+            output: vec![value_info(OUTPUT, &[None, Some(config.encoder.dim())])],
             ..Default::default()
         }),
-        metadata_props: props
-            .into_iter()
-            .map(|(k, v)| StringStringEntryProto {
-                key: k.into(),
-                value: v,
-            })
-            .collect(),
+        metadata_props,
         ..Default::default()
-    })
+    }
 }
 
-/// Exports the checkpoint `weights` (with its JSON beside it) to `out` as f32 ONNX.
-pub fn export_f32(weights: &Path, out: &Path) -> anyhow::Result<()> {
+/// Builds the f32 ONNX model of a checkpoint: Conv-4 with batch norm folded in.
+pub fn model_proto(
+    config: &ModelConfig,
+    tensors: &HashMap<String, Tensor>,
+) -> anyhow::Result<ModelProto> {
+    let layers = fold(config, tensors)?;
+    let mut nodes = Vec::new();
+    let mut init = Vec::new();
+    let mut x = INPUT.to_string();
+    for (b, layer) in layers.iter().enumerate() {
+        let p = |s: &str| format!("block{b}.{s}");
+        let (wn, bn) = (p("weight"), p("bias"));
+        init.push(f32_tensor(
+            &wn,
+            &[layer.cout, layer.cin, 3, 3],
+            &layer.weight,
+        ));
+        init.push(f32_tensor(&bn, &[layer.cout], &layer.bias));
+        let conv = p("conv");
+        nodes.push(node("Conv", &[&x, &wn, &bn], &conv, conv_attrs()));
+        // Pooling before ReLU (they commute) leaves ReLU a quarter of the work.
+        let pool = p("pool");
+        nodes.push(node("MaxPool", &[&conv], &pool, pool_attrs()));
+        let relu = p("relu");
+        nodes.push(node("Relu", &[&pool], &relu, vec![]));
+        x = relu;
+    }
+    nodes.push(node("Flatten", &[&x], OUTPUT, vec![attr_int("axis", 1)]));
+    Ok(wrap(config, nodes, init, metadata(config, "f32", vec![])?))
+}
+
+/// Reads a checkpoint and its JSON config.
+fn load_checkpoint(weights: &Path) -> anyhow::Result<(ModelConfig, HashMap<String, Tensor>)> {
     let config = load_config(weights)?;
     let tensors = candle_core::safetensors::load(weights, &Device::Cpu).with_context(|| {
         format!(
@@ -226,6 +296,12 @@ pub fn export_f32(weights: &Path, out: &Path) -> anyhow::Result<()> {
             weights.display()
         )
     })?;
+    Ok((config, tensors))
+}
+
+/// Exports the checkpoint `weights` (with its JSON beside it) to `out` as f32 ONNX.
+pub fn export_f32(weights: &Path, out: &Path) -> anyhow::Result<()> {
+    let (config, tensors) = load_checkpoint(weights)?;
     let proto = model_proto(&config, &tensors)?;
     write_atomic(out, &proto.encode_to_vec())?;
     Ok(())

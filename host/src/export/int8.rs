@@ -1,0 +1,328 @@
+//! Int8 export: per-output-channel symmetric int8 weights, uint8 activations
+//! with scales from calibrated ranges, rounding half to even.
+//!
+//! Two graph forms, chosen with [`Int8Form`]:
+//! - `qlinear`: `QuantizeLinear`, then per block `QLinearConv` (uint8 in and
+//!   out, ReLU folded into the output's zero point 0 and saturation) and
+//!   `MaxPool` on uint8; `DequantizeLinear` at the end. Integer from the first
+//!   convolution to the last.
+//! - `conv-integer`: per block `QuantizeLinear`, `ConvInteger` (int32 out),
+//!   then the scale, bias, ReLU and pooling in f32.
+
+use std::path::Path;
+
+use anyhow::bail;
+use prost::Message;
+use tract_onnx::pb::{tensor_proto::DataType, ModelProto, NodeProto, TensorProto};
+
+use super::calibrate::{measure, sample_images, Ranges};
+use super::{
+    attr_int, conv_attrs, fold, load_checkpoint, metadata, node, pool_attrs, wrap, FoldedConv,
+    INPUT, OUTPUT,
+};
+use crate::data::preprocess_file;
+use crate::nn::checkpoint::write_atomic;
+use crate::nn::encoder::EncoderConfig;
+
+/// Which operators carry the int8 arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Int8Form {
+    /// `QLinearConv` with uint8 activations between blocks.
+    Qlinear,
+    /// `ConvInteger` with the rest of each block in f32.
+    ConvInteger,
+}
+
+/// A block's convolution quantized: int8 weights with one scale per output
+/// channel, and the int32 bias in units of input scale × weight scale.
+#[derive(Debug, Clone)]
+pub struct QuantConv {
+    /// Int8 weights, `(cout, cin, 3, 3)`.
+    pub weight: Vec<i8>,
+    /// Weight scale of each output channel.
+    pub weight_scale: Vec<f32>,
+    /// Bias in units of `input_scale · weight_scale[c]`.
+    pub bias: Vec<i32>,
+}
+
+/// An affine uint8 quantization `real = scale · (q − zero_point)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Affine {
+    /// Step between neighbouring codes.
+    pub scale: f32,
+    /// The code of real zero.
+    pub zero_point: u8,
+}
+
+impl Affine {
+    /// The uint8 quantization covering `[lo, hi]` (widened to contain 0).
+    pub fn covering(lo: f32, hi: f32) -> Affine {
+        let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+        let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+        let zero_point = (-lo / scale).round_ties_even().clamp(0.0, 255.0) as u8;
+        Affine { scale, zero_point }
+    }
+}
+
+/// Quantizes one folded convolution whose input has scale `input_scale`.
+pub fn quantize_conv(layer: &FoldedConv, input_scale: f32) -> QuantConv {
+    let per = layer.cin * 9;
+    let mut q = QuantConv {
+        weight: Vec::with_capacity(layer.weight.len()),
+        weight_scale: Vec::with_capacity(layer.cout),
+        bias: Vec::with_capacity(layer.cout),
+    };
+    for (o, w) in layer.weight.chunks(per).enumerate() {
+        let max = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        q.weight.extend(
+            w.iter()
+                .map(|v| (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8),
+        );
+        q.weight_scale.push(scale);
+        let b = f64::from(layer.bias[o]) / (f64::from(input_scale) * f64::from(scale));
+        q.bias
+            .push(b.round_ties_even().clamp(i32::MIN as f64, i32::MAX as f64) as i32);
+    }
+    q
+}
+
+fn tensor(name: &str, dims: &[usize], data_type: DataType, raw_data: Vec<u8>) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: data_type as i32,
+        raw_data,
+        ..Default::default()
+    }
+}
+
+fn f32s(name: &str, dims: &[usize], v: &[f32]) -> TensorProto {
+    tensor(
+        name,
+        dims,
+        DataType::Float,
+        v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    )
+}
+
+/// The scale and zero point initialisers of an affine quantization.
+fn affine_init(init: &mut Vec<TensorProto>, prefix: &str, a: Affine) -> (String, String) {
+    let (s, z) = (format!("{prefix}.scale"), format!("{prefix}.zero_point"));
+    init.push(f32s(&s, &[], &[a.scale]));
+    init.push(tensor(&z, &[], DataType::Uint8, vec![a.zero_point]));
+    (s, z)
+}
+
+/// Builds the int8 model of the folded `layers` with the calibrated `ranges`.
+pub fn model_proto(
+    config: &crate::nn::checkpoint::ModelConfig,
+    layers: &[FoldedConv],
+    ranges: &Ranges,
+    form: Int8Form,
+) -> anyhow::Result<ModelProto> {
+    if ranges.blocks.len() != layers.len() {
+        bail!(
+            "calibration covers {} blocks, the model has {}",
+            ranges.blocks.len(),
+            layers.len()
+        );
+    }
+    let mut nodes: Vec<NodeProto> = Vec::new();
+    let mut init = Vec::new();
+    let mut input = Affine::covering(ranges.input.0, ranges.input.1);
+    let (s, z) = affine_init(&mut init, "input", input);
+    let mut x = "input.q".to_string();
+    nodes.push(node("QuantizeLinear", &[INPUT, &s, &z], &x, vec![]));
+    let (mut x_s, mut x_z) = (s, z);
+    for (b, layer) in layers.iter().enumerate() {
+        let p = |s: &str| format!("block{b}.{s}");
+        let q = quantize_conv(layer, input.scale);
+        let (cout, cin) = (layer.cout, layer.cin);
+        let wn = p("weight");
+        init.push(tensor(
+            &wn,
+            &[cout, cin, 3, 3],
+            DataType::Int8,
+            q.weight.iter().map(|&v| v as u8).collect(),
+        ));
+        let output = Affine::covering(0.0, ranges.blocks[b]);
+        let pool = p("pool");
+        match form {
+            Int8Form::Qlinear => {
+                let ws = p("weight.scale");
+                init.push(f32s(&ws, &[cout], &q.weight_scale));
+                let wz = p("weight.zero_point");
+                init.push(tensor(&wz, &[cout], DataType::Int8, vec![0; cout]));
+                let bn = p("bias");
+                init.push(tensor(
+                    &bn,
+                    &[cout],
+                    DataType::Int32,
+                    q.bias.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ));
+                let (ys, yz) = affine_init(&mut init, &p("out"), output);
+                let conv = p("conv");
+                nodes.push(node(
+                    "QLinearConv",
+                    &[&x, &x_s, &x_z, &wn, &ws, &wz, &ys, &yz, &bn],
+                    &conv,
+                    conv_attrs(),
+                ));
+                nodes.push(node("MaxPool", &[&conv], &pool, pool_attrs()));
+                (x_s, x_z) = (ys, yz);
+                x = pool;
+                input = output;
+            }
+            Int8Form::ConvInteger => {
+                let conv = p("conv");
+                nodes.push(node("ConvInteger", &[&x, &wn, &x_z], &conv, conv_attrs()));
+                let cast = p("conv.f32");
+                nodes.push(node(
+                    "Cast",
+                    &[&conv],
+                    &cast,
+                    vec![attr_int("to", DataType::Float as i64)],
+                ));
+                let scale: Vec<f32> = q.weight_scale.iter().map(|w| w * input.scale).collect();
+                let sn = p("scale");
+                init.push(f32s(&sn, &[1, cout, 1, 1], &scale));
+                let scaled = p("scaled");
+                nodes.push(node("Mul", &[&cast, &sn], &scaled, vec![]));
+                let bn = p("bias");
+                init.push(f32s(&bn, &[1, cout, 1, 1], &layer.bias));
+                let biased = p("biased");
+                nodes.push(node("Add", &[&scaled, &bn], &biased, vec![]));
+                nodes.push(node("MaxPool", &[&biased], &pool, pool_attrs()));
+                let relu = p("relu");
+                nodes.push(node("Relu", &[&pool], &relu, vec![]));
+                if b + 1 < layers.len() {
+                    let (ys, yz) = affine_init(&mut init, &p("out"), output);
+                    let quant = p("relu.q");
+                    nodes.push(node("QuantizeLinear", &[&relu, &ys, &yz], &quant, vec![]));
+                    (x_s, x_z) = (ys, yz);
+                    x = quant;
+                    input = output;
+                } else {
+                    x = relu;
+                }
+            }
+        }
+    }
+    let last = match form {
+        Int8Form::Qlinear => {
+            let deq = "embedding.f32".to_string();
+            nodes.push(node("DequantizeLinear", &[&x, &x_s, &x_z], &deq, vec![]));
+            deq
+        }
+        Int8Form::ConvInteger => x,
+    };
+    nodes.push(node("Flatten", &[&last], OUTPUT, vec![attr_int("axis", 1)]));
+    let quant = serde_json::json!({
+        "form": form,
+        "weights": "int8, symmetric per output channel, round half to even",
+        "activations": "uint8, affine, max calibration",
+        "calibration_images": ranges.images,
+        "input_range": [ranges.input.0, ranges.input.1],
+        "block_max": ranges.blocks,
+    });
+    let props = metadata(
+        config,
+        "int8",
+        vec![(super::meta::QUANTIZATION, quant.to_string())],
+    )?;
+    Ok(wrap(config, nodes, init, props))
+}
+
+/// What [`export_int8`] did.
+#[derive(Debug, Clone)]
+pub struct Int8Export {
+    /// The calibrated ranges.
+    pub ranges: Ranges,
+    /// Size of the written file in bytes.
+    pub bytes: usize,
+}
+
+/// Exports the checkpoint `weights` to `out` as an int8 model, calibrated on
+/// at most `n_images` images from `calibration` (a seeded sample).
+pub fn export_int8(
+    weights: &Path,
+    out: &Path,
+    calibration: &Path,
+    n_images: usize,
+    form: Int8Form,
+) -> anyhow::Result<Int8Export> {
+    let (config, tensors) = load_checkpoint(weights)?;
+    let layers = fold(&config, &tensors)?;
+    let recipe = config.recipe.recipe()?;
+    let EncoderConfig::Conv4 {
+        in_channels,
+        input_size,
+        ..
+    } = config.encoder;
+    let paths = sample_images(calibration, n_images, 0)?;
+    let inputs = paths
+        .iter()
+        .map(|p| preprocess_file(p, &recipe))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ranges = measure(&layers, (in_channels, input_size, input_size), &inputs)?;
+    let proto = model_proto(&config, &layers, &ranges, form)?;
+    let bytes = proto.encode_to_vec();
+    write_atomic(out, &bytes)?;
+    Ok(Int8Export {
+        ranges,
+        bytes: bytes.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affine_covers_the_range_and_keeps_zero_exact() {
+        let a = Affine::covering(0.0, 5.1);
+        assert_eq!(a.zero_point, 0);
+        assert!((a.scale - 0.02).abs() < 1e-7);
+        // [-1, 3]: scale 4/255, zero at 255/4 = 63.75 → 64.
+        let b = Affine::covering(-1.0, 3.0);
+        assert_eq!(b.zero_point, 64);
+        assert!((b.scale - 4.0 / 255.0).abs() < 1e-7);
+        // A range without 0 is widened to contain it.
+        assert_eq!(Affine::covering(2.0, 4.0), Affine::covering(0.0, 4.0));
+        assert_eq!(Affine::covering(0.0, 0.0).scale, 1.0);
+    }
+
+    #[test]
+    fn weights_quantize_per_channel_rounding_half_to_even() {
+        // Channel 0: max |w| = 127/128 → scale 1/128 exactly, so the values
+        // below are exact halfway cases: 0.5 → 0, 1.5 → 2, 2.5 → 2, −63.5 → −64.
+        // Channel 1 is all zero (scale 1).
+        let u = 1.0f32 / 128.0;
+        let mut weight = vec![
+            127.0 * u,
+            -127.0 * u,
+            0.5 * u,
+            1.5 * u,
+            2.5 * u,
+            -63.5 * u,
+            0.0,
+            10.0 * u,
+            20.0 * u,
+        ];
+        weight.extend([0.0; 9]);
+        let layer = FoldedConv {
+            cout: 2,
+            cin: 1,
+            weight,
+            bias: vec![0.3, -0.2],
+        };
+        let q = quantize_conv(&layer, 0.5);
+        assert_eq!(&q.weight[..9], &[127, -127, 0, 2, 2, -64, 0, 10, 20]);
+        assert_eq!(&q.weight[9..], &[0; 9]);
+        assert_eq!(q.weight_scale, vec![u, 1.0]);
+        // Bias in units of 0.5 · scale: 0.3 · 256 = 76.8 → 77; −0.2 / 0.5 = −0.4 → 0.
+        assert_eq!(q.bias, vec![77, 0]);
+    }
+}
