@@ -1,7 +1,23 @@
-//! The door application. For now: loading an exported encoder and running it
-//! with tract, with the preprocessing of the shared core.
+//! The door application: a camera frame in, the lock relay pulsed or not.
+//!
+//! [`door::Door`] is the device loop, generic over embedded-hal 1.0 pins and
+//! this crate's small traits for time ([`clock`]), frames ([`camera`]),
+//! gallery bytes ([`storage`]) and logs ([`events`]). [`encoder`] runs the
+//! exported model with tract. [`sim`] drives a door on simulated hardware from
+//! a script (the `doorkeeper` binary); [`board`] (feature `linux`) runs it on a
+//! Linux board's GPIO character device.
 #![warn(missing_docs)]
 
+#[cfg(feature = "linux")]
+pub mod board;
+pub mod button;
+pub mod camera;
+pub mod clock;
+pub mod door;
 pub mod encoder;
+pub mod events;
+pub mod pins;
+pub mod sim;
+pub mod storage;
 
 pub use fewshot_core as core;

@@ -1,0 +1,605 @@
+//! The device loop: button, camera, encoder, gallery, relay, LED and storage.
+//!
+//! One body of code for the board, the simulator and the tests: the pins are
+//! embedded-hal 1.0 traits (`InputPin` button, `OutputPin` relay and LED,
+//! `DelayNs`), and time, camera, storage and logging are this crate's small
+//! traits ([`Clock`], [`Camera`], [`Storage`], [`EventSink`]).
+//!
+//! Each [`Door::poll`]:
+//! 1. samples the button (debounced, see [`crate::button`]); a release acts by
+//!    the press's length: short enrolls from the next `enroll_shots` frames,
+//!    long deletes the last enrolled identity, very long erases everyone (the
+//!    LED blinks three times as soon as the press is long enough, so the
+//!    person holding it knows that letting go now erases everyone);
+//! 2. takes at most one frame from the camera: while enrolling it becomes a
+//!    shot; during a cool-down it is ignored; otherwise it is preprocessed with
+//!    the model's recipe, embedded, matched to the nearest prototype and
+//!    decided by the open-set rule (distance at most `threshold`, and margin
+//!    to the runner-up at least `min_margin`). A match pulses the relay for
+//!    `open_ms`; an unknown face keeps it shut, and after `max_rejections`
+//!    refusals in a row frames are ignored for `cooldown_ms`.
+//!
+//! **Enrollment agreement rule.** With shots `x_1..x_K`, each shot's distance
+//! (the model's distance) to the mean of the other shots must be at most
+//! `enroll_spread` (default: the open-set threshold), i.e. each shot would be
+//! let in by a prototype made of the others. For K = 2 that is
+//! `d(x_1, x_2) <= threshold`. Otherwise nothing is enrolled
+//! ([`Event::EnrollRefused`]). With K = 1 there is nothing to compare.
+//!
+//! Every change to the gallery is stored before it counts: when the save
+//! fails the gallery in memory goes back to what is stored and an
+//! [`Event::Error`] says so.
+
+use embedded_hal::delay::DelayNs;
+use embedded_hal::digital::{InputPin, OutputPin};
+use fewshot_core::prototype::mean_into;
+use fewshot_core::store;
+use fewshot_core::{Distance, Frame, Gallery, OpenSet};
+
+use crate::button::{ButtonEvent, Debouncer, PressKind, PressTimes};
+use crate::camera::{Camera, OwnedFrame};
+use crate::clock::Clock;
+use crate::encoder::{EncoderError, OnnxEncoder};
+use crate::events::{Event, EventSink};
+use crate::storage::Storage;
+
+/// Most identities a door holds.
+pub const CAPACITY: usize = 64;
+
+/// Embedding sizes a door can be built for (the gallery's size is fixed at
+/// compile time; the model's metadata picks one of these at run time).
+pub const SUPPORTED_DIMS: [usize; 7] = [8, 16, 32, 64, 128, 256, 512];
+
+/// The door's gallery for `DIM`-dimensional embeddings.
+pub type DoorGallery<const DIM: usize> = Gallery<CAPACITY, DIM>;
+
+/// Turns a camera frame into an embedding.
+pub trait Encoder {
+    /// Embedding size.
+    fn dim(&self) -> usize;
+    /// Preprocesses and embeds one frame.
+    fn embed_frame(&mut self, frame: &Frame<'_>) -> Result<Vec<f32>, EncoderError>;
+}
+
+impl Encoder for OnnxEncoder {
+    fn dim(&self) -> usize {
+        OnnxEncoder::dim(self)
+    }
+
+    fn embed_frame(&mut self, frame: &Frame<'_>) -> Result<Vec<f32>, EncoderError> {
+        OnnxEncoder::embed_frame(self, frame)
+    }
+}
+
+/// Everything tunable about the door. Times in milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The model's distance.
+    pub distance: Distance,
+    /// Largest distance to a prototype that opens the door.
+    pub threshold: f32,
+    /// Smallest margin to the runner-up prototype that opens the door (0: off).
+    pub min_margin: f32,
+    /// How long the relay is pulsed.
+    pub open_ms: u32,
+    /// Frames an enrollment takes (K).
+    pub enroll_shots: usize,
+    /// Largest distance of a shot to the mean of the others; `None`: `threshold`.
+    pub enroll_spread: Option<f32>,
+    /// An enrollment not complete after this long is abandoned.
+    pub enroll_timeout_ms: u64,
+    /// Button timing.
+    pub press: PressTimes,
+    /// The button reads low when pressed.
+    pub button_active_low: bool,
+    /// Refusals in a row that start a cool-down.
+    pub max_rejections: u32,
+    /// How long frames are ignored after `max_rejections` refusals.
+    pub cooldown_ms: u64,
+    /// The camera's resolution: frames of any other size are errors. `None`:
+    /// any size (the recipe resizes).
+    pub frame_size: Option<(usize, usize)>,
+}
+
+impl Config {
+    /// Defaults around a model's distance and threshold: relay 3 s, K = 2,
+    /// enrollment within 10 s, debounce 30 ms, long press 1.5 s, erase 5 s,
+    /// cool-down of 30 s after 5 refusals in a row.
+    pub fn new(distance: Distance, threshold: f32) -> Self {
+        Config {
+            distance,
+            threshold,
+            min_margin: 0.0,
+            open_ms: 3000,
+            enroll_shots: 2,
+            enroll_spread: None,
+            enroll_timeout_ms: 10_000,
+            press: PressTimes {
+                debounce_ms: 30,
+                long_ms: 1500,
+                erase_ms: 5000,
+            },
+            button_active_low: false,
+            max_rejections: 5,
+            cooldown_ms: 30_000,
+            frame_size: None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), DoorError> {
+        let bad = |m: &str| Err(DoorError::Config(m.into()));
+        if !self.threshold.is_finite() {
+            return bad("threshold must be a finite number");
+        }
+        if self.enroll_spread.is_some_and(|s| !s.is_finite()) {
+            return bad("enrollment spread must be a finite number");
+        }
+        if self.enroll_shots == 0 {
+            return bad("enrollment needs at least one frame");
+        }
+        if !(self.press.debounce_ms < self.press.long_ms
+            && self.press.long_ms < self.press.erase_ms)
+        {
+            return bad("press times must grow: debounce < long < erase");
+        }
+        if self.max_rejections == 0 {
+            return bad("max rejections must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// The pins and time of a door.
+#[derive(Debug)]
+pub struct Io<B, R, L, D, C> {
+    /// The enrollment button.
+    pub button: B,
+    /// The lock relay: high opens.
+    pub relay: R,
+    /// The status LED: high is on.
+    pub led: L,
+    /// Waiting (relay pulses, LED patterns).
+    pub delay: D,
+    /// Time.
+    pub clock: C,
+}
+
+/// Errors that stop the door.
+#[derive(Debug, thiserror::Error)]
+pub enum DoorError {
+    /// A pin failed.
+    #[error("GPIO {pin}: {message}")]
+    Pin {
+        /// Which pin.
+        pin: &'static str,
+        /// The driver's error.
+        message: String,
+    },
+    /// The storage could not be read at boot, or a corrupt gallery could not be set aside.
+    #[error("gallery storage: {0}")]
+    Storage(String),
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+fn pin_err<E: core::fmt::Debug>(pin: &'static str) -> impl FnOnce(E) -> DoorError {
+    move |e| DoorError::Pin {
+        pin,
+        message: format!("{e:?}"),
+    }
+}
+
+#[derive(Debug)]
+enum Mode {
+    Watching,
+    Enrolling { shots: Vec<Vec<f32>>, since_ms: u64 },
+}
+
+/// The door (see the module documentation).
+pub struct Door<const DIM: usize, E, B, R, L, D, C, Cam, S, K> {
+    encoder: E,
+    io: Io<B, R, L, D, C>,
+    camera: Cam,
+    storage: S,
+    sink: K,
+    config: Config,
+    gallery: Box<DoorGallery<DIM>>,
+    generation: u32,
+    button: Debouncer,
+    erase_armed: bool,
+    mode: Mode,
+    rejections: u32,
+    cooldown_until: Option<u64>,
+}
+
+impl<const DIM: usize, E, B, R, L, D, C, Cam, S, K> Door<DIM, E, B, R, L, D, C, Cam, S, K>
+where
+    E: Encoder,
+    B: InputPin,
+    R: OutputPin,
+    L: OutputPin,
+    D: DelayNs,
+    C: Clock,
+    Cam: Camera,
+    S: Storage,
+    K: EventSink,
+{
+    /// Starts the door: relay and LED off, the gallery loaded from `storage`.
+    /// A stored gallery that does not decode (corrupt, or made for another
+    /// embedding size) is set aside and the door starts with an empty
+    /// gallery, reporting [`Event::GalleryCorrupt`].
+    pub fn boot(
+        encoder: E,
+        mut io: Io<B, R, L, D, C>,
+        camera: Cam,
+        mut storage: S,
+        mut sink: K,
+        config: Config,
+    ) -> Result<Self, DoorError> {
+        config.validate()?;
+        if encoder.dim() != DIM {
+            return Err(DoorError::Config(format!(
+                "the encoder makes {}-d embeddings, this door is built for {DIM}",
+                encoder.dim()
+            )));
+        }
+        io.relay.set_low().map_err(pin_err("relay"))?;
+        io.led.set_low().map_err(pin_err("led"))?;
+        let mut gallery = Box::new(DoorGallery::<DIM>::new());
+        let mut generation = 0;
+        let loaded = storage
+            .load()
+            .map_err(|e| DoorError::Storage(e.to_string()))?;
+        if let Some(bytes) = loaded {
+            match store::decode::<CAPACITY, DIM>(&bytes) {
+                Ok(stored) => {
+                    *gallery = stored.gallery;
+                    generation = stored.generation;
+                }
+                Err(e) => {
+                    let kept_at = storage
+                        .set_aside()
+                        .map_err(|e| DoorError::Storage(e.to_string()))?;
+                    sink.emit(
+                        io.clock.now_ms(),
+                        &Event::GalleryCorrupt {
+                            message: e.to_string(),
+                            kept_at,
+                        },
+                    );
+                }
+            }
+        }
+        sink.emit(
+            io.clock.now_ms(),
+            &Event::Booted {
+                identities: gallery.len(),
+                threshold: config.threshold,
+                distance: config.distance.name(),
+            },
+        );
+        Ok(Door {
+            encoder,
+            io,
+            camera,
+            storage,
+            sink,
+            button: Debouncer::new(config.press.debounce_ms),
+            config,
+            gallery,
+            generation,
+            erase_armed: false,
+            mode: Mode::Watching,
+            rejections: 0,
+            cooldown_until: None,
+        })
+    }
+
+    /// One turn of the loop: the button, then at most one camera frame.
+    pub fn poll(&mut self) -> Result<(), DoorError> {
+        let now = self.io.clock.now_ms();
+        let level = self.io.button.is_high().map_err(pin_err("button"))?;
+        let pressed = level != self.config.button_active_low;
+        match self.button.sample(now, pressed) {
+            Some(ButtonEvent::Pressed) => self.erase_armed = false,
+            Some(ButtonEvent::Released { held_ms }) => self.on_press(held_ms)?,
+            None => {}
+        }
+        if let Some(held) = self.button.held_ms(now) {
+            if held >= self.config.press.erase_ms && !self.erase_armed {
+                self.erase_armed = true;
+                self.blink(3, 150)?;
+                self.emit(Event::EraseArmed);
+            }
+        }
+        if let Mode::Enrolling { since_ms, .. } = self.mode {
+            if now.saturating_sub(since_ms) > self.config.enroll_timeout_ms {
+                self.mode = Mode::Watching;
+                self.io.led.set_low().map_err(pin_err("led"))?;
+                self.emit(Event::EnrollTimedOut);
+            }
+        }
+        match self.camera.capture() {
+            Ok(Some(frame)) => self.on_frame(&frame)?,
+            Ok(None) => {}
+            Err(e) => self.emit(Event::Error {
+                message: format!("camera: {e}"),
+            }),
+        }
+        Ok(())
+    }
+
+    /// The enrolled identities.
+    pub fn gallery(&self) -> &DoorGallery<DIM> {
+        &self.gallery
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Reports an event that happened outside the loop (a bad image file in
+    /// the simulator, say) through the door's sink.
+    pub fn report(&mut self, event: Event) {
+        self.emit(event);
+    }
+
+    /// Whether the door is waiting for enrollment frames.
+    pub fn is_enrolling(&self) -> bool {
+        matches!(self.mode, Mode::Enrolling { .. })
+    }
+
+    /// Stops the door and hands back its parts (to restart on the same storage).
+    pub fn into_parts(self) -> (E, Io<B, R, L, D, C>, Cam, S, K) {
+        (self.encoder, self.io, self.camera, self.storage, self.sink)
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.sink.emit(self.io.clock.now_ms(), &event);
+    }
+
+    fn blink(&mut self, times: u32, ms: u32) -> Result<(), DoorError> {
+        for _ in 0..times {
+            self.io.led.set_high().map_err(pin_err("led"))?;
+            self.io.delay.delay_ms(ms);
+            self.io.led.set_low().map_err(pin_err("led"))?;
+            self.io.delay.delay_ms(ms);
+        }
+        Ok(())
+    }
+
+    fn on_press(&mut self, held_ms: u64) -> Result<(), DoorError> {
+        match self.config.press.kind(held_ms) {
+            PressKind::Short => {
+                self.mode = Mode::Enrolling {
+                    shots: Vec::new(),
+                    since_ms: self.io.clock.now_ms(),
+                };
+                self.io.led.set_high().map_err(pin_err("led"))?;
+                self.emit(Event::EnrollStarted {
+                    frames: self.config.enroll_shots,
+                });
+            }
+            PressKind::Long => {
+                self.leave_enrollment()?;
+                match self
+                    .gallery
+                    .iter()
+                    .last()
+                    .map(|i| (i.id, i.name.to_string()))
+                {
+                    None => self.emit(Event::NothingToDelete),
+                    Some((id, name)) => {
+                        if self.change(|g| drop(g.remove_last())) {
+                            self.emit(Event::Deleted { id, name });
+                        }
+                    }
+                }
+            }
+            PressKind::VeryLong => {
+                self.leave_enrollment()?;
+                let count = self.gallery.len();
+                if self.change(|g| g.clear()) {
+                    self.emit(Event::Erased { count });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn leave_enrollment(&mut self) -> Result<(), DoorError> {
+        if self.is_enrolling() {
+            self.mode = Mode::Watching;
+            self.io.led.set_low().map_err(pin_err("led"))?;
+        }
+        Ok(())
+    }
+
+    /// Applies `f` to the gallery and stores the result; on failure restores
+    /// the gallery, reports the error and returns false.
+    fn change(&mut self, f: impl FnOnce(&mut DoorGallery<DIM>)) -> bool {
+        let before = self.gallery.clone();
+        f(&mut self.gallery);
+        match self.persist() {
+            Ok(()) => true,
+            Err(message) => {
+                self.gallery = before;
+                self.emit(Event::Error {
+                    message: format!("gallery not stored, change undone: {message}"),
+                });
+                false
+            }
+        }
+    }
+
+    fn persist(&mut self) -> Result<(), String> {
+        let generation = self.generation.wrapping_add(1);
+        let mut bytes = vec![0u8; self.gallery.encoded_len()];
+        store::encode(&self.gallery, generation, &mut bytes).map_err(|e| e.to_string())?;
+        self.storage.save(&bytes).map_err(|e| e.to_string())?;
+        self.generation = generation;
+        Ok(())
+    }
+
+    fn embed(&mut self, frame: &OwnedFrame) -> Option<Vec<f32>> {
+        let result = frame
+            .as_frame()
+            .map_err(|e| format!("camera frame: {e}"))
+            .and_then(|f| match self.config.frame_size {
+                Some((w, h)) if (f.width, f.height) != (w, h) => Err(format!(
+                    "camera frame is {}x{}, the camera is set up for {w}x{h}",
+                    f.width, f.height
+                )),
+                _ => Ok(f),
+            })
+            .and_then(|f| self.encoder.embed_frame(&f).map_err(|e| e.to_string()))
+            .and_then(|e| {
+                if e.len() == DIM && e.iter().all(|v| v.is_finite()) {
+                    Ok(e)
+                } else {
+                    Err("the encoder's output is not a finite embedding of the right size".into())
+                }
+            });
+        match result {
+            Ok(e) => Some(e),
+            Err(message) => {
+                self.emit(Event::Error { message });
+                None
+            }
+        }
+    }
+
+    fn on_frame(&mut self, frame: &OwnedFrame) -> Result<(), DoorError> {
+        let now = self.io.clock.now_ms();
+        if !self.is_enrolling() {
+            if let Some(until) = self.cooldown_until {
+                if now < until {
+                    self.emit(Event::Ignored {
+                        remaining_ms: until - now,
+                    });
+                    return Ok(());
+                }
+                self.cooldown_until = None;
+            }
+        }
+        let Some(embedding) = self.embed(frame) else {
+            return Ok(());
+        };
+        if let Mode::Enrolling { shots, .. } = &mut self.mode {
+            shots.push(embedding);
+            if shots.len() >= self.config.enroll_shots {
+                let shots = std::mem::take(shots);
+                self.mode = Mode::Watching;
+                self.io.led.set_low().map_err(pin_err("led"))?;
+                self.finish_enrollment(&shots);
+            }
+            return Ok(());
+        }
+        let rule = OpenSet {
+            max_distance: self.config.threshold,
+            min_margin: self.config.min_margin,
+        };
+        match self
+            .gallery
+            .identify(&embedding, self.config.distance, &rule)
+        {
+            Err(e) => self.emit(Event::Error {
+                message: format!("matching: {e}"),
+            }),
+            Ok((Some(id), decision)) => {
+                let distance = match decision {
+                    fewshot_core::Decision::Known(n) => n.distance,
+                    fewshot_core::Decision::Unknown(_) => f32::NAN,
+                };
+                let name = self
+                    .gallery
+                    .get(id)
+                    .map(|i| i.name.to_string())
+                    .unwrap_or_default();
+                self.rejections = 0;
+                self.emit(Event::Opened { id, name, distance });
+                self.io.relay.set_high().map_err(pin_err("relay"))?;
+                self.io.delay.delay_ms(self.config.open_ms);
+                self.io.relay.set_low().map_err(pin_err("relay"))?;
+            }
+            Ok((None, decision)) => {
+                let distance = match decision {
+                    fewshot_core::Decision::Unknown(n) => n.map(|n| n.distance),
+                    fewshot_core::Decision::Known(n) => Some(n.distance),
+                };
+                self.emit(Event::Refused { distance });
+                self.rejections += 1;
+                if self.rejections >= self.config.max_rejections {
+                    self.emit(Event::CoolDown {
+                        rejections: self.rejections,
+                        for_ms: self.config.cooldown_ms,
+                    });
+                    self.rejections = 0;
+                    self.cooldown_until = Some(now.saturating_add(self.config.cooldown_ms));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_enrollment(&mut self, shots: &[Vec<f32>]) {
+        let spread = self.spread(shots);
+        let limit = self.config.enroll_spread.unwrap_or(self.config.threshold);
+        if !(spread <= limit) {
+            self.emit(Event::EnrollRefused { spread, limit });
+            return;
+        }
+        let name = format!("person-{}", self.gallery.next_id());
+        let mut outcome = Ok(0);
+        let stored = self.change(|g| {
+            outcome = g.enroll(&name, &shots[0]).and_then(|id| {
+                shots[1..]
+                    .iter()
+                    .try_for_each(|s| g.add_shot(id, s))
+                    .map(|()| id)
+            });
+        });
+        match outcome {
+            Ok(id) if stored => self.emit(Event::Enrolled {
+                id,
+                name,
+                shots: shots.len(),
+            }),
+            Ok(_) => {}
+            Err(e) => {
+                // The failed enrollment was stored as a no-op; nothing to undo.
+                self.emit(Event::Error {
+                    message: format!("enrollment: {e}"),
+                })
+            }
+        }
+    }
+
+    /// Largest distance of a shot to the mean of the other shots (0 for one shot).
+    fn spread(&self, shots: &[Vec<f32>]) -> f32 {
+        if shots.len() < 2 {
+            return 0.0;
+        }
+        let mut worst = 0.0f32;
+        let mut mean = [0.0f32; DIM];
+        for (i, shot) in shots.iter().enumerate() {
+            let others = shots
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, s)| &s[..]);
+            if mean_into(others, &mut mean).is_err() {
+                return f32::INFINITY;
+            }
+            let d = self.config.distance.between(shot, &mean);
+            worst = if d.is_nan() {
+                f32::INFINITY
+            } else {
+                worst.max(d)
+            };
+        }
+        worst
+    }
+}

@@ -1,0 +1,366 @@
+//! What the door reports, and where reports go: readable lines, JSON lines,
+//! a recorder for tests, or `defmt` (feature `defmt`).
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::rc::Rc;
+
+use serde_json::{json, Value};
+
+/// One thing the door did or noticed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The door started: identities loaded, the open-set threshold in force.
+    Booted {
+        /// Identities in the gallery.
+        identities: usize,
+        /// Largest accepted distance.
+        threshold: f32,
+        /// Distance name (`l2`, `cosine`, `dot`).
+        distance: &'static str,
+    },
+    /// The stored gallery was unreadable: it was moved aside and the door
+    /// starts locked with an empty gallery.
+    GalleryCorrupt {
+        /// Why it could not be read.
+        message: String,
+        /// Where the bad bytes were kept.
+        kept_at: String,
+    },
+    /// A short press: the next frames enroll a new identity.
+    EnrollStarted {
+        /// Frames that will be taken.
+        frames: usize,
+    },
+    /// A new identity was enrolled and stored.
+    Enrolled {
+        /// Its id.
+        id: u32,
+        /// Its name.
+        name: String,
+        /// Frames averaged into its prototype.
+        shots: usize,
+    },
+    /// The enrollment frames disagreed too much with each other; nothing stored.
+    EnrollRefused {
+        /// Largest distance of a shot to the mean of the others.
+        spread: f32,
+        /// The largest allowed.
+        limit: f32,
+    },
+    /// The enrollment frames did not arrive in time; nothing stored.
+    EnrollTimedOut,
+    /// An identity was deleted (long press) and the gallery stored.
+    Deleted {
+        /// Its id.
+        id: u32,
+        /// Its name.
+        name: String,
+    },
+    /// A long press with nobody enrolled.
+    NothingToDelete,
+    /// The button has been held long enough to erase everything on release;
+    /// the LED showed the confirmation pattern.
+    EraseArmed,
+    /// Every identity was erased (very long press) and the gallery stored.
+    Erased {
+        /// How many identities were removed.
+        count: usize,
+    },
+    /// A known identity: the relay was pulsed.
+    Opened {
+        /// Its id.
+        id: u32,
+        /// Its name.
+        name: String,
+        /// Distance of the frame to its prototype.
+        distance: f32,
+    },
+    /// Nobody known: the door stays shut. `None` when nobody is enrolled.
+    Refused {
+        /// Distance to the nearest prototype.
+        distance: Option<f32>,
+    },
+    /// Too many refusals in a row: frames are ignored for a while.
+    CoolDown {
+        /// Refusals in a row that triggered it.
+        rejections: u32,
+        /// How long frames are ignored, in milliseconds.
+        for_ms: u64,
+    },
+    /// A frame was ignored during the cool-down.
+    Ignored {
+        /// Milliseconds of cool-down left.
+        remaining_ms: u64,
+    },
+    /// Something went wrong; the door carries on, shut.
+    Error {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl Event {
+    /// The event's name, as in the JSON `event` field.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::Booted { .. } => "booted",
+            Event::GalleryCorrupt { .. } => "gallery_corrupt",
+            Event::EnrollStarted { .. } => "enroll_started",
+            Event::Enrolled { .. } => "enrolled",
+            Event::EnrollRefused { .. } => "enroll_refused",
+            Event::EnrollTimedOut => "enroll_timed_out",
+            Event::Deleted { .. } => "deleted",
+            Event::NothingToDelete => "nothing_to_delete",
+            Event::EraseArmed => "erase_armed",
+            Event::Erased { .. } => "erased",
+            Event::Opened { .. } => "opened",
+            Event::Refused { .. } => "refused",
+            Event::CoolDown { .. } => "cool_down",
+            Event::Ignored { .. } => "ignored",
+            Event::Error { .. } => "error",
+        }
+    }
+
+    /// The event as one JSON object: `{"event": name, "t_ms": at_ms, ...fields}`.
+    pub fn to_json(&self, at_ms: u64) -> Value {
+        let mut v = match self {
+            Event::Booted {
+                identities,
+                threshold,
+                distance,
+            } => json!({"identities": identities, "threshold": threshold, "distance": distance}),
+            Event::GalleryCorrupt { message, kept_at } => {
+                json!({"message": message, "kept_at": kept_at})
+            }
+            Event::EnrollStarted { frames } => json!({ "frames": frames }),
+            Event::Enrolled { id, name, shots } => json!({"id": id, "name": name, "shots": shots}),
+            Event::EnrollRefused { spread, limit } => json!({"spread": spread, "limit": limit}),
+            Event::Deleted { id, name } => json!({"id": id, "name": name}),
+            Event::Erased { count } => json!({ "count": count }),
+            Event::Opened { id, name, distance } => {
+                json!({"id": id, "name": name, "distance": distance})
+            }
+            Event::Refused { distance } => json!({ "distance": distance }),
+            Event::CoolDown { rejections, for_ms } => {
+                json!({"rejections": rejections, "for_ms": for_ms})
+            }
+            Event::Ignored { remaining_ms } => json!({ "remaining_ms": remaining_ms }),
+            Event::Error { message } => json!({ "message": message }),
+            Event::EnrollTimedOut | Event::NothingToDelete | Event::EraseArmed => json!({}),
+        };
+        let fields = v.as_object_mut().map(std::mem::take).unwrap_or_default();
+        let mut out = serde_json::Map::new();
+        out.insert("event".into(), self.name().into());
+        out.insert("t_ms".into(), at_ms.into());
+        out.extend(fields);
+        Value::Object(out)
+    }
+
+    /// The event as a readable line (without the time).
+    pub fn describe(&self) -> String {
+        match self {
+            Event::Booted {
+                identities,
+                threshold,
+                distance,
+            } => format!(
+                "booted: {identities} identities enrolled, {distance} distance, threshold {threshold}"
+            ),
+            Event::GalleryCorrupt { message, kept_at } => format!(
+                "stored gallery unreadable ({message}); kept at {kept_at}; starting locked with an empty gallery"
+            ),
+            Event::EnrollStarted { frames } => {
+                format!("enrolling: look at the camera ({frames} frames)")
+            }
+            Event::Enrolled { id, name, shots } => {
+                format!("enrolled {name} (id {id}) from {shots} frames")
+            }
+            Event::EnrollRefused { spread, limit } => format!(
+                "enrollment refused: the frames disagree (spread {spread:.4} > {limit:.4}); nothing stored"
+            ),
+            Event::EnrollTimedOut => "enrollment timed out; nothing stored".into(),
+            Event::Deleted { id, name } => format!("deleted {name} (id {id})"),
+            Event::NothingToDelete => "nothing to delete".into(),
+            Event::EraseArmed => "release now to erase everyone".into(),
+            Event::Erased { count } => format!("erased all {count} identities"),
+            Event::Opened { id, name, distance } => {
+                format!("opened for {name} (id {id}), distance {distance:.4}")
+            }
+            Event::Refused {
+                distance: Some(d),
+            } => format!("refused: unknown, nearest distance {d:.4}"),
+            Event::Refused { distance: None } => "refused: nobody is enrolled".into(),
+            Event::CoolDown {
+                rejections,
+                for_ms,
+            } => format!("{rejections} refusals in a row: ignoring frames for {for_ms} ms"),
+            Event::Ignored { remaining_ms } => {
+                format!("frame ignored: cool-down, {remaining_ms} ms left")
+            }
+            Event::Error { message } => format!("error: {message}"),
+        }
+    }
+}
+
+/// Where the door's events go.
+pub trait EventSink {
+    /// Reports `event`, which happened at `at_ms` on the door's clock.
+    fn emit(&mut self, at_ms: u64, event: &Event);
+}
+
+/// Writes each event as one line: readable text or one JSON object.
+/// Write errors (a closed pipe) are ignored: logging never stops the door.
+#[derive(Debug)]
+pub struct LineSink<W: Write> {
+    out: W,
+    json: bool,
+}
+
+impl<W: Write> LineSink<W> {
+    /// Lines to `out`, JSON when `json`.
+    pub fn new(out: W, json: bool) -> Self {
+        LineSink { out, json }
+    }
+}
+
+impl<W: Write> EventSink for LineSink<W> {
+    fn emit(&mut self, at_ms: u64, event: &Event) {
+        let _ = if self.json {
+            writeln!(self.out, "{}", event.to_json(at_ms))
+        } else {
+            writeln!(
+                self.out,
+                "[{:>5}.{:03} s] {}",
+                at_ms / 1000,
+                at_ms % 1000,
+                event.describe()
+            )
+        };
+        let _ = self.out.flush();
+    }
+}
+
+/// Keeps every event with its time; clones share the record (for tests).
+#[derive(Debug, Clone, Default)]
+pub struct Recorder {
+    events: Rc<RefCell<Vec<(u64, Event)>>>,
+}
+
+impl Recorder {
+    /// An empty record.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Removes and returns the events recorded so far.
+    pub fn take(&self) -> Vec<Event> {
+        self.events.borrow_mut().drain(..).map(|(_, e)| e).collect()
+    }
+
+    /// The events recorded so far, with their times.
+    pub fn all(&self) -> Vec<(u64, Event)> {
+        self.events.borrow().clone()
+    }
+}
+
+impl EventSink for Recorder {
+    fn emit(&mut self, at_ms: u64, event: &Event) {
+        self.events.borrow_mut().push((at_ms, event.clone()));
+    }
+}
+
+/// Sends both to two sinks.
+impl<A: EventSink, B: EventSink> EventSink for (A, B) {
+    fn emit(&mut self, at_ms: u64, event: &Event) {
+        self.0.emit(at_ms, event);
+        self.1.emit(at_ms, event);
+    }
+}
+
+/// Logs events through `defmt` (the final binary provides the global logger).
+#[cfg(feature = "defmt")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefmtSink;
+
+#[cfg(feature = "defmt")]
+impl EventSink for DefmtSink {
+    fn emit(&mut self, at_ms: u64, event: &Event) {
+        match event {
+            Event::Opened { id, distance, .. } => {
+                defmt::info!(
+                    "t={=u64} opened id={=u32} distance={=f32}",
+                    at_ms,
+                    id,
+                    distance
+                )
+            }
+            Event::Refused { distance } => {
+                defmt::info!("t={=u64} refused distance={}", at_ms, distance)
+            }
+            Event::Enrolled { id, shots, .. } => {
+                defmt::info!(
+                    "t={=u64} enrolled id={=u32} shots={=usize}",
+                    at_ms,
+                    id,
+                    shots
+                )
+            }
+            Event::Deleted { id, .. } => defmt::info!("t={=u64} deleted id={=u32}", at_ms, id),
+            Event::Error { message } => defmt::error!("t={=u64} error {=str}", at_ms, message),
+            Event::GalleryCorrupt { message, .. } => {
+                defmt::error!("t={=u64} gallery corrupt: {=str}", at_ms, message)
+            }
+            other => defmt::info!("t={=u64} {=str}", at_ms, other.name()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_carry_the_event_name_time_and_fields() {
+        let mut out = Vec::new();
+        let mut sink = LineSink::new(&mut out, true);
+        sink.emit(
+            1234,
+            &Event::Opened {
+                id: 3,
+                name: "person-3".into(),
+                distance: 0.5,
+            },
+        );
+        sink.emit(1300, &Event::Refused { distance: None });
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            lines[0],
+            json!({"event": "opened", "t_ms": 1234, "id": 3, "name": "person-3", "distance": 0.5})
+        );
+        assert_eq!(
+            lines[1],
+            json!({"event": "refused", "t_ms": 1300, "distance": null})
+        );
+    }
+
+    #[test]
+    fn text_lines_are_readable() {
+        let mut out = Vec::new();
+        LineSink::new(&mut out, false).emit(
+            61_005,
+            &Event::Deleted {
+                id: 2,
+                name: "x".into(),
+            },
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[   61.005 s] deleted x (id 2)\n"
+        );
+    }
+}

@@ -1,0 +1,44 @@
+//! Helpers shared by the firmware's integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use fewshot_firmware::camera::{load_image, OwnedFrame};
+
+/// The data folder: `FEWSHOT_DATA`, else `../shared/data` beside the repo.
+/// Fails, saying where it looked, when it is missing.
+pub fn data_dir() -> PathBuf {
+    let d = std::env::var_os("FEWSHOT_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    assert!(
+        d.join("MANIFEST.sha256").is_file(),
+        "test data not found at {} (set FEWSHOT_DATA)",
+        d.display()
+    );
+    d
+}
+
+/// The committed Omniglot model.
+pub fn model_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/omniglot-protonet.onnx")
+}
+
+/// Image `n` (1-20) of a Sanskrit character in `images_background_small2`
+/// (not among the committed model's training classes).
+pub fn sanskrit(character: u32, n: u32) -> PathBuf {
+    let dir = data_dir().join(format!(
+        "omniglot/images_background_small2/Sanskrit/character{character:02}"
+    ));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files[n as usize - 1].clone()
+}
+
+/// An image as a camera frame.
+pub fn frame(path: &std::path::Path) -> OwnedFrame {
+    load_image(path).unwrap_or_else(|e| panic!("{e}"))
+}
