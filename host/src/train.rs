@@ -10,17 +10,18 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use fewshot_core::{Distance, Recipe};
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::SeedableRng;
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::augment::{affine, rotate90, AffineRanges, Shape};
+use crate::augment::{affine, rotate90, AffineRanges, FaceAugment, Shape};
 use crate::data::{ClassSet, Layout, Tensors};
 use crate::embed::{check_shape, EmbedError, Embedder, Embeddings};
 use crate::episode::{ClassSplit, EpisodeSampler, EpisodeShape};
 use crate::eval::evaluate_episodes;
 use crate::nn::adam::Adam;
 use crate::nn::checkpoint::{self, ModelConfig, RecipeSpec};
+use crate::nn::cosface::CosFace;
 use crate::nn::encoder::{Encoder, EncoderConfig};
 use crate::nn::method::{EpisodeTensors, FewShotMethod, ProtoNet};
 use crate::plot::{line_chart_png, Series};
@@ -58,6 +59,29 @@ pub struct TrainConfig {
     pub distance: String,
     /// Seed of the split, the initialisation and the episode stream.
     pub seed: u64,
+}
+
+/// CosFace pre-training: batches of labelled images over every training
+/// identity instead of episodes (`episodes` then counts batches).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CosFaceConfig {
+    /// Images per batch.
+    pub batch: usize,
+    /// Scale `s` of the logits.
+    pub scale: f64,
+    /// Cosine margin `m`.
+    pub margin: f64,
+    /// Face augmentation of each training image, if any.
+    pub augment: Option<FaceAugment>,
+}
+
+/// What `run.json` holds: the shared settings and the objective's own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct RunConfig {
+    #[serde(flatten)]
+    base: TrainConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cosface: Option<CosFaceConfig>,
 }
 
 /// Progress saved with each checkpoint, for resuming.
@@ -236,6 +260,42 @@ pub fn train_protonet(
     stop: StopAt,
     progress: bool,
 ) -> anyhow::Result<TrainState> {
+    let run = RunConfig {
+        base: config.clone(),
+        cosface: None,
+    };
+    train(&run, out, resume, stop, progress)
+}
+
+/// Pre-trains the encoder as a CosFace classifier over the training classes
+/// (validated, checkpointed and resumed as [`train_protonet`]; validation
+/// uses episodes of `config.shape` on the held-out classes).
+pub fn train_cosface(
+    config: &TrainConfig,
+    cosface: &CosFaceConfig,
+    out: &Path,
+    resume: bool,
+    stop: StopAt,
+    progress: bool,
+) -> anyhow::Result<TrainState> {
+    if cosface.batch < 2 {
+        bail!("CosFace needs batches of at least 2 images");
+    }
+    let run = RunConfig {
+        base: config.clone(),
+        cosface: Some(cosface.clone()),
+    };
+    train(&run, out, resume, stop, progress)
+}
+
+fn train(
+    run: &RunConfig,
+    out: &Path,
+    resume: bool,
+    stop: StopAt,
+    progress: bool,
+) -> anyhow::Result<TrainState> {
+    let config = &run.base;
     let started = Instant::now();
     let files = RunFiles {
         dir: out.to_path_buf(),
@@ -248,12 +308,12 @@ pub fn train_protonet(
         width: recipe.width,
     };
     if resume {
-        let saved: TrainConfig = serde_json::from_slice(
+        let saved: RunConfig = serde_json::from_slice(
             &std::fs::read(files.config())
                 .with_context(|| format!("resuming: reading {}", files.config().display()))?,
         )
         .with_context(|| format!("resuming: {}", files.config().display()))?;
-        if &saved != config {
+        if &saved != run {
             bail!(
                 "resuming: the settings differ from those {} was started with; use the same flags or a new --out",
                 files.config().display()
@@ -267,7 +327,7 @@ pub fn train_protonet(
             );
         }
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        checkpoint::write_atomic(&files.config(), &serde_json::to_vec_pretty(config)?)?;
+        checkpoint::write_atomic(&files.config(), &serde_json::to_vec_pretty(run)?)?;
     }
 
     // Data: decode once, split classes, build the rotated banks.
@@ -283,8 +343,21 @@ pub fn train_protonet(
     let pick = |ids: &[usize]| ids.iter().map(|&c| rows[c].clone()).collect::<Vec<_>>();
     let train_bank = Bank::build(&tensors, &pick(&split.train), config.rotations, shape);
     let val_bank = Bank::build(&tensors, &pick(&split.val), config.rotations, shape);
-    let sampler = EpisodeSampler::new(&train_bank.classes, config.shape, None, config.seed)
-        .context("training episodes")?;
+    let sampler = match run.cosface {
+        None => Some(
+            EpisodeSampler::new(&train_bank.classes, config.shape, None, config.seed)
+                .context("training episodes")?,
+        ),
+        Some(_) => None,
+    };
+    // CosFace draws images uniformly; each knows its class.
+    let labels: Vec<u32> = train_bank
+        .classes
+        .iter()
+        .enumerate()
+        .flat_map(|(c, ids)| ids.iter().map(move |_| c as u32))
+        .collect();
+    let flat_ids: Vec<usize> = train_bank.classes.iter().flatten().copied().collect();
     let val_shape = EpisodeShape {
         k_way: config.shape.k_way.min(val_bank.classes.len()),
         ..config.shape
@@ -303,8 +376,18 @@ pub fn train_protonet(
     let mut varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let net = ProtoNet {
-        encoder: config.encoder.build(vb)?,
+        encoder: config.encoder.build(vb.clone())?,
         distance,
+    };
+    let head = match &run.cosface {
+        Some(c) => Some(CosFace::new(
+            train_bank.classes.len(),
+            config.encoder.dim(),
+            c.scale,
+            c.margin,
+            vb.pp("head"),
+        )?),
+        None => None,
     };
     crate::nn::init::seeded_init(&varmap, config.seed)?;
     let trainable: Vec<_> = varmap
@@ -345,7 +428,11 @@ pub fn train_protonet(
 
     let model_config = |state: &TrainState| ModelConfig {
         format: checkpoint::FORMAT,
-        method: "protonet".into(),
+        method: if run.cosface.is_some() {
+            "cosface".into()
+        } else {
+            "protonet".into()
+        },
         encoder: config.encoder,
         recipe: config.recipe,
         distance: config.distance.clone(),
@@ -385,20 +472,18 @@ pub fn train_protonet(
                 .lr_gamma
                 .powi((state.episode / config.lr_step.max(1)) as i32);
         adam.lr = lr;
-        let episode = sampler.episode(config.seed, state.episode as u64);
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed_a11e);
         rng.set_stream(state.episode as u64);
-        let mut gather = |ids: &[usize]| -> candle_core::Result<Tensor> {
+        let gather = |ids: &[usize], rng: &mut ChaCha8Rng| -> candle_core::Result<Tensor> {
             let mut data = Vec::with_capacity(ids.len() * per);
             for &i in ids {
-                match &config.affine {
-                    Some(ranges) => data.extend(affine(
-                        train_bank.row(i),
-                        shape,
-                        ranges.sample(&mut rng, shape.width),
-                        0.0,
-                    )),
-                    None => data.extend_from_slice(train_bank.row(i)),
+                let image = train_bank.row(i);
+                match (&config.affine, run.cosface.as_ref().and_then(|c| c.augment)) {
+                    (_, Some(face)) => data.extend(face.apply(rng, image, shape)),
+                    (Some(ranges), None) => {
+                        data.extend(affine(image, shape, ranges.sample(rng, shape.width), 0.0))
+                    }
+                    (None, None) => data.extend_from_slice(image),
                 }
             }
             Tensor::from_vec(
@@ -407,12 +492,27 @@ pub fn train_protonet(
                 &Device::Cpu,
             )
         };
-        let batch = EpisodeTensors {
-            support: gather(&episode.support)?,
-            query: gather(&episode.query)?,
-            shape: config.shape,
+        let (loss, acc) = match (&sampler, &head, &run.cosface) {
+            (Some(sampler), _, _) => {
+                let episode = sampler.episode(config.seed, state.episode as u64);
+                let batch = EpisodeTensors {
+                    support: gather(&episode.support, &mut rng)?,
+                    query: gather(&episode.query, &mut rng)?,
+                    shape: config.shape,
+                };
+                net.loss(&batch, true)?
+            }
+            (None, Some(head), Some(c)) => {
+                let picks: Vec<usize> = (0..c.batch)
+                    .map(|_| rng.random_range(0..flat_ids.len()))
+                    .collect();
+                let ids: Vec<usize> = picks.iter().map(|&p| flat_ids[p]).collect();
+                let y: Vec<u32> = picks.iter().map(|&p| labels[p]).collect();
+                let x = gather(&ids, &mut rng)?;
+                head.loss(&net.encoder.embed(&x, true)?, &y)?
+            }
+            _ => bail!("internal: no objective to train"),
         };
-        let (loss, acc) = net.loss(&batch, true)?;
         let loss_value = f64::from(loss.to_scalar::<f32>()?);
         if !loss_value.is_finite() {
             bail!(

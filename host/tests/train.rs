@@ -195,3 +195,46 @@ fn resuming_ends_where_an_uninterrupted_run_does() {
     .unwrap_err();
     assert!(err.to_string().contains("--resume"), "{err}");
 }
+
+/// CosFace pre-training on 12 Greek characters: the batch loss falls, the
+/// checkpoint says what trained it, and a resume with other settings is refused.
+#[test]
+fn cosface_loss_falls_and_resume_checks_its_settings() {
+    use fewshot_host::augment::FaceAugment;
+    use fewshot_host::train::{train_cosface, CosFaceConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    subset(&data, 12);
+    let out = tmp.path().join("run");
+    let mut cfg = config(&data, 120);
+    cfg.rotations = false;
+    let cosface = CosFaceConfig {
+        batch: 32,
+        scale: 10.0,
+        margin: 0.2,
+        augment: Some(FaceAugment {
+            max_shift: 1,
+            flip: false,
+            brightness: 0.0,
+            contrast: 0.0,
+        }),
+    };
+    let state = train_cosface(&cfg, &cosface, &out, false, StopAt::default(), false).unwrap();
+    assert_eq!(state.episode, 120);
+    let metrics = read_metrics(&RunFiles { dir: out.clone() }.metrics());
+    let losses: Vec<f64> = metrics.iter().filter_map(|m| m.loss).collect();
+    assert_eq!(losses.len(), 6);
+    assert!(
+        losses[5] < 0.5 * losses[0],
+        "CosFace loss should fall: {losses:?}"
+    );
+    let model = CandleEmbedder::load(&out.join("best.safetensors")).unwrap();
+    assert_eq!(model.config().method, "cosface");
+
+    let other = CosFaceConfig {
+        margin: 0.3,
+        ..cosface
+    };
+    let err = train_cosface(&cfg, &other, &out, true, StopAt::default(), false).unwrap_err();
+    assert!(err.to_string().contains("settings differ"), "{err}");
+}

@@ -6,9 +6,12 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use fewshot_core::Distance;
 use fewshot_host::augment::AffineRanges;
+use fewshot_host::augment::FaceAugment;
 use fewshot_host::episode::EpisodeShape;
 use fewshot_host::nn::encoder::EncoderConfig;
-use fewshot_host::train::{train_protonet, RunFiles, StopAt, TrainConfig};
+use fewshot_host::train::{
+    train_cosface, train_protonet, CosFaceConfig, RunFiles, StopAt, TrainConfig, TrainState,
+};
 
 use super::model::{Defaults, ModelArgs};
 
@@ -17,29 +20,76 @@ use super::model::{Defaults, ModelArgs};
 pub enum TrainCommand {
     /// Prototypical Networks (Snell et al., 2017): class-mean prototypes, softmax over negative distances.
     Protonet(ProtonetArgs),
+    /// CosFace (Wang et al., 2018) pre-training: a cosine-margin classifier over all training
+    /// classes (for faces: identities), validated on episodes of held-out classes.
+    Cosface(CosfaceArgs),
 }
 
 /// Arguments of `fewshot train protonet`.
 #[derive(Debug, Args)]
 pub struct ProtonetArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Do not add 90° rotations as new classes.
+    #[arg(long)]
+    no_rotations: bool,
+    /// Random affine distortions (±15° rotation, ±0.3 shear, ±20 % scale, ±10 % shift).
+    #[arg(long)]
+    affine: bool,
+}
+
+/// Arguments of `fewshot train cosface`. Defaults suit faces: LFW-devtrain,
+/// 64×64 grey centre crop, flips, shifts and brightness/contrast jitter.
+#[derive(Debug, Args)]
+pub struct CosfaceArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Images per training batch (--episodes counts batches).
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Scale s of the logits s·(cos − m).
+    #[arg(long, default_value_t = 30.0)]
+    scale: f64,
+    /// Cosine margin m.
+    #[arg(long, default_value_t = 0.35)]
+    margin: f64,
+    /// Train without augmentation.
+    #[arg(long)]
+    no_augment: bool,
+    /// Largest random shift in pixels.
+    #[arg(long, default_value_t = 4)]
+    max_shift: usize,
+    /// Largest brightness offset.
+    #[arg(long, default_value_t = 0.1)]
+    brightness: f32,
+    /// Largest relative contrast change.
+    #[arg(long, default_value_t = 0.2)]
+    contrast: f32,
+}
+
+/// Settings every training method shares.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
     /// Class folders to train on (validation classes are held out of them by --seed).
-    #[arg(long, default_value = "omniglot/images_background_small1")]
-    data: PathBuf,
+    /// [default: omniglot/images_background_small1 for protonet, faces/lfw-devtrain for cosface]
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// Output folder: checkpoints (best, last), metrics.jsonl, curve.png, run.json.
     #[arg(long)]
     out: PathBuf,
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
-    /// Classes per training episode.
-    #[arg(long, default_value_t = 20)]
-    k_way: usize,
-    /// Support images per class.
-    #[arg(long, default_value_t = 1)]
-    n_shot: usize,
-    /// Query images per class.
-    #[arg(long, default_value_t = 5)]
-    q_queries: usize,
+    /// Classes per episode (cosface: per validation episode) [default: 20]
+    #[arg(long)]
+    k_way: Option<usize>,
+    /// Support images per class [default: 1]
+    #[arg(long)]
+    n_shot: Option<usize>,
+    /// Query images per class [default: 5 for protonet, 1 for cosface, as most
+    /// LFW people have two images]
+    #[arg(long)]
+    q_queries: Option<usize>,
     /// Training episodes.
     #[arg(long, default_value_t = 20_000)]
     episodes: usize,
@@ -61,12 +111,6 @@ pub struct ProtonetArgs {
     /// Fraction of classes held out for validation.
     #[arg(long, default_value_t = 0.1)]
     val_fraction: f64,
-    /// Do not add 90° rotations as new classes.
-    #[arg(long)]
-    no_rotations: bool,
-    /// Random affine distortions (±15° rotation, ±0.3 shear, ±20 % scale, ±10 % shift).
-    #[arg(long)]
-    affine: bool,
     /// Channels of each Conv-4 block.
     #[arg(long, default_value_t = 64)]
     hidden: usize,
@@ -92,52 +136,114 @@ pub struct ProtonetArgs {
 /// Runs `fewshot train`.
 pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     match command {
-        TrainCommand::Protonet(args) => protonet(args),
+        TrainCommand::Protonet(args) => {
+            let config = args.common.config(
+                !args.no_rotations,
+                args.affine.then_some(AffineRanges::OMNIGLOT),
+                Defaults::Omniglot,
+            )?;
+            let stop = args.common.stop();
+            let state = train_protonet(
+                &config,
+                &args.common.out,
+                args.common.resume,
+                stop,
+                super::progress(),
+            )?;
+            report(&args.common, &config, &state)
+        }
+        TrainCommand::Cosface(args) => {
+            let config = args.common.config(false, None, Defaults::Faces)?;
+            let cosface = CosFaceConfig {
+                batch: args.batch,
+                scale: args.scale,
+                margin: args.margin,
+                augment: (!args.no_augment).then_some(FaceAugment {
+                    max_shift: args.max_shift,
+                    flip: true,
+                    brightness: args.brightness,
+                    contrast: args.contrast,
+                }),
+            };
+            let stop = args.common.stop();
+            let state = train_cosface(
+                &config,
+                &cosface,
+                &args.common.out,
+                args.common.resume,
+                stop,
+                super::progress(),
+            )?;
+            report(&args.common, &config, &state)
+        }
     }
 }
 
-fn protonet(args: ProtonetArgs) -> anyhow::Result<()> {
-    if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("setting --threads")?;
+impl CommonArgs {
+    /// The run's settings; sets the thread count.
+    fn config(
+        &self,
+        rotations: bool,
+        affine: Option<AffineRanges>,
+        defaults: Defaults,
+    ) -> anyhow::Result<TrainConfig> {
+        let args = self;
+        if let Some(n) = args.threads {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global()
+                .context("setting --threads")?;
+        }
+        let (default_data, default_q) = match defaults {
+            Defaults::Omniglot => ("omniglot/images_background_small1", 5),
+            Defaults::Faces => ("faces/lfw-devtrain", 1),
+        };
+        let data = args
+            .data
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(default_data));
+        let data = super::resolve(&data, "--data")?;
+        let recipe = args.input.recipe(defaults)?;
+        if recipe.width != recipe.height {
+            anyhow::bail!("Conv-4 training needs square inputs");
+        }
+        Ok(TrainConfig {
+            data: std::fs::canonicalize(&data).unwrap_or(data),
+            shape: EpisodeShape {
+                k_way: args.k_way.unwrap_or(20),
+                n_shot: args.n_shot.unwrap_or(1),
+                q_queries: args.q_queries.unwrap_or(default_q),
+            },
+            episodes: args.episodes,
+            lr: args.lr,
+            lr_step: args.lr_step,
+            lr_gamma: args.lr_gamma,
+            val_every: args.val_every.max(1),
+            val_episodes: args.val_episodes,
+            val_fraction: args.val_fraction,
+            rotations,
+            affine,
+            encoder: EncoderConfig::Conv4 {
+                in_channels: recipe.channels,
+                hidden: args.hidden,
+                input_size: recipe.width,
+            },
+            recipe: recipe.into(),
+            distance: args.distance.name().into(),
+            seed: args.seed,
+        })
     }
-    let data = super::resolve(&args.data, "--data")?;
-    let recipe = args.input.recipe(Defaults::Omniglot)?;
-    if recipe.width != recipe.height {
-        anyhow::bail!("Conv-4 training needs square inputs");
+
+    fn stop(&self) -> StopAt {
+        StopAt {
+            episode: self.stop_at,
+            seconds: self.max_minutes.map(|m| m * 60.0),
+        }
     }
-    let config = TrainConfig {
-        data: std::fs::canonicalize(&data).unwrap_or(data),
-        shape: EpisodeShape {
-            k_way: args.k_way,
-            n_shot: args.n_shot,
-            q_queries: args.q_queries,
-        },
-        episodes: args.episodes,
-        lr: args.lr,
-        lr_step: args.lr_step,
-        lr_gamma: args.lr_gamma,
-        val_every: args.val_every.max(1),
-        val_episodes: args.val_episodes,
-        val_fraction: args.val_fraction,
-        rotations: !args.no_rotations,
-        affine: args.affine.then_some(AffineRanges::OMNIGLOT),
-        encoder: EncoderConfig::Conv4 {
-            in_channels: recipe.channels,
-            hidden: args.hidden,
-            input_size: recipe.width,
-        },
-        recipe: recipe.into(),
-        distance: args.distance.name().into(),
-        seed: args.seed,
-    };
-    let stop = StopAt {
-        episode: args.stop_at,
-        seconds: args.max_minutes.map(|m| m * 60.0),
-    };
-    let state = train_protonet(&config, &args.out, args.resume, stop, super::progress())?;
+}
+
+/// Prints where the run stands and where its files are.
+fn report(args: &CommonArgs, config: &TrainConfig, state: &TrainState) -> anyhow::Result<()> {
     let files = RunFiles {
         dir: args.out.clone(),
     };

@@ -5,6 +5,7 @@ pub mod adam;
 pub mod block;
 pub mod checkpoint;
 pub mod conv;
+pub mod cosface;
 pub mod encoder;
 pub mod init;
 mod kernel;
