@@ -114,6 +114,30 @@ pub trait Fs {
     fn exists(&mut self, path: &Path) -> io::Result<bool>;
 }
 
+impl<F: Fs + ?Sized> Fs for &mut F {
+    fn read(&mut self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        (**self).read(path)
+    }
+    fn write(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        (**self).write(path, bytes)
+    }
+    fn sync_file(&mut self, path: &Path) -> io::Result<()> {
+        (**self).sync_file(path)
+    }
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        (**self).rename(from, to)
+    }
+    fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {
+        (**self).sync_dir(dir)
+    }
+    fn remove(&mut self, path: &Path) -> io::Result<()> {
+        (**self).remove(path)
+    }
+    fn exists(&mut self, path: &Path) -> io::Result<bool> {
+        (**self).exists(path)
+    }
+}
+
 /// The real file system.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StdFs;

@@ -1,0 +1,374 @@
+//! The door's rules with a stand-in encoder (the frame's pixels are the
+//! embedding), on simulated pins and time: enrollment agreement, presses,
+//! cool-down, storage failures, corrupt galleries and bad frames.
+use fewshot_firmware::camera::OwnedFrame;
+use fewshot_firmware::core::{store, Distance, Frame, Gallery, PixelFormat};
+use fewshot_firmware::door::{Config, Door, Encoder};
+use fewshot_firmware::encoder::EncoderError;
+use fewshot_firmware::events::{Event, Recorder};
+use fewshot_firmware::sim::{SimDoor, SimHardware};
+use fewshot_firmware::storage::{MemStorage, Storage};
+
+/// Embeds a 4×1 grey frame as its four pixel values.
+struct Pixels;
+
+impl Encoder for Pixels {
+    fn dim(&self) -> usize {
+        4
+    }
+    fn embed_frame(&mut self, frame: &Frame<'_>) -> Result<Vec<f32>, EncoderError> {
+        if frame.pixels.len() != 4 {
+            return Err(EncoderError::Input {
+                expected: 4,
+                found: frame.pixels.len(),
+            });
+        }
+        Ok(frame.pixels.iter().map(|&p| f32::from(p)).collect())
+    }
+}
+
+fn face(v: [u8; 4]) -> OwnedFrame {
+    OwnedFrame {
+        width: 4,
+        height: 1,
+        format: PixelFormat::Gray8,
+        pixels: v.to_vec(),
+    }
+}
+
+/// Squared l2 with threshold 10: frames within ~3 grey levels match.
+fn config() -> Config {
+    Config::new(Distance::L2, 10.0)
+}
+
+struct Rig<S: Storage> {
+    door: SimDoor<4, Pixels, S, Recorder>,
+    hw: SimHardware,
+    events: Recorder,
+}
+
+impl<S: Storage> Rig<S> {
+    fn boot(storage: S, config: Config) -> Self {
+        let hw = SimHardware::new();
+        let events = Recorder::new();
+        let door = Door::boot(
+            Pixels,
+            hw.io(),
+            hw.camera.clone(),
+            storage,
+            events.clone(),
+            config,
+        )
+        .unwrap();
+        events.take();
+        Rig { door, hw, events }
+    }
+
+    fn run_ms(&mut self, ms: u64) {
+        for _ in 0..ms / 10 {
+            self.door.poll().unwrap();
+            self.hw.clock.advance_ms(10);
+        }
+    }
+
+    fn press(&mut self, ms: u64) -> Vec<Event> {
+        self.hw.button.set(true);
+        self.run_ms(ms);
+        self.hw.button.set(false);
+        self.run_ms(50);
+        self.events.take()
+    }
+
+    fn show(&mut self, frame: OwnedFrame) -> Vec<Event> {
+        self.hw.camera.push(frame);
+        self.run_ms(10);
+        self.events.take()
+    }
+
+    fn enroll(&mut self, a: [u8; 4], b: [u8; 4]) -> Vec<Event> {
+        assert_eq!(self.press(100), vec![Event::EnrollStarted { frames: 2 }]);
+        assert!(self.hw.led.is_set_high(), "the LED is on while enrolling");
+        let mut events = self.show(face(a));
+        events.extend(self.show(face(b)));
+        assert!(!self.hw.led.is_set_high());
+        events
+    }
+}
+
+#[test]
+fn enrollment_refuses_frames_that_disagree_and_stores_nothing() {
+    let storage = MemStorage::new();
+    let mut rig = Rig::boot(storage.clone(), config());
+    // d = 4² = 16 > 10: refused.
+    assert_eq!(
+        rig.enroll([10, 10, 10, 10], [14, 10, 10, 10]),
+        vec![Event::EnrollRefused {
+            spread: 16.0,
+            limit: 10.0
+        }]
+    );
+    assert!(rig.door.gallery().is_empty());
+    assert_eq!(storage.saves(), 0);
+    // d = 3² = 9 <= 10: enrolled with the mean as prototype, and stored.
+    assert!(matches!(
+        &rig.enroll([10, 10, 10, 10], [13, 10, 10, 10])[..],
+        [Event::Enrolled {
+            id: 0,
+            shots: 2,
+            ..
+        }]
+    ));
+    assert_eq!(
+        rig.door.gallery().get(0).unwrap().prototype,
+        [11.5, 10.0, 10.0, 10.0]
+    );
+    let stored = store::decode::<64, 4>(&storage.bytes().unwrap()).unwrap();
+    assert_eq!(&stored.gallery, rig.door.gallery());
+}
+
+#[test]
+fn a_spread_limit_can_be_set_apart_from_the_threshold() {
+    let mut c = config();
+    c.enroll_spread = Some(20.0);
+    let mut rig = Rig::boot(MemStorage::new(), c);
+    assert!(matches!(
+        &rig.enroll([10, 10, 10, 10], [14, 10, 10, 10])[..],
+        [Event::Enrolled { .. }]
+    ));
+}
+
+#[test]
+fn presses_by_length_and_glitches() {
+    let storage = MemStorage::new();
+    let mut rig = Rig::boot(storage.clone(), config());
+    // A 20 ms glitch (under the 30 ms debounce) does nothing.
+    assert!(rig.press(20).is_empty());
+    assert!(!rig.door.is_enrolling());
+    rig.enroll([10, 10, 10, 10], [10, 10, 10, 11]);
+    rig.enroll([90, 90, 90, 90], [90, 90, 90, 91]);
+    assert_eq!(rig.door.gallery().len(), 2);
+    // Long press: the last one (id 1) goes.
+    assert_eq!(
+        rig.press(1600),
+        vec![Event::Deleted {
+            id: 1,
+            name: "person-1".into()
+        }]
+    );
+    // A very long press: the LED blinks three times once 5 s are reached,
+    // then everything is erased on release, and stored.
+    let blinks_before = rig.hw.led.rises();
+    let events = rig.press(5200);
+    assert_eq!(events, vec![Event::EraseArmed, Event::Erased { count: 1 }]);
+    assert_eq!(rig.hw.led.rises() - blinks_before, 3);
+    assert!(rig.door.gallery().is_empty());
+    let stored = store::decode::<64, 4>(&storage.bytes().unwrap()).unwrap();
+    assert!(stored.gallery.is_empty());
+    // Nothing left: a long press says so.
+    assert_eq!(rig.press(2000), vec![Event::NothingToDelete]);
+    // Ids are never reused.
+    rig.enroll([50, 50, 50, 50], [50, 50, 50, 50]);
+    assert_eq!(rig.door.gallery().iter().next().unwrap().id, 2);
+}
+
+#[test]
+fn an_enrollment_without_frames_times_out() {
+    let mut rig = Rig::boot(MemStorage::new(), config());
+    assert_eq!(rig.press(100), vec![Event::EnrollStarted { frames: 2 }]);
+    rig.show(face([1, 1, 1, 1]));
+    rig.run_ms(10_100);
+    assert_eq!(rig.events.take(), vec![Event::EnrollTimedOut]);
+    assert!(!rig.door.is_enrolling());
+    assert!(!rig.hw.led.is_set_high());
+    assert!(rig.door.gallery().is_empty());
+}
+
+#[test]
+fn matches_open_for_the_configured_time_and_strangers_start_a_cool_down() {
+    let mut rig = Rig::boot(MemStorage::new(), config());
+    rig.enroll([10, 10, 10, 10], [10, 10, 10, 10]);
+    let t0 = rig.hw.clock.clone();
+    let before = fewshot_firmware::clock::Clock::now_ms(&t0);
+    assert_eq!(
+        rig.show(face([12, 10, 10, 10])),
+        vec![Event::Opened {
+            id: 0,
+            name: "person-0".into(),
+            distance: 4.0
+        }]
+    );
+    assert_eq!(rig.hw.relay.rises(), 1);
+    assert!(!rig.hw.relay.is_set_high(), "the relay closes again");
+    assert!(fewshot_firmware::clock::Clock::now_ms(&t0) - before >= 3000);
+    // Four strangers, an open (which resets the count), then five strangers.
+    for _ in 0..4 {
+        assert_eq!(
+            rig.show(face([40, 10, 10, 10])),
+            vec![Event::Refused {
+                distance: Some(900.0)
+            }]
+        );
+    }
+    assert!(matches!(
+        &rig.show(face([10, 10, 10, 10]))[..],
+        [Event::Opened { .. }]
+    ));
+    for _ in 0..4 {
+        rig.show(face([40, 10, 10, 10]));
+    }
+    assert_eq!(
+        rig.show(face([40, 10, 10, 10])),
+        vec![
+            Event::Refused {
+                distance: Some(900.0)
+            },
+            Event::CoolDown {
+                rejections: 5,
+                for_ms: 30_000
+            }
+        ]
+    );
+    // During the cool-down even the enrolled face is ignored...
+    assert!(matches!(
+        &rig.show(face([10, 10, 10, 10]))[..],
+        [Event::Ignored { .. }]
+    ));
+    assert_eq!(rig.hw.relay.rises(), 2);
+    // ...and after it the door works again.
+    rig.run_ms(30_000);
+    assert!(matches!(
+        &rig.show(face([10, 10, 10, 10]))[..],
+        [Event::Opened { .. }]
+    ));
+}
+
+#[test]
+fn nobody_enrolled_is_a_refusal_without_a_distance() {
+    let mut rig = Rig::boot(MemStorage::new(), config());
+    assert_eq!(
+        rig.show(face([1, 2, 3, 4])),
+        vec![Event::Refused { distance: None }]
+    );
+    assert_eq!(rig.hw.relay.rises(), 0);
+}
+
+#[test]
+fn bad_frames_are_errors_that_keep_the_door_shut() {
+    let mut c = config();
+    c.frame_size = Some((4, 1));
+    let mut rig = Rig::boot(MemStorage::new(), c);
+    rig.enroll([10, 10, 10, 10], [10, 10, 10, 10]);
+    // A buffer that does not match the frame's size.
+    let mut short = face([10, 10, 10, 10]);
+    short.pixels.pop();
+    match &rig.show(short)[..] {
+        [Event::Error { message }] => assert!(message.contains("3 bytes, expected 4"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // A frame of another size than the camera's.
+    let big = OwnedFrame {
+        width: 2,
+        height: 2,
+        format: PixelFormat::Gray8,
+        pixels: vec![10; 4],
+    };
+    match &rig.show(big)[..] {
+        [Event::Error { message }] => assert!(message.contains("set up for 4x1"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rig.hw.relay.rises(), 0);
+    // Errors are not refusals: they do not count towards the cool-down.
+    assert!(matches!(
+        &rig.show(face([10, 10, 10, 10]))[..],
+        [Event::Opened { .. }]
+    ));
+}
+
+/// Storage whose saves fail.
+struct BrokenStorage;
+
+impl Storage for BrokenStorage {
+    type Error = &'static str;
+    fn load(&mut self) -> Result<Option<Vec<u8>>, Self::Error> {
+        Ok(None)
+    }
+    fn save(&mut self, _: &[u8]) -> Result<(), Self::Error> {
+        Err("disk full")
+    }
+    fn set_aside(&mut self) -> Result<String, Self::Error> {
+        Err("read-only")
+    }
+}
+
+#[test]
+fn a_failed_save_undoes_the_change() {
+    let mut rig = Rig::boot(BrokenStorage, config());
+    match &rig.enroll([10, 10, 10, 10], [10, 10, 10, 10])[..] {
+        [Event::Error { message }] => assert!(message.contains("disk full"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(rig.door.gallery().is_empty(), "not stored, so not enrolled");
+    assert_eq!(
+        rig.show(face([10, 10, 10, 10])),
+        vec![Event::Refused { distance: None }]
+    );
+}
+
+#[test]
+fn a_corrupt_gallery_is_set_aside_and_the_door_starts_empty_and_locked() {
+    let mut g = Gallery::<64, 4>::new();
+    g.enroll("ann", &[10.0; 4]).unwrap();
+    let mut good = vec![0; g.encoded_len()];
+    store::encode(&g, 7, &mut good).unwrap();
+    let mut flipped = good.clone();
+    flipped[30] ^= 0x40;
+    // A gallery of 8-d embeddings (another model) is as unusable here.
+    let mut other = vec![0; Gallery::<64, 8>::new().encoded_len()];
+    store::encode(&Gallery::<64, 8>::new(), 1, &mut other).unwrap();
+    for (bytes, why) in [
+        (flipped, "checksum"),
+        (b"not a gallery".to_vec(), "bytes"),
+        (other, "8-d"),
+    ] {
+        let storage = MemStorage::with_bytes(bytes.clone());
+        let hw = SimHardware::new();
+        let events = Recorder::new();
+        let door: SimDoor<4, _, _, _> = Door::boot(
+            Pixels,
+            hw.io(),
+            hw.camera.clone(),
+            storage.clone(),
+            events.clone(),
+            config(),
+        )
+        .unwrap();
+        let events = events.take();
+        match &events[..] {
+            [Event::GalleryCorrupt { message, kept_at }, Event::Booted { identities: 0, .. }] => {
+                assert!(message.contains(why), "{message}");
+                assert_eq!(kept_at, "memory slot 1");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(door.gallery().is_empty());
+        assert!(!hw.relay.is_set_high());
+        assert_eq!(
+            storage.set_aside_bytes(),
+            vec![bytes],
+            "kept for inspection"
+        );
+        assert_eq!(storage.bytes(), None);
+    }
+    // And the good one loads.
+    let hw = SimHardware::new();
+    let door: SimDoor<4, _, _, _> = Door::boot(
+        Pixels,
+        hw.io(),
+        hw.camera.clone(),
+        MemStorage::with_bytes(good),
+        Recorder::new(),
+        config(),
+    )
+    .unwrap();
+    assert_eq!(door.gallery(), &g);
+}
