@@ -417,11 +417,17 @@ where
         Ok(())
     }
 
-    /// Applies `f` to the gallery and stores the result; on failure restores
-    /// the gallery, reports the error and returns false.
+    /// Applies `f` to the gallery and stores the result (see [`Door::commit`]).
     fn change(&mut self, f: impl FnOnce(&mut DoorGallery<DIM>)) -> bool {
-        let before = self.gallery.clone();
-        f(&mut self.gallery);
+        let mut next = self.gallery.clone();
+        f(&mut next);
+        self.commit(next)
+    }
+
+    /// Makes `next` the gallery once it is stored; on failure keeps the
+    /// gallery as it was, reports the error and returns false.
+    fn commit(&mut self, next: Box<DoorGallery<DIM>>) -> bool {
+        let before = std::mem::replace(&mut self.gallery, next);
         match self.persist() {
             Ok(()) => true,
             Err(message) => {
@@ -552,27 +558,25 @@ where
             return;
         }
         let name = format!("person-{}", self.gallery.next_id());
-        let mut outcome = Ok(0);
-        let stored = self.change(|g| {
-            outcome = g.enroll(&name, &shots[0]).and_then(|id| {
-                shots[1..]
-                    .iter()
-                    .try_for_each(|s| g.add_shot(id, s))
-                    .map(|()| id)
-            });
+        let mut next = self.gallery.clone();
+        let enrolled = next.enroll(&name, &shots[0]).and_then(|id| {
+            shots[1..]
+                .iter()
+                .try_for_each(|s| next.add_shot(id, s))
+                .map(|()| id)
         });
-        match outcome {
-            Ok(id) if stored => self.emit(Event::Enrolled {
-                id,
-                name,
-                shots: shots.len(),
+        match enrolled {
+            Err(e) => self.emit(Event::Error {
+                message: format!("enrollment: {e}"),
             }),
-            Ok(_) => {}
-            Err(e) => {
-                // The failed enrollment was stored as a no-op; nothing to undo.
-                self.emit(Event::Error {
-                    message: format!("enrollment: {e}"),
-                })
+            Ok(id) => {
+                if self.commit(next) {
+                    self.emit(Event::Enrolled {
+                        id,
+                        name,
+                        shots: shots.len(),
+                    });
+                }
             }
         }
     }

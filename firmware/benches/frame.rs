@@ -1,0 +1,100 @@
+//! Per-frame latency of the door with the committed Omniglot model: a camera
+//! frame through `Door::poll` (preprocessing, tract encoder, nearest of 64
+//! enrolled identities, open-set decision, events), with the frame already
+//! decoded, and with reading and decoding its PNG file included.
+//!
+//! `cargo bench -p fewshot-firmware --bench frame` (data from `FEWSHOT_DATA`,
+//! else `../shared/data`).
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use fewshot_firmware::camera::load_image;
+use fewshot_firmware::door::{Config, CAPACITY};
+use fewshot_firmware::encoder::OnnxEncoder;
+use fewshot_firmware::events::Recorder;
+use fewshot_firmware::sim::{SimDoor, SimHardware};
+use fewshot_firmware::storage::MemStorage;
+
+fn data_dir() -> PathBuf {
+    let d = std::env::var_os("FEWSHOT_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    assert!(
+        d.join("MANIFEST.sha256").is_file(),
+        "data not found at {} (set FEWSHOT_DATA)",
+        d.display()
+    );
+    d
+}
+
+fn images(dir: PathBuf) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+fn frame_latency(c: &mut Criterion) {
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/omniglot-protonet.onnx");
+    let encoder = OnnxEncoder::load(&model).unwrap();
+    let mut config = Config::new(encoder.distance(), 5.0);
+    // Every frame is matched: no cool-down however many strangers.
+    config.max_rejections = u32::MAX;
+    // A full gallery: 64 characters of images_background_small2, one image each.
+    let alphabets = data_dir().join("omniglot/images_background_small2");
+    let mut gallery = fewshot_firmware::door::DoorGallery::<64>::new();
+    'fill: for alphabet in images(alphabets) {
+        for character in images(alphabet) {
+            let f = load_image(&images(character)[0]).unwrap();
+            let e = encoder.embed_frame(&f.as_frame().unwrap()).unwrap();
+            gallery.enroll("x", &e).unwrap();
+            if gallery.len() == CAPACITY {
+                break 'fill;
+            }
+        }
+    }
+    let mut bytes = vec![0; gallery.encoded_len()];
+    fewshot_firmware::core::store::encode(&gallery, 1, &mut bytes).unwrap();
+
+    let hw = SimHardware::new();
+    let events = Recorder::new();
+    let mut door: SimDoor<64, _, _, _> = fewshot_firmware::door::Door::boot(
+        encoder,
+        hw.io(),
+        hw.camera.clone(),
+        MemStorage::with_bytes(bytes),
+        events.clone(),
+        config,
+    )
+    .unwrap();
+    assert_eq!(door.gallery().len(), CAPACITY);
+    let path =
+        data_dir().join("omniglot/images_background_small2/Sanskrit/character01/0851_03.png");
+    let decoded = load_image(&path).unwrap();
+
+    let mut group = c.benchmark_group("door frame (105x105 PNG, 64 identities)");
+    group.bench_function("decoded frame: preprocess, encode, match, decide", |b| {
+        b.iter(|| {
+            hw.camera.push(black_box(decoded.clone()));
+            door.poll().unwrap();
+            events.take()
+        })
+    });
+    group.bench_function("from the file: read and decode PNG, then the same", |b| {
+        b.iter(|| {
+            hw.camera.push(load_image(black_box(&path)).unwrap());
+            door.poll().unwrap();
+            events.take()
+        })
+    });
+    group.bench_function("decode alone: read and decode PNG", |b| {
+        b.iter(|| load_image(black_box(&path)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, frame_latency);
+criterion_main!(benches);
