@@ -33,8 +33,12 @@ enum Command {
     /// Benchmarks (see the README for the commands behind the published figures).
     #[command(subcommand)]
     Bench(cmd::bench::BenchCommand),
-    /// Export a checkpoint to ONNX (f32, batch norm folded, metadata for the device).
+    /// Export a checkpoint to ONNX (f32 or int8, batch norm folded, metadata for the device).
     Export(cmd::export::ExportArgs),
+    /// A folder of links to the classes a model was validated (or trained) on.
+    Split(cmd::split::SplitArgs),
+    /// Sample a verification pair list in LFW's manner from identity folders.
+    Pairs(cmd::pairs::PairsArgs),
     /// Train an encoder by a few-shot method.
     #[command(subcommand)]
     Train(cmd::train::TrainCommand),
@@ -50,5 +54,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train(command) => cmd::train::run(command),
         Command::Bench(command) => cmd::bench::run(command),
         Command::Export(args) => cmd::export::run(args),
+        Command::Split(args) => cmd::split::run(args),
+        Command::Pairs(args) => cmd::pairs::run(args),
     }
 }

@@ -6,6 +6,8 @@ pub mod eval;
 pub mod eval_runs;
 pub mod export;
 pub mod model;
+pub mod pairs;
+pub mod split;
 pub mod train;
 pub mod verify;
 

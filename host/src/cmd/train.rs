@@ -114,9 +114,9 @@ pub struct CommonArgs {
     /// Channels of each Conv-4 block.
     #[arg(long, default_value_t = 64)]
     hidden: usize,
-    /// Distance.
-    #[arg(long, default_value = "l2", value_parser = super::parse_distance)]
-    distance: Distance,
+    /// Distance of prototypes and validation [default: l2 for protonet, cosine for cosface]
+    #[arg(long, value_parser = super::parse_distance)]
+    distance: Option<Distance>,
     /// Seed of the class split, the initialisation order and the episodes.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -229,7 +229,14 @@ impl CommonArgs {
                 input_size: recipe.width,
             },
             recipe: recipe.into(),
-            distance: args.distance.name().into(),
+            distance: args
+                .distance
+                .unwrap_or(match defaults {
+                    Defaults::Omniglot => Distance::L2,
+                    Defaults::Faces => Distance::Cosine,
+                })
+                .name()
+                .into(),
             seed: args.seed,
         })
     }
