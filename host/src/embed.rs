@@ -40,6 +40,10 @@ pub trait Embedder: Send + Sync {
     fn trained_classes(&self) -> Option<Vec<String>> {
         None
     }
+    /// The calibrated rejection threshold the model carries, if any.
+    fn threshold(&self) -> Option<f32> {
+        None
+    }
 }
 
 /// The baseline: the preprocessed pixels are the embedding.

@@ -60,6 +60,10 @@ impl Embedder for OnnxEmbedder {
         Some(self.encoder.distance())
     }
 
+    fn threshold(&self) -> Option<f32> {
+        self.encoder.threshold()
+    }
+
     fn trained_classes(&self) -> Option<Vec<String>> {
         let record = self
             .encoder

@@ -17,3 +17,5 @@ pub const WEIGHTS: &str = "fewshot.weights";
 pub const TRAINING: &str = "fewshot.training";
 /// How an int8 model was quantized (form, calibration), JSON.
 pub const QUANTIZATION: &str = "fewshot.quantization";
+/// How the threshold was chosen (target false-accept rate, data, rates), JSON.
+pub const THRESHOLD_CALIBRATION: &str = "fewshot.threshold_calibration";

@@ -292,3 +292,67 @@ fn int8_exports_agree_across_runtimes_and_with_f32() {
         );
     }
 }
+
+/// `--threshold-far`: the stored threshold accepts at most the target share of
+/// impostor pairs (counted here independently, in f64, with the device's
+/// embeddings), and no larger cut-off would.
+#[test]
+fn calibrated_threshold_meets_its_false_accept_rate() {
+    use fewshot_host::export::threshold::{calibrate, set_metadata};
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tiny_checkpoint(tmp.path());
+    let onnx = tmp.path().join("tiny.onnx");
+    export_f32(&weights, &onnx).unwrap();
+    let data = data_dir().join("omniglot/images_background_small2/Tagalog");
+    let target = 0.01;
+    let cal = calibrate(&onnx, &data, target).unwrap();
+    set_metadata(
+        &onnx,
+        &[
+            ("fewshot.threshold", cal.threshold.to_string()),
+            (
+                "fewshot.threshold_calibration",
+                serde_json::to_string(&cal).unwrap(),
+            ),
+        ],
+    )
+    .unwrap();
+    let device = OnnxEncoder::load(&onnx).unwrap();
+    assert_eq!(device.threshold(), Some(cal.threshold));
+
+    let r = device.recipe();
+    let mut rows = Vec::new();
+    for (c, class) in fewshot_host::data::ClassSet::load(&data, fewshot_host::data::Layout::Auto)
+        .unwrap()
+        .classes
+        .iter()
+        .enumerate()
+    {
+        for p in &class.images {
+            rows.push((c, device.embed(&preprocess_file(p, &r).unwrap()).unwrap()));
+        }
+    }
+    let l2 = |a: &[f32], b: &[f32]| -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2))
+            .sum()
+    };
+    let mut impostor = Vec::new();
+    for i in 0..rows.len() {
+        for j in i + 1..rows.len() {
+            if rows[i].0 != rows[j].0 {
+                impostor.push(l2(&rows[i].1, &rows[j].1));
+            }
+        }
+    }
+    assert_eq!(impostor.len(), cal.impostor_pairs);
+    impostor.sort_by(f64::total_cmp);
+    let t = f64::from(cal.threshold);
+    let accepted = impostor.iter().filter(|d| **d <= t * (1.0 + 1e-6)).count();
+    let far = accepted as f64 / impostor.len() as f64;
+    assert!(far <= target, "FAR {far} above the target {target}");
+    assert!((far - cal.far).abs() < 1e-3, "FAR {far} vs reported {}", cal.far);
+    // One more impostor accepted would break the target.
+    assert!((accepted + 1) as f64 / impostor.len() as f64 > target || accepted == impostor.len());
+}

@@ -34,6 +34,9 @@ pub struct DoorEvalArgs {
     /// [default: the model's own, l2 for pixels]
     #[arg(long, value_parser = super::parse_distance)]
     distance: Option<Distance>,
+    /// Accept distances up to this threshold [default: the model's calibrated one, if it has one].
+    #[arg(long)]
+    threshold: Option<f32>,
     /// Where to write the ROC curve (PNG).
     #[arg(long, default_value = "door-eval-roc.png")]
     roc: PathBuf,
@@ -117,6 +120,22 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
         }
     };
     let (at2, at3) = (at(1e-2), at(1e-3));
+    // The operating point: the given threshold or the model's own.
+    let operating = args.threshold.or(model.threshold()).map(|t| {
+        let tar = genuine_scores
+            .iter()
+            .filter(|(d, ok)| *ok && *d <= t)
+            .count() as f64
+            / genuine_scores.len() as f64;
+        let far = stranger_scores.iter().filter(|d| **d <= t).count() as f64
+            / stranger_scores.len().max(1) as f64;
+        let source = if args.threshold.is_some() {
+            "given"
+        } else {
+            "the model's"
+        };
+        (t, tar, far, source)
+    });
     let title = format!(
         "Door: {} enrolled with {k} shot(s), {}",
         enrolled.len(),
@@ -142,6 +161,10 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
             "tar_at_far_1e-3": at3.map(|p| p.tar),
             "threshold_at_far_1e-3": at3.map(|p| p.threshold),
             "roc_png": args.roc,
+            "threshold": operating.map(|o| o.0),
+            "threshold_source": operating.map(|o| o.3),
+            "tar_at_threshold": operating.map(|o| o.1),
+            "far_at_threshold": operating.map(|o| o.2),
         }))?;
     } else {
         println!(
@@ -163,6 +186,13 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
                 ),
                 None => println!("TAR at FAR {far}: no stranger probes to measure it"),
             }
+        }
+        if let Some((t, tar, far, source)) = operating {
+            println!(
+                "at {source} threshold {t:.6}: TAR {:.2}%, FAR {:.3}%",
+                100.0 * tar,
+                100.0 * far
+            );
         }
         println!("ROC curve written to {}", args.roc.display());
     }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use fewshot_host::export::int8::{export_int8, Int8Form};
+use fewshot_host::export::{meta, threshold};
 
 /// Arguments of `fewshot export`.
 #[derive(Debug, Args)]
@@ -24,6 +25,13 @@ pub struct ExportArgs {
     /// How many calibration images to use (a seeded sample of the folder).
     #[arg(long, default_value_t = 1000, requires = "int8")]
     calibration_images: usize,
+    /// Store a rejection threshold chosen for this false-accept rate (0.001 = 0.1 %)
+    /// on all impostor pairs of --threshold-data, measured with the exported file.
+    #[arg(long, requires = "threshold_data")]
+    threshold_far: Option<f64>,
+    /// Identity folders the model never trained on (e.g. from `fewshot split`).
+    #[arg(long, requires = "threshold_far")]
+    threshold_data: Option<PathBuf>,
     /// Operators of the int8 graph.
     #[arg(long, value_enum, default_value_t = Int8Form::ConvInteger)]
     int8_form: Int8Form,
@@ -62,6 +70,26 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
                 args.out.display()
             );
         }
+    }
+    if let (Some(far), Some(data)) = (args.threshold_far, args.threshold_data) {
+        let data = fewshot_host::data::resolve(&data)?;
+        let cal = threshold::calibrate(&args.out, &data, far)?;
+        threshold::set_metadata(
+            &args.out,
+            &[
+                (meta::THRESHOLD, cal.threshold.to_string()),
+                (meta::THRESHOLD_CALIBRATION, serde_json::to_string(&cal)?),
+            ],
+        )?;
+        println!(
+            "threshold {} for FAR ≤ {far}: FAR {:.4} %, TAR {:.2} % over {} genuine and {} impostor pairs of {}",
+            cal.threshold,
+            100.0 * cal.far,
+            100.0 * cal.tar,
+            cal.genuine_pairs,
+            cal.impostor_pairs,
+            data.display()
+        );
     }
     Ok(())
 }

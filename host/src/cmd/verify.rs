@@ -184,6 +184,16 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         )
     };
 
+    // With no threshold asked for, also the operating point of the model's own.
+    let model_point = if args.threshold.is_none() && args.threshold_pairs.is_none() {
+        model.threshold().map(|t| {
+            let tar = genuine.iter().filter(|d| **d <= t).count() as f64 / genuine.len() as f64;
+            let far = impostor.iter().filter(|d| **d <= t).count() as f64 / impostor.len() as f64;
+            (t, tar, far)
+        })
+    } else {
+        None
+    };
     if let Some(path) = &args.roc {
         let roc = verification_roc(&genuine, &impostor);
         fewshot_host::plot::roc_png(
@@ -205,6 +215,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
             "auc": auc,
             "threshold": threshold,
             "threshold_source": source,
+            "model_threshold": model_point.map(|p| json!({"threshold": p.0, "tar": p.1, "far": p.2})),
         }))?;
     } else {
         println!(
@@ -224,6 +235,13 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
             None => println!("accuracy {:.2}%", 100.0 * accuracy),
         }
         println!("ROC AUC {auc:.4}; threshold {threshold:.6} ({source})");
+        if let Some((t, tar, far)) = model_point {
+            println!(
+                "at the model's threshold {t:.6}: TAR {:.2}%, FAR {:.2}%",
+                100.0 * tar,
+                100.0 * far
+            );
+        }
         if let Some(path) = &args.roc {
             println!("ROC curve written to {}", path.display());
         }

@@ -5,6 +5,7 @@
 
 pub mod calibrate;
 pub mod int8;
+pub mod threshold;
 
 use std::collections::HashMap;
 use std::path::Path;
