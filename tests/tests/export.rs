@@ -352,7 +352,11 @@ fn calibrated_threshold_meets_its_false_accept_rate() {
     let accepted = impostor.iter().filter(|d| **d <= t * (1.0 + 1e-6)).count();
     let far = accepted as f64 / impostor.len() as f64;
     assert!(far <= target, "FAR {far} above the target {target}");
-    assert!((far - cal.far).abs() < 1e-3, "FAR {far} vs reported {}", cal.far);
+    assert!(
+        (far - cal.far).abs() < 1e-3,
+        "FAR {far} vs reported {}",
+        cal.far
+    );
     // One more impostor accepted would break the target.
     assert!((accepted + 1) as f64 / impostor.len() as f64 > target || accepted == impostor.len());
 }
