@@ -372,3 +372,20 @@ fn a_corrupt_gallery_is_set_aside_and_the_door_starts_empty_and_locked() {
     .unwrap();
     assert_eq!(door.gallery(), &g);
 }
+
+#[test]
+fn a_full_gallery_refuses_one_more_and_keeps_the_others() {
+    let storage = MemStorage::new();
+    let mut rig = Rig::boot(storage.clone(), config());
+    for i in 0..fewshot_firmware::door::CAPACITY as u8 {
+        let v = [i * 3, 0, 0, 0];
+        assert!(matches!(&rig.enroll(v, v)[..], [Event::Enrolled { .. }]));
+    }
+    let saves = storage.saves();
+    match &rig.enroll([250, 9, 9, 9], [250, 9, 9, 9])[..] {
+        [Event::Error { message }] => assert!(message.contains("full"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rig.door.gallery().len(), fewshot_firmware::door::CAPACITY);
+    assert_eq!(storage.saves(), saves, "nothing stored");
+}
