@@ -351,11 +351,6 @@ where
         matches!(self.mode, Mode::Enrolling { .. })
     }
 
-    /// Stops the door and hands back its parts (to restart on the same storage).
-    pub fn into_parts(self) -> (E, Io<B, R, L, D, C>, Cam, S, K) {
-        (self.encoder, self.io, self.camera, self.storage, self.sink)
-    }
-
     fn emit(&mut self, event: Event) {
         self.sink.emit(self.io.clock.now_ms(), &event);
     }
@@ -553,7 +548,8 @@ where
     fn finish_enrollment(&mut self, shots: &[Vec<f32>]) {
         let spread = self.spread(shots);
         let limit = self.config.enroll_spread.unwrap_or(self.config.threshold);
-        if !(spread <= limit) {
+        // `spread` is never NaN (see `spread`).
+        if spread > limit {
             self.emit(Event::EnrollRefused { spread, limit });
             return;
         }
