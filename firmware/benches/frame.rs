@@ -4,7 +4,8 @@
 //! decoded, and with reading and decoding its PNG file included.
 //!
 //! `cargo bench -p fewshot-firmware --bench frame` (data from `FEWSHOT_DATA`,
-//! else `../shared/data`).
+//! else `../shared/data`; another 64-d model with `DOOR_BENCH_MODEL=path`,
+//! given from the `firmware/` folder or absolute).
 use std::hint::black_box;
 use std::path::PathBuf;
 
@@ -38,7 +39,11 @@ fn images(dir: PathBuf) -> Vec<PathBuf> {
 }
 
 fn frame_latency(c: &mut Criterion) {
-    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/omniglot-protonet.onnx");
+    let model = std::env::var_os("DOOR_BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/omniglot-protonet.onnx")
+        });
     let encoder = OnnxEncoder::load(&model).unwrap();
     let mut config = Config::new(encoder.distance(), 5.0);
     // Every frame is matched: no cool-down however many strangers.
