@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::embed::Embeddings;
 use crate::episode::{Episode, EpisodeSampler, EpisodeShape};
+use crate::nn::finetune::FineTune;
 use crate::stats::{mean_ci95, MeanCi};
 
 /// Accuracy of nearest-prototype classification on one episode, over
@@ -34,6 +35,66 @@ pub fn episode_accuracy(
     Ok(correct as f64 / episode.query.len() as f64)
 }
 
+/// How the queries of an episode are classified.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum EpisodeClassifier {
+    /// The nearest class-mean prototype under a distance.
+    Prototypes(Distance),
+    /// A cosine classifier initialised with the prototypes of the unit
+    /// embeddings and fine-tuned on the support (and the unlabelled queries).
+    FineTuned(FineTune),
+}
+
+/// Errors of evaluating episodes.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The embeddings or prototypes were unusable.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// Fine-tuning failed.
+    #[error("fine-tuning: {0}")]
+    FineTune(#[from] candle_core::Error),
+}
+
+/// Accuracy of a fine-tuned cosine classifier ([`FineTune`]) on one
+/// episode, over precomputed embeddings of every image.
+pub fn episode_accuracy_finetuned(
+    embeddings: &Embeddings,
+    episode: &Episode,
+    shape: EpisodeShape,
+    finetune: &FineTune,
+) -> Result<f64, EvalError> {
+    let labels: Vec<u32> = (0..episode.support.len())
+        .map(|i| (i / shape.n_shot) as u32)
+        .collect();
+    let logits = finetune.query_logits(
+        &stack_rows(embeddings, episode.support.iter().copied())?,
+        &labels,
+        &stack_rows(embeddings, episode.query.iter().copied())?,
+        shape.k_way,
+    )?;
+    let predicted: Vec<u32> = logits.argmax(1)?.to_vec1()?;
+    let correct = predicted
+        .iter()
+        .enumerate()
+        .filter(|&(q, &p)| p as usize == q / shape.q_queries)
+        .count();
+    Ok(correct as f64 / episode.query.len() as f64)
+}
+
+/// The embeddings of images `ids` as one `(n, dim)` tensor.
+fn stack_rows(
+    embeddings: &Embeddings,
+    ids: impl IntoIterator<Item = usize>,
+) -> candle_core::Result<candle_core::Tensor> {
+    let mut data = Vec::new();
+    for i in ids {
+        data.extend_from_slice(embeddings.row(i));
+    }
+    let n = data.len() / embeddings.dim.max(1);
+    candle_core::Tensor::from_vec(data, (n, embeddings.dim), &candle_core::Device::Cpu)
+}
+
 /// The result of [`evaluate_episodes`].
 #[derive(Debug, Clone, Serialize)]
 pub struct EpisodeReport {
@@ -43,7 +104,8 @@ pub struct EpisodeReport {
     pub accuracies: Vec<f64>,
 }
 
-/// Evaluates `episodes` episodes `0..episodes` of stream `seed` in parallel.
+/// Evaluates `episodes` episodes `0..episodes` of stream `seed` in parallel
+/// by nearest prototype.
 pub fn evaluate_episodes(
     embeddings: &Embeddings,
     sampler: &EpisodeSampler,
@@ -52,6 +114,40 @@ pub fn evaluate_episodes(
     distance: Distance,
     progress: bool,
 ) -> Result<EpisodeReport, CoreError> {
+    evaluate(sampler, episodes, seed, progress, |episode| {
+        episode_accuracy(embeddings, episode, sampler.shape(), distance)
+    })
+}
+
+/// Evaluates `episodes` episodes `0..episodes` of stream `seed` in parallel
+/// with the given classifier.
+pub fn evaluate_episodes_with(
+    embeddings: &Embeddings,
+    sampler: &EpisodeSampler,
+    episodes: usize,
+    seed: u64,
+    classifier: &EpisodeClassifier,
+    progress: bool,
+) -> Result<EpisodeReport, EvalError> {
+    match classifier {
+        EpisodeClassifier::Prototypes(distance) => Ok(evaluate_episodes(
+            embeddings, sampler, episodes, seed, *distance, progress,
+        )?),
+        EpisodeClassifier::FineTuned(finetune) => {
+            evaluate(sampler, episodes, seed, progress, |episode| {
+                episode_accuracy_finetuned(embeddings, episode, sampler.shape(), finetune)
+            })
+        }
+    }
+}
+
+fn evaluate<E: From<CoreError> + Send>(
+    sampler: &EpisodeSampler,
+    episodes: usize,
+    seed: u64,
+    progress: bool,
+    accuracy: impl Fn(&Episode) -> Result<f64, E> + Sync,
+) -> Result<EpisodeReport, E> {
     let bar = if progress {
         let bar = ProgressBar::new(episodes as u64);
         bar.set_style(
@@ -66,13 +162,13 @@ pub fn evaluate_episodes(
         .into_par_iter()
         .map(|i| {
             let episode = sampler.episode(seed, i as u64);
-            let acc = episode_accuracy(embeddings, &episode, sampler.shape(), distance);
+            let acc = accuracy(&episode);
             bar.inc(1);
             acc
         })
         .collect::<Result<_, _>>()?;
     bar.finish_and_clear();
-    let summary = mean_ci95(&accuracies).ok_or(CoreError::Empty)?;
+    let summary = mean_ci95(&accuracies).ok_or(E::from(CoreError::Empty))?;
     Ok(EpisodeReport {
         summary,
         accuracies,
@@ -113,6 +209,36 @@ pub fn run_errors(
             errors += 1;
         }
     }
+    Ok(RunResult {
+        run: name.to_string(),
+        errors,
+        items: labels.len(),
+        error_rate: errors as f64 / labels.len().max(1) as f64,
+    })
+}
+
+/// [`run_errors`] with a fine-tuned cosine classifier: each training image is
+/// its own class (one shot), the test items are the unlabelled queries.
+pub fn run_errors_finetuned(
+    name: &str,
+    embeddings: &Embeddings,
+    n_training: usize,
+    labels: &[usize],
+    finetune: &FineTune,
+) -> Result<RunResult, EvalError> {
+    let support_labels: Vec<u32> = (0..n_training as u32).collect();
+    let logits = finetune.query_logits(
+        &stack_rows(embeddings, 0..n_training)?,
+        &support_labels,
+        &stack_rows(embeddings, n_training..n_training + labels.len())?,
+        n_training,
+    )?;
+    let predicted: Vec<u32> = logits.argmax(1)?.to_vec1()?;
+    let errors = predicted
+        .iter()
+        .zip(labels)
+        .filter(|&(&p, &l)| p as usize != l)
+        .count();
     Ok(RunResult {
         run: name.to_string(),
         errors,

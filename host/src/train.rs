@@ -23,7 +23,8 @@ use crate::nn::adam::Adam;
 use crate::nn::checkpoint::{self, ModelConfig, RecipeSpec};
 use crate::nn::cosface::CosFace;
 use crate::nn::encoder::{Encoder, EncoderConfig};
-use crate::nn::method::{EpisodeTensors, FewShotMethod, ProtoNet};
+use crate::nn::method::{BatchLoss, EpisodeTensors, FewShotMethod, ProtoNet};
+use crate::nn::siamese::{EmbeddingDistance, Mining, PairwiseHead, TripletLoss};
 use crate::plot::{line_chart_png, Series};
 
 /// Everything that defines a training run; written to `run.json` in the output folder.
@@ -75,6 +76,48 @@ pub struct CosFaceConfig {
     pub augment: Option<FaceAugment>,
 }
 
+/// Which Siamese objective to train.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "loss", rename_all = "snake_case")]
+pub enum SiameseLoss {
+    /// Pair-wise similarity: a fully connected layer on `|e1 − e2|`, sigmoid,
+    /// binary cross-entropy on balanced same/different pairs of the batch.
+    Pairwise,
+    /// The triplet loss `max(0, d(a, p) − d(a, n) + margin)`.
+    Triplet {
+        /// How triplets are drawn from the batch.
+        mining: Mining,
+        /// Margin `α`.
+        margin: f64,
+        /// The distance `d`.
+        distance: EmbeddingDistance,
+    },
+}
+
+/// Siamese pre-training: batches of `classes` (P) training classes ×
+/// `per_class` (K) images instead of episodes (`episodes` then counts batches).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SiameseConfig {
+    /// The objective.
+    pub loss: SiameseLoss,
+    /// Classes per batch (P).
+    pub classes: usize,
+    /// Images per class in a batch (K).
+    pub per_class: usize,
+    /// Face augmentation of each training image, if any (else `affine` applies).
+    pub augment: Option<FaceAugment>,
+}
+
+impl SiameseConfig {
+    /// The method name checkpoints record (`siamese-pairwise`, `siamese-triplet`).
+    pub fn method(&self) -> &'static str {
+        match self.loss {
+            SiameseLoss::Pairwise => "siamese-pairwise",
+            SiameseLoss::Triplet { .. } => "siamese-triplet",
+        }
+    }
+}
+
 /// What `run.json` holds: the shared settings and the objective's own.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct RunConfig {
@@ -82,6 +125,8 @@ struct RunConfig {
     base: TrainConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cosface: Option<CosFaceConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    siamese: Option<SiameseConfig>,
 }
 
 /// Progress saved with each checkpoint, for resuming.
@@ -263,6 +308,7 @@ pub fn train_protonet(
     let run = RunConfig {
         base: config.clone(),
         cosface: None,
+        siamese: None,
     };
     train(&run, out, resume, stop, progress)
 }
@@ -284,8 +330,70 @@ pub fn train_cosface(
     let run = RunConfig {
         base: config.clone(),
         cosface: Some(cosface.clone()),
+        siamese: None,
     };
     train(&run, out, resume, stop, progress)
+}
+
+/// Pre-trains the encoder with a Siamese objective (pair-wise or triplet) on
+/// batches of P classes × K images (validated, checkpointed and resumed as
+/// [`train_protonet`]; validation uses episodes of `config.shape` on the
+/// held-out classes with `config.distance`).
+pub fn train_siamese(
+    config: &TrainConfig,
+    siamese: &SiameseConfig,
+    out: &Path,
+    resume: bool,
+    stop: StopAt,
+    progress: bool,
+) -> anyhow::Result<TrainState> {
+    if siamese.classes < 2 || siamese.per_class < 2 {
+        bail!(
+            "Siamese batches need at least 2 classes of 2 images (got {} × {})",
+            siamese.classes,
+            siamese.per_class
+        );
+    }
+    if let SiameseLoss::Triplet { margin, .. } = siamese.loss {
+        if !(margin.is_finite() && margin >= 0.0) {
+            bail!("the triplet margin must be a finite number ≥ 0, got {margin}");
+        }
+    }
+    let run = RunConfig {
+        base: config.clone(),
+        cosface: None,
+        siamese: Some(siamese.clone()),
+    };
+    train(&run, out, resume, stop, progress)
+}
+
+/// A batch of `p` distinct classes × `k` images each (distinct while the
+/// class has `k`), with labels `0..p`.
+fn pk_batch(
+    classes: &[Vec<usize>],
+    p: usize,
+    k: usize,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<usize>, Vec<u32>) {
+    let mut ids = Vec::with_capacity(p * k);
+    let mut labels = Vec::with_capacity(p * k);
+    for (label, c) in rand::seq::index::sample(rng, classes.len(), p)
+        .into_iter()
+        .enumerate()
+    {
+        let images = &classes[c];
+        if images.len() >= k {
+            ids.extend(
+                rand::seq::index::sample(rng, images.len(), k)
+                    .into_iter()
+                    .map(|i| images[i]),
+            );
+        } else {
+            ids.extend((0..k).map(|_| images[rng.random_range(0..images.len())]));
+        }
+        labels.extend(std::iter::repeat_n(label as u32, k));
+    }
+    (ids, labels)
 }
 
 fn train(
@@ -343,14 +451,23 @@ fn train(
     let pick = |ids: &[usize]| ids.iter().map(|&c| rows[c].clone()).collect::<Vec<_>>();
     let train_bank = Bank::build(&tensors, &pick(&split.train), config.rotations, shape);
     let val_bank = Bank::build(&tensors, &pick(&split.val), config.rotations, shape);
-    let sampler = match run.cosface {
-        None => Some(
+    let sampler = match (&run.cosface, &run.siamese) {
+        (None, None) => Some(
             EpisodeSampler::new(&train_bank.classes, config.shape, None, config.seed)
                 .context("training episodes")?,
         ),
-        Some(_) => None,
+        _ => None,
     };
-    // CosFace draws images uniformly; each knows its class.
+    if let Some(s) = &run.siamese {
+        if train_bank.classes.len() < s.classes {
+            bail!(
+                "Siamese batches of {} classes, but only {} training classes",
+                s.classes,
+                train_bank.classes.len()
+            );
+        }
+    }
+    // CosFace's images and their classes.
     let labels: Vec<u32> = train_bank
         .classes
         .iter()
@@ -379,15 +496,31 @@ fn train(
         encoder: config.encoder.build(vb.clone())?,
         distance,
     };
-    let head = match &run.cosface {
-        Some(c) => Some(CosFace::new(
+    let objective: Option<Box<dyn BatchLoss>> = match (&run.cosface, &run.siamese) {
+        (None, None) => None,
+        (Some(c), None) => Some(Box::new(CosFace::new(
             train_bank.classes.len(),
             config.encoder.dim(),
             c.scale,
             c.margin,
             vb.pp("head"),
-        )?),
-        None => None,
+        )?)),
+        (None, Some(s)) => match s.loss {
+            SiameseLoss::Pairwise => Some(Box::new(PairwiseHead::new(
+                config.encoder.dim(),
+                vb.pp("head"),
+            )?)),
+            SiameseLoss::Triplet {
+                mining,
+                margin,
+                distance,
+            } => Some(Box::new(TripletLoss {
+                margin,
+                distance,
+                mining,
+            })),
+        },
+        (Some(_), Some(_)) => bail!("internal: a run has one objective"),
     };
     crate::nn::init::seeded_init(&varmap, config.seed)?;
     let trainable: Vec<_> = varmap
@@ -428,10 +561,10 @@ fn train(
 
     let model_config = |state: &TrainState| ModelConfig {
         format: checkpoint::FORMAT,
-        method: if run.cosface.is_some() {
-            "cosface".into()
-        } else {
-            "protonet".into()
+        method: match (&run.cosface, &run.siamese) {
+            (Some(_), _) => "cosface".into(),
+            (None, Some(s)) => s.method().into(),
+            (None, None) => "protonet".into(),
         },
         encoder: config.encoder,
         recipe: config.recipe,
@@ -474,11 +607,16 @@ fn train(
         adam.lr = lr;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed_a11e);
         rng.set_stream(state.episode as u64);
+        let face_augment = match (&run.cosface, &run.siamese) {
+            (Some(c), _) => c.augment,
+            (None, Some(s)) => s.augment,
+            (None, None) => None,
+        };
         let gather = |ids: &[usize], rng: &mut ChaCha8Rng| -> candle_core::Result<Tensor> {
             let mut data = Vec::with_capacity(ids.len() * per);
             for &i in ids {
                 let image = train_bank.row(i);
-                match (&config.affine, run.cosface.as_ref().and_then(|c| c.augment)) {
+                match (&config.affine, face_augment) {
                     (_, Some(face)) => data.extend(face.apply(rng, image, shape)),
                     (Some(ranges), None) => {
                         data.extend(affine(image, shape, ranges.sample(rng, shape.width), 0.0))
@@ -492,8 +630,8 @@ fn train(
                 &Device::Cpu,
             )
         };
-        let (loss, acc) = match (&sampler, &head, &run.cosface) {
-            (Some(sampler), _, _) => {
+        let (loss, acc) = match (&sampler, &objective) {
+            (Some(sampler), _) => {
                 let episode = sampler.episode(config.seed, state.episode as u64);
                 let batch = EpisodeTensors {
                     support: gather(&episode.support, &mut rng)?,
@@ -502,14 +640,23 @@ fn train(
                 };
                 net.loss(&batch, true)?
             }
-            (None, Some(head), Some(c)) => {
-                let picks: Vec<usize> = (0..c.batch)
-                    .map(|_| rng.random_range(0..flat_ids.len()))
-                    .collect();
-                let ids: Vec<usize> = picks.iter().map(|&p| flat_ids[p]).collect();
-                let y: Vec<u32> = picks.iter().map(|&p| labels[p]).collect();
+            (None, Some(objective)) => {
+                let (ids, y) = match (&run.cosface, &run.siamese) {
+                    // CosFace draws images uniformly; each knows its class.
+                    (Some(c), _) => {
+                        let picks: Vec<usize> = (0..c.batch)
+                            .map(|_| rng.random_range(0..flat_ids.len()))
+                            .collect();
+                        let ids: Vec<usize> = picks.iter().map(|&p| flat_ids[p]).collect();
+                        (ids, picks.iter().map(|&p| labels[p]).collect())
+                    }
+                    (None, Some(s)) => {
+                        pk_batch(&train_bank.classes, s.classes, s.per_class, &mut rng)
+                    }
+                    (None, None) => bail!("internal: no batch objective"),
+                };
                 let x = gather(&ids, &mut rng)?;
-                head.loss(&net.encoder.embed(&x, true)?, &y)?
+                objective.batch_loss(&net.encoder.embed(&x, true)?, &y, &mut rng)?
             }
             _ => bail!("internal: no objective to train"),
         };

@@ -154,3 +154,52 @@ fn bad_input_gives_clear_errors() {
         assert!(!ok && !err.contains("panicked"), "{err}");
     }
 }
+
+/// `--finetune 0` in one-shot episodes is the prototype classifier with
+/// cosine distance (one shot: the unit mean is the unit shot), in `eval` and
+/// in `eval-runs`; a few steps give a valid accuracy; the flags need `--finetune`.
+#[test]
+fn finetune_zero_steps_is_cosine_prototypes() {
+    let base = [
+        "eval",
+        "--data",
+        "omniglot/images_background_small2",
+        "--k-way",
+        "5",
+        "--n-shot",
+        "1",
+        "--q-queries",
+        "3",
+        "--episodes",
+        "50",
+        "--json",
+    ];
+    let with = |extra: &[&str]| json(&[&base[..], extra].concat());
+    let cosine = with(&["--distance", "cosine"]);
+    let tuned = with(&["--finetune", "0", "--entropy-weight", "0"]);
+    assert_eq!(tuned["accuracy"], cosine["accuracy"]);
+    assert_eq!(tuned["finetune"]["steps"], 0);
+    let stepped = with(&["--finetune", "10", "--finetune-lr", "0.05"]);
+    let acc = stepped["accuracy"].as_f64().unwrap();
+    assert!(acc > 0.2 && acc <= 1.0, "{acc}");
+
+    let runs = json(&["eval-runs", "--distance", "cosine", "--json"]);
+    let tuned = json(&["eval-runs", "--finetune", "0", "--json"]);
+    assert_eq!(tuned["error_rate"], runs["error_rate"]);
+
+    let (ok, _, err) = fewshot(&["eval", "--entropy-weight", "0.5"]);
+    assert!(!ok && err.contains("--finetune"), "{err}");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let (ok, _, err) = fewshot(&[
+        "train",
+        "siamese",
+        "--loss",
+        "triplet",
+        "--p-classes",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("at least 2 classes"), "{err}");
+}

@@ -18,6 +18,14 @@ pub enum CoreError {
     /// An embedding or distance is NaN or infinite.
     #[error("embedding or distance is not finite")]
     NonFinite,
+    /// A class label is not below the number of classes.
+    #[error("label {label} is out of range for {classes} classes")]
+    LabelOutOfRange {
+        /// The label given.
+        label: usize,
+        /// The number of classes.
+        classes: usize,
+    },
 }
 
 /// Errors of [`crate::Gallery`] operations.

@@ -4,7 +4,8 @@
 //! embeddings, class prototypes, nearest-prototype classification with an
 //! open-set ("unknown person") decision, int8 embedding storage, a
 //! fixed-capacity [`Gallery`] of enrolled identities and its checksummed
-//! stored form.
+//! stored form, and the fine-tuning of a cosine classifier over fixed
+//! embeddings ([`finetune`]).
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -12,6 +13,7 @@
 pub mod classify;
 pub mod distance;
 pub mod error;
+pub mod finetune;
 pub mod gallery;
 pub mod model_meta;
 pub mod openset;
@@ -23,6 +25,7 @@ pub mod store;
 pub use classify::{nearest, softmax_neg_distances, Nearest};
 pub use distance::Distance;
 pub use error::{CoreError, GalleryError, PreprocessError, StoreError};
+pub use finetune::CosineClassifier;
 pub use gallery::{Gallery, Identity, Match, Name, NAME_CAP};
 pub use openset::{Decision, OpenSet};
 pub use preprocess::{Crop, Frame, PixelFormat, Recipe, Resize};

@@ -7,7 +7,7 @@ use clap::Args;
 use fewshot_core::Distance;
 use fewshot_host::data::{ClassSet, Layout};
 use fewshot_host::episode::{EpisodeSampler, EpisodeShape};
-use fewshot_host::eval::evaluate_episodes;
+use fewshot_host::eval::{evaluate_episodes_with, EpisodeClassifier};
 use serde_json::json;
 
 use super::model::{Defaults, ModelArgs};
@@ -48,6 +48,8 @@ pub struct EvalArgs {
     /// [default: the model's own, l2 for pixels]
     #[arg(long, value_parser = super::parse_distance)]
     distance: Option<Distance>,
+    #[command(flatten)]
+    finetune: super::FineTuneArgs,
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
@@ -102,14 +104,23 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
     let progress = super::progress();
     let embeddings = super::embed_files(model.as_ref(), &paths, progress)?;
-    let report = evaluate_episodes(
+    let finetune = args.finetune.finetune()?;
+    let classifier = match finetune {
+        Some(f) => EpisodeClassifier::FineTuned(f),
+        None => EpisodeClassifier::Prototypes(distance),
+    };
+    let report = evaluate_episodes_with(
         &embeddings,
         &sampler,
         args.episodes,
         args.seed,
-        distance,
+        &classifier,
         progress,
     )?;
+    let classifier_name = match &finetune {
+        Some(f) => super::describe_finetune(f),
+        None => format!("{} distance", distance.name()),
+    };
     let s = report.summary;
     if args.json {
         super::print_json(&json!({
@@ -119,7 +130,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             "classes": sampler.eligible(),
             "excluded_classes": excluded,
             "k_way": shape.k_way, "n_shot": shape.n_shot, "q_queries": shape.q_queries,
-            "distance": distance.name(),
+            "distance": if finetune.is_some() { "cosine" } else { distance.name() },
+            "finetune": finetune,
             "seed": args.seed,
             "episodes": s.n,
             "accuracy": s.mean,
@@ -127,7 +139,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         }))?;
     } else {
         println!(
-            "{}-way {}-shot, {} queries per class, {} episodes on {} classes of {} ({} excluded), {} distance",
+            "{}-way {}-shot, {} queries per class, {} episodes on {} classes of {} ({} excluded), {}",
             shape.k_way,
             shape.n_shot,
             shape.q_queries,
@@ -135,7 +147,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             sampler.eligible(),
             root.display(),
             excluded,
-            distance.name()
+            classifier_name
         );
         println!(
             "model {}: accuracy {:.2}% ± {:.2}% (95% CI)",

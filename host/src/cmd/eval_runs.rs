@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use fewshot_core::Distance;
 use fewshot_host::data::RunSet;
-use fewshot_host::eval::run_errors;
+use fewshot_host::eval::{run_errors, run_errors_finetuned};
 use serde_json::json;
 
 use super::model::{Defaults, ModelArgs};
@@ -22,6 +22,8 @@ pub struct EvalRunsArgs {
     /// [default: the model's own, l2 for pixels]
     #[arg(long, value_parser = super::parse_distance)]
     distance: Option<Distance>,
+    #[command(flatten)]
+    finetune: super::FineTuneArgs,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -33,19 +35,25 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
     let set = RunSet::load(&root)?;
     let model = args.model.load(Defaults::Omniglot)?;
     let distance = args.distance.or(model.distance()).unwrap_or(Distance::L2);
+    let finetune = args.finetune.finetune()?;
     let mut results = Vec::new();
     for run in &set.runs {
         let mut paths = run.training.clone();
         paths.extend(run.test.iter().map(|(p, _)| p.clone()));
         let embeddings = super::embed_files(model.as_ref(), &paths, false)?;
         let labels: Vec<usize> = run.test.iter().map(|(_, l)| *l).collect();
-        results.push(run_errors(
-            &run.name,
-            &embeddings,
-            run.training.len(),
-            &labels,
-            distance,
-        )?);
+        results.push(match &finetune {
+            Some(f) => {
+                run_errors_finetuned(&run.name, &embeddings, run.training.len(), &labels, f)?
+            }
+            None => run_errors(
+                &run.name,
+                &embeddings,
+                run.training.len(),
+                &labels,
+                distance,
+            )?,
+        });
     }
     let error_rate = results.iter().map(|r| r.error_rate).sum::<f64>() / results.len() as f64;
     if args.json {
@@ -53,16 +61,20 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
             "command": "eval-runs",
             "model": model.name(),
             "runs_folder": root,
-            "distance": distance.name(),
+            "distance": if finetune.is_some() { "cosine" } else { distance.name() },
+            "finetune": finetune,
             "error_rate": error_rate,
             "runs": results,
         }))?;
     } else {
         println!(
-            "model {} on {} ({} distance)",
+            "model {} on {} ({})",
             model.name(),
             root.display(),
-            distance.name()
+            match &finetune {
+                Some(f) => super::describe_finetune(f),
+                None => format!("{} distance", distance.name()),
+            }
         );
         for r in &results {
             println!(

@@ -17,6 +17,61 @@ use anyhow::Context;
 use fewshot_core::Distance;
 use fewshot_host::data::{self, Tensors};
 use fewshot_host::embed::{Embedder, Embeddings};
+use fewshot_host::nn::finetune::FineTune;
+
+/// `--finetune` and its settings (`fewshot eval`, `fewshot eval-runs`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct FineTuneArgs {
+    /// Classify by a cosine classifier fine-tuned on each support set for this
+    /// many gradient steps: its weights start as the class means of the unit
+    /// support embeddings (0 steps: the prototypes with cosine distance), the
+    /// loss is the support's cross-entropy plus --entropy-weight × the mean
+    /// entropy of the query predictions (transductive). The encoder stays fixed.
+    #[arg(long, value_name = "STEPS")]
+    pub finetune: Option<usize>,
+    /// Learning rate of the fine-tuning (plain gradient descent) [default: 0.1]
+    #[arg(long, requires = "finetune")]
+    pub finetune_lr: Option<f64>,
+    /// Weight λ of the query entropy in the fine-tuning loss [default: 0.1]
+    #[arg(long, requires = "finetune")]
+    pub entropy_weight: Option<f64>,
+    /// Scale s of the cosine classifier's logits s·cos(w, f) [default: 10]
+    #[arg(long, requires = "finetune")]
+    pub scale: Option<f64>,
+}
+
+impl FineTuneArgs {
+    /// The fine-tuning asked for, if any.
+    pub fn finetune(&self) -> anyhow::Result<Option<FineTune>> {
+        let Some(steps) = self.finetune else {
+            return Ok(None);
+        };
+        let finetune = FineTune {
+            steps,
+            lr: self.finetune_lr.unwrap_or(0.1),
+            entropy_weight: self.entropy_weight.unwrap_or(0.1),
+            scale: self.scale.unwrap_or(10.0),
+        };
+        if !(finetune.lr.is_finite() && finetune.lr >= 0.0) {
+            anyhow::bail!("--finetune-lr must be a finite number ≥ 0");
+        }
+        if !finetune.entropy_weight.is_finite() {
+            anyhow::bail!("--entropy-weight must be finite");
+        }
+        if !(finetune.scale.is_finite() && finetune.scale > 0.0) {
+            anyhow::bail!("--scale must be a finite number > 0");
+        }
+        Ok(Some(finetune))
+    }
+}
+
+/// A one-line description of a fine-tuning for reports.
+pub fn describe_finetune(f: &FineTune) -> String {
+    format!(
+        "cosine classifier fine-tuned {} steps (lr {}, entropy weight {}, scale {})",
+        f.steps, f.lr, f.entropy_weight, f.scale
+    )
+}
 
 /// Parses a distance name for clap.
 pub fn parse_distance(s: &str) -> Result<Distance, String> {

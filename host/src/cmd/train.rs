@@ -9,8 +9,10 @@ use fewshot_host::augment::AffineRanges;
 use fewshot_host::augment::FaceAugment;
 use fewshot_host::episode::EpisodeShape;
 use fewshot_host::nn::encoder::EncoderConfig;
+use fewshot_host::nn::siamese::{EmbeddingDistance, Mining};
 use fewshot_host::train::{
-    train_cosface, train_protonet, CosFaceConfig, RunFiles, StopAt, TrainConfig, TrainState,
+    train_cosface, train_protonet, train_siamese, CosFaceConfig, RunFiles, SiameseConfig,
+    SiameseLoss, StopAt, TrainConfig, TrainState,
 };
 
 use super::model::{Defaults, ModelArgs};
@@ -23,6 +25,10 @@ pub enum TrainCommand {
     /// CosFace (Wang et al., 2018) pre-training: a cosine-margin classifier over all training
     /// classes (for faces: identities), validated on episodes of held-out classes.
     Cosface(CosfaceArgs),
+    /// Siamese pre-training on batches of P classes × K images: pair-wise similarity
+    /// (Koch et al., 2015) or the triplet loss (Schroff et al., 2015) with random
+    /// triplets or batch-hard mining (Hermans et al., 2017).
+    Siamese(SiameseArgs),
 }
 
 /// Arguments of `fewshot train protonet`.
@@ -36,6 +42,75 @@ pub struct ProtonetArgs {
     /// Random affine distortions (±15° rotation, ±0.3 shear, ±20 % scale, ±10 % shift).
     #[arg(long)]
     affine: bool,
+    /// Distance of prototypes and validation.
+    #[arg(long, value_parser = super::parse_distance, default_value = "l2")]
+    distance: Distance,
+}
+
+/// The Siamese objectives on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LossArg {
+    /// A fully connected layer on |e1 − e2|, sigmoid, binary cross-entropy on
+    /// balanced same/different pairs.
+    Pairwise,
+    /// max(0, d(a, p) − d(a, n) + margin).
+    Triplet,
+}
+
+/// Triplet mining on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum MiningArg {
+    /// A random positive and negative for each anchor of the batch.
+    Random,
+    /// The farthest positive and the nearest negative for each anchor.
+    BatchHard,
+}
+
+/// Embedding distances on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DistanceArg {
+    /// Squared Euclidean distance.
+    SquaredL2,
+    /// Euclidean distance.
+    L2,
+    /// 1 − cosine similarity (distance of the unit embeddings).
+    Cosine,
+}
+
+/// Arguments of `fewshot train siamese`. Defaults suit Omniglot (as protonet).
+#[derive(Debug, Args)]
+pub struct SiameseArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The objective.
+    #[arg(long, value_enum)]
+    loss: LossArg,
+    /// How triplets are drawn from a batch (triplet loss).
+    #[arg(long, value_enum, default_value = "batch-hard")]
+    mining: MiningArg,
+    /// Triplet margin α (try ~0.2 with --distance cosine).
+    #[arg(long, default_value_t = 1.0)]
+    margin: f64,
+    /// Distance of the triplet loss; also of prototypes and validation (squared
+    /// L2 for both L2 forms).
+    #[arg(long, value_enum, default_value = "squared-l2")]
+    distance: DistanceArg,
+    /// Classes per batch (P); --episodes counts batches.
+    #[arg(long, default_value_t = 20)]
+    p_classes: usize,
+    /// Images per class in a batch (K).
+    #[arg(long, default_value_t = 4)]
+    k_images: usize,
+    /// Do not add 90° rotations as new classes.
+    #[arg(long)]
+    no_rotations: bool,
+    /// Random affine distortions (±15° rotation, ±0.3 shear, ±20 % scale, ±10 % shift).
+    #[arg(long)]
+    affine: bool,
+    /// Face augmentation instead (flips, shifts of 4 pixels, brightness ±0.1,
+    /// contrast ±20 %), for face data (give --data and the face recipe flags).
+    #[arg(long, conflicts_with = "affine")]
+    face_augment: bool,
 }
 
 /// Arguments of `fewshot train cosface`. Defaults suit faces: LFW-devtrain,
@@ -56,6 +131,9 @@ pub struct CosfaceArgs {
     /// Train without augmentation.
     #[arg(long)]
     no_augment: bool,
+    /// Distance of validation.
+    #[arg(long, value_parser = super::parse_distance, default_value = "cosine")]
+    distance: Distance,
     /// Largest random shift in pixels.
     #[arg(long, default_value_t = 4)]
     max_shift: usize,
@@ -71,7 +149,7 @@ pub struct CosfaceArgs {
 #[derive(Debug, Args)]
 pub struct CommonArgs {
     /// Class folders to train on (validation classes are held out of them by --seed).
-    /// [default: omniglot/images_background_small1 for protonet, faces/lfw-devtrain for cosface]
+    /// [default: omniglot/images_background_small1 for protonet and siamese, faces/lfw-devtrain for cosface]
     #[arg(long)]
     data: Option<PathBuf>,
     /// Output folder: checkpoints (best, last), metrics.jsonl, curve.png, run.json.
@@ -80,7 +158,7 @@ pub struct CommonArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     resume: bool,
-    /// Classes per episode (cosface: per validation episode) [default: 20]
+    /// Classes per episode (cosface, siamese: per validation episode) [default: 20]
     #[arg(long)]
     k_way: Option<usize>,
     /// Support images per class [default: 1]
@@ -114,9 +192,6 @@ pub struct CommonArgs {
     /// Channels of each Conv-4 block.
     #[arg(long, default_value_t = 64)]
     hidden: usize,
-    /// Distance of prototypes and validation [default: l2 for protonet, cosine for cosface]
-    #[arg(long, value_parser = super::parse_distance)]
-    distance: Option<Distance>,
     /// Seed of the class split, the initialisation order and the episodes.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -140,6 +215,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             let config = args.common.config(
                 !args.no_rotations,
                 args.affine.then_some(AffineRanges::OMNIGLOT),
+                args.distance,
                 Defaults::Omniglot,
             )?;
             let stop = args.common.stop();
@@ -153,7 +229,9 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             report(&args.common, &config, &state)
         }
         TrainCommand::Cosface(args) => {
-            let config = args.common.config(false, None, Defaults::Faces)?;
+            let config = args
+                .common
+                .config(false, None, args.distance, Defaults::Faces)?;
             let cosface = CosFaceConfig {
                 batch: args.batch,
                 scale: args.scale,
@@ -176,6 +254,50 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             )?;
             report(&args.common, &config, &state)
         }
+        TrainCommand::Siamese(args) => {
+            let distance = match args.distance {
+                DistanceArg::SquaredL2 => EmbeddingDistance::SquaredL2,
+                DistanceArg::L2 => EmbeddingDistance::L2,
+                DistanceArg::Cosine => EmbeddingDistance::Cosine,
+            };
+            let config = args.common.config(
+                !args.no_rotations,
+                args.affine.then_some(AffineRanges::OMNIGLOT),
+                distance.core(),
+                Defaults::Omniglot,
+            )?;
+            let siamese = SiameseConfig {
+                loss: match args.loss {
+                    LossArg::Pairwise => SiameseLoss::Pairwise,
+                    LossArg::Triplet => SiameseLoss::Triplet {
+                        mining: match args.mining {
+                            MiningArg::Random => Mining::Random,
+                            MiningArg::BatchHard => Mining::BatchHard,
+                        },
+                        margin: args.margin,
+                        distance,
+                    },
+                },
+                classes: args.p_classes,
+                per_class: args.k_images,
+                augment: args.face_augment.then_some(FaceAugment {
+                    max_shift: 4,
+                    flip: true,
+                    brightness: 0.1,
+                    contrast: 0.2,
+                }),
+            };
+            let stop = args.common.stop();
+            let state = train_siamese(
+                &config,
+                &siamese,
+                &args.common.out,
+                args.common.resume,
+                stop,
+                super::progress(),
+            )?;
+            report(&args.common, &config, &state)
+        }
     }
 }
 
@@ -185,6 +307,7 @@ impl CommonArgs {
         &self,
         rotations: bool,
         affine: Option<AffineRanges>,
+        distance: Distance,
         defaults: Defaults,
     ) -> anyhow::Result<TrainConfig> {
         let args = self;
@@ -229,14 +352,7 @@ impl CommonArgs {
                 input_size: recipe.width,
             },
             recipe: recipe.into(),
-            distance: args
-                .distance
-                .unwrap_or(match defaults {
-                    Defaults::Omniglot => Distance::L2,
-                    Defaults::Faces => Distance::Cosine,
-                })
-                .name()
-                .into(),
+            distance: distance.name().into(),
             seed: args.seed,
         })
     }

@@ -4,7 +4,7 @@
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 
-use super::method::accuracy;
+use super::method::{accuracy, BatchLoss};
 
 /// The class weights and the scale `s` and margin `m` of the logits
 /// `s · (cos θ_j − m·[j = label])`.
@@ -70,6 +70,18 @@ impl CosFace {
         let labels = Tensor::from_slice(labels, n, cos.device())?;
         let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
         Ok((loss, accuracy(&cos, &labels.to_dtype(DType::U32)?)?))
+    }
+}
+
+impl BatchLoss for CosFace {
+    /// [`CosFace::loss`]; labels are indices of the head's classes.
+    fn batch_loss(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        _rng: &mut rand_chacha::ChaCha8Rng,
+    ) -> Result<(Tensor, f64)> {
+        self.loss(embeddings, labels)
     }
 }
 

@@ -59,6 +59,20 @@ pub trait FewShotMethod {
     }
 }
 
+/// A training objective over a labelled batch of embeddings rather than an
+/// episode (CosFace, the Siamese pair and triplet losses).
+pub trait BatchLoss {
+    /// The loss over `embeddings` `(n, d)` of classes `labels`, and a training
+    /// accuracy (what it measures is the objective's own). `rng` draws
+    /// whatever the objective samples from the batch (pairs, triplets).
+    fn batch_loss(
+        &self,
+        embeddings: &Tensor,
+        labels: &[u32],
+        rng: &mut rand_chacha::ChaCha8Rng,
+    ) -> Result<(Tensor, f64)>;
+}
+
 /// Fraction of rows whose largest logit is at the label.
 pub fn accuracy(logits: &Tensor, labels: &Tensor) -> Result<f64> {
     let predicted = logits.argmax(D::Minus1)?;

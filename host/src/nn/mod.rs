@@ -1,5 +1,6 @@
 //! Neural-network pieces trained with candle: encoders, few-shot methods,
-//! the optimiser and checkpoints.
+//! pre-training objectives (CosFace, Siamese), support-set fine-tuning, the
+//! optimiser and checkpoints.
 
 pub mod adam;
 pub mod block;
@@ -7,10 +8,12 @@ pub mod checkpoint;
 pub mod conv;
 pub mod cosface;
 pub mod encoder;
+pub mod finetune;
 pub mod init;
 mod kernel;
 pub mod method;
 pub mod ops;
 pub mod pool;
+pub mod siamese;
 
 pub use candle_core::{DType, Device, Result, Tensor};
