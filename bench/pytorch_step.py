@@ -32,21 +32,25 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=7)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--channels-last", action="store_true",
+                   help="NHWC memory layout (torch.channels_last) instead of NCHW")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     enc = nn.Sequential(block(a.channels, a.hidden), block(a.hidden, a.hidden), block(a.hidden, a.hidden),
                         block(a.hidden, a.hidden), nn.Flatten())
+    fmt = torch.channels_last if a.channels_last else torch.contiguous_format
+    enc = enc.to(memory_format=fmt)
     opt = torch.optim.Adam(enc.parameters(), lr=1e-3)
     k, n, q = a.k_way, a.n_shot, a.q_queries
-    support = torch.rand(k * n, a.channels, a.size, a.size)
-    query = torch.rand(k * q, a.channels, a.size, a.size)
+    support = torch.rand(k * n, a.channels, a.size, a.size).contiguous(memory_format=fmt)
+    query = torch.rand(k * q, a.channels, a.size, a.size).contiguous(memory_format=fmt)
     labels = torch.arange(k).repeat_interleave(q)
     times = []
     for i in range(a.warmup + max(a.steps, 1)):
         start = time.perf_counter()
-        emb = enc(torch.cat([support, query]))
+        emb = enc(torch.cat([support, query]).contiguous(memory_format=fmt))
         protos = emb[: k * n].reshape(k, n, -1).mean(1)
         logits = -torch.cdist(emb[k * n:], protos).pow(2)
         loss = F.cross_entropy(logits, labels)
@@ -62,6 +66,7 @@ def main():
         "bench": "train-step", "framework": f"pytorch {torch.__version__}",
         "k_way": k, "n_shot": n, "q_queries": q, "size": a.size, "channels": a.channels, "hidden": a.hidden,
         "threads": torch.get_num_threads(), "steps": len(times),
+        "layout": "nhwc" if a.channels_last else "nchw",
         "median_ms": median, "min_ms": times[0], "max_ms": times[-1], "peak_rss_mb": peak,
     }
     if a.json:
