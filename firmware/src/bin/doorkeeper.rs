@@ -151,6 +151,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         128 => run.go::<128>(encoder),
         256 => run.go::<256>(encoder),
         512 => run.go::<512>(encoder),
+        1024 => run.go::<1024>(encoder),
         d => bail!("the model makes {d}-d embeddings; the door supports {SUPPORTED_DIMS:?}"),
     }
 }

@@ -81,6 +81,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         128 => go::<128>(args, encoder, config),
         256 => go::<256>(args, encoder, config),
         512 => go::<512>(args, encoder, config),
+        1024 => go::<1024>(args, encoder, config),
         d => bail!("the model makes {d}-d embeddings; the door supports {SUPPORTED_DIMS:?}"),
     }
 }
