@@ -194,6 +194,15 @@ pub struct FaceAugment {
 }
 
 impl FaceAugment {
+    /// What face training uses unless told otherwise: shifts up to 4 px,
+    /// flips, brightness ±0.1, contrast ±20 %.
+    pub const FACES: FaceAugment = FaceAugment {
+        max_shift: 4,
+        flip: true,
+        brightness: 0.1,
+        contrast: 0.2,
+    };
+
     /// Applies a random shift, flip and jitter.
     pub fn apply<R: Rng + ?Sized>(&self, rng: &mut R, img: &[f32], shape: Shape) -> Vec<f32> {
         let m = self.max_shift as f32;

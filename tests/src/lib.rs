@@ -1,1 +1,62 @@
-//! End-to-end tests live in `tests/`.
+//! End-to-end tests live in `tests/`; this library holds what they share.
+use std::path::{Path, PathBuf};
+
+use fewshot_core::Recipe;
+use fewshot_host::episode::EpisodeShape;
+use fewshot_host::nn::encoder::EncoderConfig;
+use fewshot_host::train::{train_protonet, StopAt, TrainConfig};
+
+/// The data folder: `FEWSHOT_DATA`, else `../shared/data` beside the repo.
+/// Fails, saying where it looked, when it is missing.
+pub fn data_dir() -> PathBuf {
+    let d = std::env::var_os("FEWSHOT_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    assert!(
+        d.join("MANIFEST.sha256").is_file(),
+        "test data not found at {} (set FEWSHOT_DATA)",
+        d.display()
+    );
+    d
+}
+
+/// Trains a Conv-4 of `hidden` channels with Prototypical Networks (5-way
+/// 1-shot 3-query, rotations, seed 3) for `episodes` episodes on the first
+/// `characters` Greek characters of `images_background_small1`, in `dir`, so
+/// batch norm has real running statistics. Returns the best checkpoint.
+pub fn tiny_checkpoint(dir: &Path, characters: usize, hidden: usize, episodes: usize) -> PathBuf {
+    let greek = data_dir().join("omniglot/images_background_small1/Greek");
+    let data = dir.join("data/Greek");
+    std::fs::create_dir_all(&data).unwrap();
+    for i in 1..=characters {
+        let c = format!("character{i:02}");
+        std::os::unix::fs::symlink(greek.join(&c), data.join(&c)).unwrap();
+    }
+    let config = TrainConfig {
+        data: dir.join("data"),
+        shape: EpisodeShape {
+            k_way: 5,
+            n_shot: 1,
+            q_queries: 3,
+        },
+        episodes,
+        lr: 3e-3,
+        lr_step: 1000,
+        lr_gamma: 0.5,
+        val_every: episodes,
+        val_episodes: 0,
+        val_fraction: 0.0,
+        rotations: true,
+        affine: None,
+        encoder: EncoderConfig::Conv4 {
+            in_channels: 1,
+            hidden,
+            input_size: 28,
+        },
+        recipe: Recipe::OMNIGLOT_28.into(),
+        distance: "l2".into(),
+        seed: 3,
+    };
+    train_protonet(&config, &dir.join("run"), false, StopAt::default(), false).unwrap();
+    dir.join("run/best.safetensors")
+}

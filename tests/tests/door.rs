@@ -4,68 +4,20 @@
 //! image of each, and refuse a character never enrolled.
 use std::path::{Path, PathBuf};
 
-use fewshot_core::Recipe;
+use fewshot_e2e::{data_dir, tiny_checkpoint};
 use fewshot_firmware::camera::load_image;
 use fewshot_firmware::door::Config;
 use fewshot_firmware::encoder::OnnxEncoder;
 use fewshot_firmware::events::{Event, Recorder};
 use fewshot_firmware::sim::{Command, Simulator};
 use fewshot_firmware::storage::FileStore;
-use fewshot_host::episode::EpisodeShape;
 use fewshot_host::export::export_f32;
-use fewshot_host::nn::encoder::EncoderConfig;
-use fewshot_host::train::{train_protonet, StopAt, TrainConfig};
-
-fn data_dir() -> PathBuf {
-    let d = std::env::var_os("FEWSHOT_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    assert!(
-        d.join("MANIFEST.sha256").is_file(),
-        "test data not found at {} (set FEWSHOT_DATA)",
-        d.display()
-    );
-    d
-}
 
 /// A Conv-4 with 32 channels (32-d embeddings) trained for 150 episodes
 /// (5-way 1-shot) on twelve Greek characters of `images_background_small1`.
 fn tiny_model(dir: &Path) -> PathBuf {
-    let greek = data_dir().join("omniglot/images_background_small1/Greek");
-    let data = dir.join("data/Greek");
-    std::fs::create_dir_all(&data).unwrap();
-    for i in 1..=12 {
-        let c = format!("character{i:02}");
-        std::os::unix::fs::symlink(greek.join(&c), data.join(&c)).unwrap();
-    }
-    let config = TrainConfig {
-        data: dir.join("data"),
-        shape: EpisodeShape {
-            k_way: 5,
-            n_shot: 1,
-            q_queries: 3,
-        },
-        episodes: 150,
-        lr: 3e-3,
-        lr_step: 1000,
-        lr_gamma: 0.5,
-        val_every: 150,
-        val_episodes: 0,
-        val_fraction: 0.0,
-        rotations: true,
-        affine: None,
-        encoder: EncoderConfig::Conv4 {
-            in_channels: 1,
-            hidden: 32,
-            input_size: 28,
-        },
-        recipe: Recipe::OMNIGLOT_28.into(),
-        distance: "l2".into(),
-        seed: 3,
-    };
-    train_protonet(&config, &dir.join("run"), false, StopAt::default(), false).unwrap();
     let onnx = dir.join("tiny.onnx");
-    export_f32(&dir.join("run/best.safetensors"), &onnx).unwrap();
+    export_f32(&tiny_checkpoint(dir, 12, 32, 150), &onnx).unwrap();
     onnx
 }
 

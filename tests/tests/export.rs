@@ -1,74 +1,21 @@
 //! Train a tiny encoder, export it to ONNX, load it on the device side with
 //! tract, and check it embeds real images as the candle checkpoint does.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fewshot_core::Recipe;
+use fewshot_e2e::{data_dir, tiny_checkpoint};
 use fewshot_firmware::encoder::{EncoderError, OnnxEncoder};
 use fewshot_host::data::preprocess_file;
 use fewshot_host::embed::Embedder;
-use fewshot_host::episode::EpisodeShape;
 use fewshot_host::export::export_f32;
 use fewshot_host::export::int8::{export_int8, Int8Form};
 use fewshot_host::nn::checkpoint::CandleEmbedder;
-use fewshot_host::nn::encoder::EncoderConfig;
-use fewshot_host::train::{train_protonet, StopAt, TrainConfig};
 use prost::Message;
-
-fn data_dir() -> PathBuf {
-    let d = std::env::var_os("FEWSHOT_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    assert!(
-        d.join("MANIFEST.sha256").is_file(),
-        "test data not found at {} (set FEWSHOT_DATA)",
-        d.display()
-    );
-    d
-}
-
-/// Trains a small Conv-4 for a few episodes on six Greek characters, so batch
-/// norm has real running statistics to fold.
-fn tiny_checkpoint(dir: &Path) -> PathBuf {
-    let greek = data_dir().join("omniglot/images_background_small1/Greek");
-    let data = dir.join("data/Greek");
-    std::fs::create_dir_all(&data).unwrap();
-    for i in 1..=6 {
-        let c = format!("character{i:02}");
-        std::os::unix::fs::symlink(greek.join(&c), data.join(&c)).unwrap();
-    }
-    let config = TrainConfig {
-        data: dir.join("data"),
-        shape: EpisodeShape {
-            k_way: 5,
-            n_shot: 1,
-            q_queries: 3,
-        },
-        episodes: 20,
-        lr: 3e-3,
-        lr_step: 1000,
-        lr_gamma: 0.5,
-        val_every: 20,
-        val_episodes: 0,
-        val_fraction: 0.0,
-        rotations: true,
-        affine: None,
-        encoder: EncoderConfig::Conv4 {
-            in_channels: 1,
-            hidden: 8,
-            input_size: 28,
-        },
-        recipe: Recipe::OMNIGLOT_28.into(),
-        distance: "l2".into(),
-        seed: 3,
-    };
-    train_protonet(&config, &dir.join("run"), false, StopAt::default(), false).unwrap();
-    dir.join("run/best.safetensors")
-}
 
 #[test]
 fn exported_model_matches_the_checkpoint_on_real_images() {
     let tmp = tempfile::tempdir().unwrap();
-    let weights = tiny_checkpoint(tmp.path());
+    let weights = tiny_checkpoint(tmp.path(), 6, 8, 20);
     let onnx = tmp.path().join("tiny.onnx");
     export_f32(&weights, &onnx).unwrap();
 
@@ -122,7 +69,7 @@ fn bad_models_and_inputs_are_clear_errors() {
     assert!(matches!(missing, EncoderError::Io { .. }), "{missing}");
 
     // A valid model without this project's metadata.
-    let weights = tiny_checkpoint(tmp.path());
+    let weights = tiny_checkpoint(tmp.path(), 6, 8, 20);
     let onnx = tmp.path().join("tiny.onnx");
     export_f32(&weights, &onnx).unwrap();
     let mut proto = tract_onnx::pb::ModelProto::decode(&std::fs::read(&onnx).unwrap()[..]).unwrap();
@@ -223,7 +170,7 @@ fn sanskrit(r: &Recipe, n: usize) -> Vec<Vec<f32>> {
 #[test]
 fn onnxruntime_agrees_with_tract() {
     let tmp = tempfile::tempdir().unwrap();
-    let weights = tiny_checkpoint(tmp.path());
+    let weights = tiny_checkpoint(tmp.path(), 6, 8, 20);
     let onnx = tmp.path().join("tiny.onnx");
     export_f32(&weights, &onnx).unwrap();
     let device = OnnxEncoder::load(&onnx).unwrap();
@@ -249,7 +196,7 @@ fn onnxruntime_agrees_with_tract() {
 #[test]
 fn int8_exports_agree_across_runtimes_and_with_f32() {
     let tmp = tempfile::tempdir().unwrap();
-    let weights = tiny_checkpoint(tmp.path());
+    let weights = tiny_checkpoint(tmp.path(), 6, 8, 20);
     let f32_model = tmp.path().join("tiny.onnx");
     export_f32(&weights, &f32_model).unwrap();
     let reference = OnnxEncoder::load(&f32_model).unwrap();
@@ -300,7 +247,7 @@ fn int8_exports_agree_across_runtimes_and_with_f32() {
 fn calibrated_threshold_meets_its_false_accept_rate() {
     use fewshot_host::export::threshold::{calibrate, set_metadata};
     let tmp = tempfile::tempdir().unwrap();
-    let weights = tiny_checkpoint(tmp.path());
+    let weights = tiny_checkpoint(tmp.path(), 6, 8, 20);
     let onnx = tmp.path().join("tiny.onnx");
     export_f32(&weights, &onnx).unwrap();
     let data = data_dir().join("omniglot/images_background_small2/Tagalog");

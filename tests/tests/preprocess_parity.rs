@@ -1,22 +1,10 @@
 //! Host and device apply the same preprocessing: the host decodes an image file
 //! with the `image` crate, the device gets raw camera bytes; both go through
 //! `fewshot_core::Recipe::apply`, and the tensors must be bit-identical.
-use std::path::PathBuf;
 
 use fewshot_core::{Crop, Frame, PixelFormat, Recipe, Resize};
+use fewshot_e2e::data_dir;
 use fewshot_host::data::preprocess_file;
-
-fn data_dir() -> PathBuf {
-    let d = std::env::var_os("FEWSHOT_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    assert!(
-        d.join("MANIFEST.sha256").is_file(),
-        "test data not found at {} (set FEWSHOT_DATA)",
-        d.display()
-    );
-    d
-}
 
 /// A camera-style frame from a binary PGM, parsed by hand (no image crate).
 fn raw_pgm(bytes: &[u8]) -> (usize, usize, Vec<u8>) {

@@ -135,13 +135,13 @@ pub struct CosfaceArgs {
     #[arg(long, value_parser = super::parse_distance, default_value = "cosine")]
     distance: Distance,
     /// Largest random shift in pixels.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = FaceAugment::FACES.max_shift)]
     max_shift: usize,
     /// Largest brightness offset.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = FaceAugment::FACES.brightness)]
     brightness: f32,
     /// Largest relative contrast change.
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = FaceAugment::FACES.contrast)]
     contrast: f32,
 }
 
@@ -280,12 +280,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
                 },
                 classes: args.p_classes,
                 per_class: args.k_images,
-                augment: args.face_augment.then_some(FaceAugment {
-                    max_shift: 4,
-                    flip: true,
-                    brightness: 0.1,
-                    contrast: 0.2,
-                }),
+                augment: args.face_augment.then_some(FaceAugment::FACES),
             };
             let stop = args.common.stop();
             let state = train_siamese(

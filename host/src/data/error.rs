@@ -17,14 +17,9 @@ pub enum DataError {
         /// The cause.
         source: std::io::Error,
     },
-    /// An image could not be decoded.
-    #[error("{}: not a readable PNG, PGM or JPEG image: {source}", path.display())]
-    Image {
-        /// The image file.
-        path: PathBuf,
-        /// The decoder's error.
-        source: image::ImageError,
-    },
+    /// An image could not be read or decoded (the device's decoder names the file).
+    #[error("{0} (expected a PNG, PGM or JPEG image)")]
+    Image(#[from] fewshot_firmware::camera::ImageError),
     /// An image could not be preprocessed.
     #[error("{}: {source}", path.display())]
     Preprocess {

@@ -1,71 +1,26 @@
 use std::path::{Path, PathBuf};
 
-use fewshot_core::{Frame, PixelFormat, Recipe};
+use fewshot_core::Recipe;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use super::DataError;
 
-/// A decoded image in the formats the core preprocesses (grey or RGB).
-#[derive(Debug, Clone)]
-pub struct OwnedFrame {
-    /// Width in pixels.
-    pub width: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// Pixel layout.
-    pub format: PixelFormat,
-    /// Row-major pixels.
-    pub pixels: Vec<u8>,
-}
-
-impl OwnedFrame {
-    /// A borrowed view for the core.
-    pub fn frame(&self) -> Frame<'_> {
-        Frame {
-            width: self.width,
-            height: self.height,
-            format: self.format,
-            pixels: &self.pixels,
-        }
-    }
-}
-
-/// Decodes an image file. Grey images stay grey and everything else becomes
-/// RGB, so the colour conversion is the core's, as on the device.
-pub fn decode_frame(path: &Path) -> Result<OwnedFrame, DataError> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| DataError::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| DataError::io(path, e))?;
-    let img = reader.decode().map_err(|source| DataError::Image {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let (width, height) = (img.width() as usize, img.height() as usize);
-    let (format, pixels) = if img.color().has_color() {
-        (PixelFormat::Rgb8, img.into_rgb8().into_raw())
-    } else {
-        (PixelFormat::Gray8, img.into_luma8().into_raw())
-    };
-    Ok(OwnedFrame {
-        width,
-        height,
-        format,
-        pixels,
-    })
-}
+/// Image files are decoded as on the device: grey stays grey, everything
+/// else becomes RGB, so the colour conversion is the core's.
+pub use fewshot_firmware::camera::{load_image as decode_frame, OwnedFrame};
 
 /// Decodes and preprocesses one image file.
 pub fn preprocess_file(path: &Path, recipe: &Recipe) -> Result<Vec<f32>, DataError> {
     let owned = decode_frame(path)?;
     let mut out = vec![0.0; recipe.len()];
+    let preprocess = |source| DataError::Preprocess {
+        path: path.to_path_buf(),
+        source,
+    };
     recipe
-        .apply(&owned.frame(), &mut out)
-        .map_err(|source| DataError::Preprocess {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .apply(&owned.as_frame().map_err(preprocess)?, &mut out)
+        .map_err(preprocess)?;
     Ok(out)
 }
 
