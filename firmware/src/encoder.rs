@@ -63,6 +63,7 @@ pub struct OnnxEncoder {
     distance: Distance,
     threshold: Option<f32>,
     metadata: HashMap<String, String>,
+    path: PathBuf,
 }
 
 impl OnnxEncoder {
@@ -128,6 +129,7 @@ impl OnnxEncoder {
             distance,
             threshold,
             metadata,
+            path: path.to_path_buf(),
         };
         // The declared embedding size must be what the graph produces.
         let probe = encoder
@@ -196,5 +198,19 @@ impl OnnxEncoder {
     /// All metadata entries.
     pub fn metadata(&self) -> &HashMap<String, String> {
         &self.metadata
+    }
+
+    /// The door's default configuration for this model: its distance and its
+    /// calibrated threshold, unless `threshold` overrides it. Both door
+    /// binaries start from this.
+    pub fn door_config(&self, threshold: Option<f32>) -> Result<crate::door::Config, EncoderError> {
+        let threshold = threshold
+            .or(self.threshold)
+            .ok_or_else(|| EncoderError::Metadata {
+                path: self.path.clone(),
+                key: model_meta::THRESHOLD,
+                message: "the model carries no calibrated threshold: give --threshold".into(),
+            })?;
+        Ok(crate::door::Config::new(self.distance, threshold))
     }
 }

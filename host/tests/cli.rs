@@ -203,3 +203,140 @@ fn finetune_zero_steps_is_cosine_prototypes() {
     ]);
     assert!(!ok && err.contains("at least 2 classes"), "{err}");
 }
+
+/// The face pipeline on 100 LFW people, in small: CosFace training lifts
+/// pair verification on the held-out people above the same encoder untrained
+/// (learning rate 0, so only batch norm's statistics move); the export
+/// carries the threshold calibrated on those people, and the door takes it.
+#[test]
+fn face_training_beats_the_untrained_encoder_and_the_door_takes_its_threshold() {
+    let lfw = common::data_dir().join("faces/lfw-devtrain");
+    let tmp = tempfile::tempdir().unwrap();
+    let subset = tmp.path().join("people");
+    std::fs::create_dir(&subset).unwrap();
+    let mut people: Vec<_> = std::fs::read_dir(&lfw)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            std::fs::read_dir(p)
+                .map(|d| d.count() >= 3)
+                .unwrap_or(false)
+        })
+        .collect();
+    people.sort();
+    for p in people.iter().take(100) {
+        std::os::unix::fs::symlink(p, subset.join(p.file_name().unwrap())).unwrap();
+    }
+    let path = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let train = |out: &str, lr: &str, batches: &str| {
+        let (ok, _, err) = fewshot(&[
+            "train",
+            "cosface",
+            "--data",
+            &path("people"),
+            "--out",
+            &path(out),
+            "--size",
+            "32",
+            "--hidden",
+            "32",
+            "--batch",
+            "32",
+            "--episodes",
+            batches,
+            "--val-every",
+            batches,
+            "--val-episodes",
+            "20",
+            "--val-fraction",
+            "0.4",
+            "--k-way",
+            "5",
+            "--lr",
+            lr,
+            "--threads",
+            "2",
+        ]);
+        assert!(ok, "training {out} failed: {err}");
+    };
+    train("trained", "0.003", "150");
+    train("untrained", "0", "20");
+    let (ok, _, err) = fewshot(&[
+        "split",
+        "--model",
+        &path("trained/best.safetensors"),
+        "--data",
+        &path("people"),
+        "--out",
+        &path("val"),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = fewshot(&[
+        "pairs",
+        "--data",
+        &path("val"),
+        "--out",
+        &path("pairs.txt"),
+        "--folds",
+        "2",
+        "--per-fold",
+        "40",
+    ]);
+    assert!(ok, "{err}");
+    let auc = |model: &str| {
+        let v = json(&[
+            "verify",
+            "--model",
+            &path(model),
+            "--images",
+            &path("val"),
+            "--pairs",
+            &path("pairs.txt"),
+            "--json",
+        ]);
+        v["auc"].as_f64().unwrap()
+    };
+    let (trained, untrained) = (
+        auc("trained/best.safetensors"),
+        auc("untrained/best.safetensors"),
+    );
+    eprintln!("validation pair AUC: trained {trained:.3}, untrained {untrained:.3}");
+    assert!(
+        trained > untrained + 0.03,
+        "training should lift the AUC: {trained} vs untrained {untrained}"
+    );
+
+    let onnx = path("face.onnx");
+    let (ok, _, err) = fewshot(&[
+        "export",
+        "--model",
+        &path("trained/best.safetensors"),
+        "--out",
+        &onnx,
+        "--threshold-far",
+        "0.01",
+        "--threshold-data",
+        &path("val"),
+    ]);
+    assert!(ok, "{err}");
+    let model = fewshot_firmware::encoder::OnnxEncoder::load(std::path::Path::new(&onnx)).unwrap();
+    let stored: f32 = model.metadata()[fewshot_core::model_meta::THRESHOLD]
+        .parse()
+        .unwrap();
+    let calibration: Value =
+        serde_json::from_str(&model.metadata()[fewshot_core::model_meta::THRESHOLD_CALIBRATION])
+            .unwrap();
+    assert_eq!(calibration["threshold"].as_f64().unwrap() as f32, stored);
+    assert!(calibration["far"].as_f64().unwrap() <= 0.01);
+    let door = model.door_config(None).unwrap();
+    assert_eq!(
+        door.threshold, stored,
+        "the door uses the model's threshold"
+    );
+    assert_eq!(door.distance, fewshot_core::Distance::Cosine);
+    assert_eq!(
+        model.door_config(Some(0.25)).unwrap().threshold,
+        0.25,
+        "unless told otherwise"
+    );
+}

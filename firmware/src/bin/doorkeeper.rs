@@ -110,14 +110,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let encoder = OnnxEncoder::load(&args.model).context("loading the model")?;
-    let threshold = match (args.threshold, encoder.threshold()) {
-        (Some(t), _) | (None, Some(t)) => t,
-        (None, None) => bail!(
-            "{} carries no calibrated threshold (metadata fewshot.threshold): give --threshold",
-            args.model.display()
-        ),
-    };
-    let mut config = Config::new(encoder.distance(), threshold);
+    let mut config = encoder.door_config(args.threshold)?;
     config.min_margin = args.margin;
     config.enroll_shots = args.enroll_shots;
     config.enroll_spread = args.enroll_spread;

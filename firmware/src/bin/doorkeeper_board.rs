@@ -67,10 +67,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let encoder = OnnxEncoder::load(&args.model).context("loading the model")?;
-    let Some(threshold) = args.threshold.or(encoder.threshold()) else {
-        bail!("the model carries no calibrated threshold: give --threshold");
-    };
-    let mut config = Config::new(encoder.distance(), threshold);
+    let mut config = encoder.door_config(args.threshold)?;
     config.open_ms = args.open_ms;
     config.button_active_low = args.button_active_low;
     match encoder.dim() {
