@@ -57,10 +57,12 @@ enum Command {
     Train(cmd::train::TrainCommand),
 }
 
-fn main() -> anyhow::Result<()> {
+/// Prints the error and its causes on one line each, without the backtrace
+/// anyhow would add when `RUST_BACKTRACE` is set: users see what is wrong.
+fn main() -> std::process::ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Eval(args) => cmd::eval::run(args),
         Command::EvalRuns(args) => cmd::eval_runs::run(args),
         Command::Verify(args) => cmd::verify::run(args),
@@ -70,5 +72,15 @@ fn main() -> anyhow::Result<()> {
         Command::Export(args) => cmd::export::run(args),
         Command::Split(args) => cmd::split::run(args),
         Command::Pairs(args) => cmd::pairs::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
     }
 }
