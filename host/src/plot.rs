@@ -135,6 +135,14 @@ pub fn line_chart_png(
     save_png(path, buf)
 }
 
+/// The last component of a model's name (a path), short enough for a title.
+pub fn file_label(name: &str) -> &str {
+    std::path::Path::new(name)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(name)
+}
+
 /// ROC curve(s) saved as an 800x600 PNG: x = FAR on a log scale over
 /// `1e-4..1`, y = TAR over `0..1`, one legend entry per curve, and dashed
 /// guide lines at FAR `1e-3` and `1e-2`.

@@ -136,12 +136,10 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
         };
         (t, tar, far, source)
     });
-    let title = format!(
-        "Door: {} enrolled with {k} shot(s), {}",
-        enrolled.len(),
-        model.name()
-    );
-    fewshot_host::plot::roc_png(&args.roc, &title, &[(&model.name(), &roc)])
+    let name = model.name();
+    let label = fewshot_host::plot::file_label(&name);
+    let title = format!("Door: {} enrolled, K = {k}, {label}", enrolled.len());
+    fewshot_host::plot::roc_png(&args.roc, &title, &[(label, &roc)])
         .with_context(|| format!("writing the ROC curve to {}", args.roc.display()))?;
 
     if args.json {

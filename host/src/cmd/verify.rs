@@ -196,10 +196,12 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     };
     if let Some(path) = &args.roc {
         let roc = verification_roc(&genuine, &impostor);
+        let name = model.name();
+        let label = fewshot_host::plot::file_label(&name);
         fewshot_host::plot::roc_png(
             path,
-            &format!("Verification ROC: {}", model.name()),
-            &[(&model.name(), &roc)],
+            &format!("Verification ROC: {label}"),
+            &[(label, &roc)],
         )?;
     }
     if args.json {
