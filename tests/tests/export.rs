@@ -8,7 +8,7 @@ use fewshot_firmware::encoder::{EncoderError, OnnxEncoder};
 use fewshot_host::data::preprocess_file;
 use fewshot_host::embed::Embedder;
 use fewshot_host::export::export_f32;
-use fewshot_host::export::int8::{export_int8, Int8Form};
+use fewshot_host::export::int8::{export_int8, Int8Form, Int8Options};
 use fewshot_host::nn::checkpoint::CandleEmbedder;
 use prost::Message;
 
@@ -105,9 +105,11 @@ fn bad_models_and_inputs_are_clear_errors() {
 /// Runs `tests/onnx_check.py`: `onnx.checker` must accept `model` and
 /// onnxruntime embeds `inputs`; returns its outputs and the metadata keys.
 fn onnxruntime(model: &Path, inputs: &[Vec<f32>], r: &Recipe) -> (Vec<Vec<f64>>, Vec<String>) {
-    let raw = model.with_extension("input.f32");
+    // The inputs go to a temporary file, never beside the model (committed
+    // models live in the repo).
+    let raw = tempfile::Builder::new().suffix(".f32").tempfile().unwrap();
     std::fs::write(
-        &raw,
+        raw.path(),
         inputs
             .iter()
             .flatten()
@@ -119,7 +121,7 @@ fn onnxruntime(model: &Path, inputs: &[Vec<f32>], r: &Recipe) -> (Vec<Vec<f64>>,
     let out = std::process::Command::new("python3")
         .arg(&script)
         .arg(model)
-        .arg(&raw)
+        .arg(raw.path())
         .args([r.channels, r.height, r.width].map(|v| v.to_string()))
         .output()
         .expect("python3 must be installed");
@@ -205,7 +207,12 @@ fn int8_exports_agree_across_runtimes_and_with_f32() {
     let inputs = sanskrit(&r, 6);
     for form in [Int8Form::Qlinear, Int8Form::ConvInteger] {
         let path = tmp.path().join(format!("tiny-{form:?}.onnx"));
-        let done = export_int8(&weights, &path, &calibration, 200, form).unwrap();
+        let options = Int8Options {
+            images: 200,
+            form,
+            percentile: 100.0,
+        };
+        let done = export_int8(&weights, &path, &calibration, options).unwrap();
         assert_eq!(done.ranges.images, 200);
         let device = OnnxEncoder::load(&path).unwrap();
         assert_eq!(device.metadata()["fewshot.weights"], "int8");
@@ -306,4 +313,75 @@ fn calibrated_threshold_meets_its_false_accept_rate() {
     );
     // One more impostor accepted would break the target.
     assert!((accepted + 1) as f64 / impostor.len() as f64 > target || accepted == impostor.len());
+}
+
+/// The committed face models: onnx.checker and onnxruntime accept them and
+/// agree with tract on real LFW faces (f32 to 1e-4 of the largest value, int8
+/// within one step of its last block); each int8 embedding points where its
+/// f32 one does (cosine distance under 2 % of the model's threshold, which is a
+/// cosine distance too); each model carries the threshold the door takes.
+#[test]
+fn committed_face_models_agree_across_runtimes_and_carry_their_threshold() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let f32_model = OnnxEncoder::load(&models.join("face.onnx")).unwrap();
+    let int8_model = OnnxEncoder::load(&models.join("face-int8.onnx")).unwrap();
+    let r = f32_model.recipe();
+    assert_eq!(int8_model.recipe(), r);
+    let lfw = data_dir().join("faces/lfw-devtrain");
+    let inputs: Vec<Vec<f32>> = ["Aaron_Peirsol", "Abdoulaye_Wade"]
+        .iter()
+        .flat_map(|name| {
+            let mut files: Vec<_> = std::fs::read_dir(lfw.join(name))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            files.truncate(2);
+            files
+        })
+        .map(|p| preprocess_file(&p, &r).unwrap())
+        .collect();
+    assert_eq!(inputs.len(), 4);
+    let exact: Vec<Vec<f32>> = inputs.iter().map(|x| f32_model.embed(x).unwrap()).collect();
+    let largest = exact.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));
+    let (rows, _) = onnxruntime(&models.join("face.onnx"), &inputs, &r);
+    for (got, want) in rows.iter().zip(&exact) {
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - f64::from(*w)).abs() <= 1e-4 * f64::from(largest),
+                "f32: onnxruntime {g} vs tract {w}"
+            );
+        }
+    }
+    let quant: serde_json::Value =
+        serde_json::from_str(&int8_model.metadata()["fewshot.quantization"]).unwrap();
+    let step = quant["block_max"][3].as_f64().unwrap() / 255.0;
+    let (rows, _) = onnxruntime(&models.join("face-int8.onnx"), &inputs, &r);
+    assert_eq!(f32_model.distance(), fewshot_core::Distance::Cosine);
+    let threshold = f64::from(int8_model.threshold().unwrap());
+    for ((got, input), e) in rows.iter().zip(&inputs).zip(&exact) {
+        let tract = int8_model.embed(input).unwrap();
+        let (mut dot, mut nt, mut ne) = (0.0f64, 0.0f64, 0.0f64);
+        for ((g, t), e) in got.iter().zip(&tract).zip(e) {
+            assert!(
+                (g - f64::from(*t)).abs() <= step * 1.0001,
+                "int8: onnxruntime {g} vs tract {t}"
+            );
+            let (t, e) = (f64::from(*t), f64::from(*e));
+            dot += t * e;
+            nt += t * t;
+            ne += e * e;
+        }
+        let cosine_distance = 1.0 - dot / (nt.sqrt() * ne.sqrt());
+        eprintln!("face int8 vs f32: cosine distance {cosine_distance:.5} (threshold {threshold})");
+        assert!(
+            cosine_distance < 0.02 * threshold,
+            "int8 embedding {cosine_distance} (cosine distance) from f32"
+        );
+    }
+    for model in [&f32_model, &int8_model] {
+        let stored: f32 = model.metadata()["fewshot.threshold"].parse().unwrap();
+        assert_eq!(model.threshold(), Some(stored));
+        assert_eq!(model.door_config(None).unwrap().threshold, stored);
+    }
 }

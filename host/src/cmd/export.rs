@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use fewshot_host::export::int8::{export_int8, Int8Form};
+use fewshot_host::export::int8::{export_int8, Int8Form, Int8Options};
 use fewshot_host::export::{meta, threshold};
 
 /// Arguments of `fewshot export`.
@@ -25,6 +25,10 @@ pub struct ExportArgs {
     /// How many calibration images to use (a seeded sample of the folder).
     #[arg(long, default_value_t = 1000, requires = "int8")]
     calibration_images: usize,
+    /// Int8 activation ranges at this percentile of the calibration images'
+    /// values (100: their maximum; 99.99 clips rare outliers for finer steps).
+    #[arg(long, default_value_t = 100.0, requires = "int8")]
+    calibration_percentile: f64,
     /// Store a rejection threshold chosen for this false-accept rate (0.001 = 0.1 %)
     /// on all impostor pairs of --threshold-data, measured with the exported file.
     #[arg(long, requires = "threshold_data")]
@@ -45,21 +49,21 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     match args.calibration {
         Some(folder) if args.int8 => {
             let folder = fewshot_host::data::resolve(&folder)?;
-            let done = export_int8(
-                &args.model,
-                &args.out,
-                &folder,
-                args.calibration_images,
-                args.int8_form,
-            )?;
+            let options = Int8Options {
+                images: args.calibration_images,
+                form: args.int8_form,
+                percentile: args.calibration_percentile,
+            };
+            let done = export_int8(&args.model, &args.out, &folder, options)?;
             println!(
-                "wrote {} ({} bytes, int8 {:?}, calibrated on {} images: input {:?}, block maxima {:?})",
+                "wrote {} ({} bytes, int8 {:?}, calibrated on {} images: input {:?}, block ranges {:?} at percentile {})",
                 args.out.display(),
                 done.bytes,
                 args.int8_form,
                 done.ranges.images,
                 done.ranges.input,
-                done.ranges.blocks
+                done.ranges.blocks,
+                done.ranges.percentile
             );
         }
         _ => {

@@ -222,7 +222,12 @@ pub fn model_proto(
     let quant = serde_json::json!({
         "form": form,
         "weights": "int8, symmetric per output channel, round half to even",
-        "activations": "uint8, affine, max calibration",
+        "activations": if ranges.percentile < 100.0 {
+            format!("uint8, affine, percentile {} calibration", ranges.percentile)
+        } else {
+            "uint8, affine, max calibration".to_string()
+        },
+        "calibration_percentile": ranges.percentile,
         "calibration_images": ranges.images,
         "input_range": [ranges.input.0, ranges.input.1],
         "block_max": ranges.blocks,
@@ -244,14 +249,35 @@ pub struct Int8Export {
     pub bytes: usize,
 }
 
+/// How an int8 export is calibrated and written.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Int8Options {
+    /// At most this many calibration images (a seeded sample of the folder).
+    pub images: usize,
+    /// Operators of the graph.
+    pub form: Int8Form,
+    /// Activation ranges at this percentile of the calibration values (100: max).
+    pub percentile: f64,
+}
+
+impl Default for Int8Options {
+    /// 1 000 images, `conv-integer`, max calibration.
+    fn default() -> Self {
+        Int8Options {
+            images: 1000,
+            form: Int8Form::ConvInteger,
+            percentile: 100.0,
+        }
+    }
+}
+
 /// Exports the checkpoint `weights` to `out` as an int8 model, calibrated on
-/// at most `n_images` images from `calibration` (a seeded sample).
+/// images from `calibration`.
 pub fn export_int8(
     weights: &Path,
     out: &Path,
     calibration: &Path,
-    n_images: usize,
-    form: Int8Form,
+    options: Int8Options,
 ) -> anyhow::Result<Int8Export> {
     let (config, tensors) = load_checkpoint(weights)?;
     let layers = fold(&config, &tensors)?;
@@ -261,13 +287,18 @@ pub fn export_int8(
         input_size,
         ..
     } = config.encoder;
-    let paths = sample_images(calibration, n_images, 0)?;
+    let paths = sample_images(calibration, options.images, 0)?;
     let inputs = paths
         .iter()
         .map(|p| preprocess_file(p, &recipe))
         .collect::<Result<Vec<_>, _>>()?;
-    let ranges = measure(&layers, (in_channels, input_size, input_size), &inputs)?;
-    let proto = model_proto(&config, &layers, &ranges, form)?;
+    let ranges = measure(
+        &layers,
+        (in_channels, input_size, input_size),
+        &inputs,
+        options.percentile,
+    )?;
+    let proto = model_proto(&config, &layers, &ranges, options.form)?;
     let bytes = proto.encode_to_vec();
     write_atomic(out, &bytes)?;
     Ok(Int8Export {
