@@ -17,17 +17,10 @@ use fewshot_firmware::events::Recorder;
 use fewshot_firmware::sim::{SimDoor, SimHardware};
 use fewshot_firmware::storage::MemStorage;
 
-fn data_dir() -> PathBuf {
-    let d = std::env::var_os("FEWSHOT_DATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
-    assert!(
-        d.join("MANIFEST.sha256").is_file(),
-        "data not found at {} (set FEWSHOT_DATA)",
-        d.display()
-    );
-    d
-}
+// The integration tests' helpers: the data folder and the committed model.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{data_dir, model_path};
 
 fn images(dir: PathBuf) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -41,9 +34,7 @@ fn images(dir: PathBuf) -> Vec<PathBuf> {
 fn frame_latency(c: &mut Criterion) {
     let model = std::env::var_os("DOOR_BENCH_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/omniglot-protonet.onnx")
-        });
+        .unwrap_or_else(model_path);
     let encoder = OnnxEncoder::load(&model).unwrap();
     let mut config = Config::new(encoder.distance(), 5.0);
     // Every frame is matched: no cool-down however many strangers.

@@ -23,11 +23,11 @@ pub struct ExportArgs {
     #[arg(long, requires = "int8")]
     calibration: Option<PathBuf>,
     /// How many calibration images to use (a seeded sample of the folder).
-    #[arg(long, default_value_t = 1000, requires = "int8")]
+    #[arg(long, default_value_t = Int8Options::DEFAULT.images, requires = "int8")]
     calibration_images: usize,
     /// Int8 activation ranges at this percentile of the calibration images'
     /// values (100: their maximum; 99.99 clips rare outliers for finer steps).
-    #[arg(long, default_value_t = 100.0, requires = "int8")]
+    #[arg(long, default_value_t = Int8Options::DEFAULT.percentile, requires = "int8")]
     calibration_percentile: f64,
     /// Store a rejection threshold chosen for this false-accept rate (0.001 = 0.1 %)
     /// on all impostor pairs of --threshold-data, measured with the exported file.
@@ -37,7 +37,7 @@ pub struct ExportArgs {
     #[arg(long, requires = "threshold_far")]
     threshold_data: Option<PathBuf>,
     /// Operators of the int8 graph.
-    #[arg(long, value_enum, default_value_t = Int8Form::ConvInteger)]
+    #[arg(long, value_enum, default_value_t = Int8Options::DEFAULT.form)]
     int8_form: Int8Form,
 }
 

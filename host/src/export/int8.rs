@@ -260,15 +260,13 @@ pub struct Int8Options {
     pub percentile: f64,
 }
 
-impl Default for Int8Options {
-    /// 1 000 images, `conv-integer`, max calibration.
-    fn default() -> Self {
-        Int8Options {
-            images: 1000,
-            form: Int8Form::ConvInteger,
-            percentile: 100.0,
-        }
-    }
+impl Int8Options {
+    /// 1 000 images, `conv-integer`, max calibration (`fewshot export`'s defaults).
+    pub const DEFAULT: Int8Options = Int8Options {
+        images: 1000,
+        form: Int8Form::ConvInteger,
+        percentile: 100.0,
+    };
 }
 
 /// Exports the checkpoint `weights` to `out` as an int8 model, calibrated on
