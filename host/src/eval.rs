@@ -82,6 +82,29 @@ pub fn episode_accuracy_finetuned(
     Ok(correct as f64 / episode.query.len() as f64)
 }
 
+/// The door's prototypes after fine-tuning ([`FineTune::fit`]): the unit rows
+/// of the cosine classifier's weights `(classes × dim)`, flat, to be scored
+/// with the cosine distance. `support` rows carry `labels`; `query` rows are
+/// the unlabelled probes of the entropy term.
+pub fn finetuned_prototypes(
+    embeddings: &Embeddings,
+    support: &[usize],
+    labels: &[u32],
+    query: &[usize],
+    classes: usize,
+    finetune: &FineTune,
+) -> Result<Vec<f32>, EvalError> {
+    let weights = finetune.fit(
+        &stack_rows(embeddings, support.iter().copied())?,
+        labels,
+        &stack_rows(embeddings, query.iter().copied())?,
+        classes,
+    )?;
+    Ok(crate::nn::cosface::normalize_rows(&weights)?
+        .flatten_all()?
+        .to_vec1()?)
+}
+
 /// The embeddings of images `ids` as one `(n, dim)` tensor.
 fn stack_rows(
     embeddings: &Embeddings,

@@ -187,6 +187,36 @@ fn finetune_zero_steps_is_cosine_prototypes() {
     let tuned = json(&["eval-runs", "--finetune", "0", "--json"]);
     assert_eq!(tuned["error_rate"], runs["error_rate"]);
 
+    // The door with one enrollment shot: the same scores, so the same figures.
+    let roc = tempfile::tempdir().unwrap();
+    let png = roc.path().join("roc.png");
+    let door = |extra: &[&str]| {
+        let base = [
+            "door-eval",
+            "--enroll-shots",
+            "1",
+            "--strangers",
+            "faces/yale",
+            "--json",
+        ];
+        json(&[&base[..], &["--roc", png.to_str().unwrap()], extra].concat())
+    };
+    let cosine = door(&["--distance", "cosine"]);
+    let tuned = door(&["--finetune", "0", "--entropy-weight", "0"]);
+    assert_eq!(tuned["rank1"], cosine["rank1"]);
+    assert_eq!(tuned["tar_at_far_1e-2"], cosine["tar_at_far_1e-2"]);
+    let (a, b) = (
+        tuned["threshold_at_far_1e-2"].as_f64().unwrap(),
+        cosine["threshold_at_far_1e-2"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    let stepped = door(&["--finetune", "20", "--finetune-lr", "0.05"]);
+    assert_eq!(stepped["distance"], "cosine");
+    let rank1 = stepped["rank1"].as_f64().unwrap();
+    assert!(rank1 > 0.1 && rank1 <= 1.0, "{rank1}");
+    let (ok, _, err) = fewshot(&["door-eval", "--finetune", "3", "--distance", "l2"]);
+    assert!(!ok && err.contains("cosine"), "{err}");
+
     let (ok, _, err) = fewshot(&["eval", "--entropy-weight", "0.5"]);
     assert!(!ok && err.contains("--finetune"), "{err}");
     let tmp = tempfile::tempdir().unwrap();

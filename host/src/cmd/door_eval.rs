@@ -8,6 +8,7 @@ use clap::Args;
 use fewshot_core::prototype::mean_into;
 use fewshot_core::{nearest, Distance};
 use fewshot_host::data::{ClassSet, Layout};
+use fewshot_host::eval::finetuned_prototypes;
 use fewshot_host::stats::{open_set_roc, tar_at_far};
 use serde_json::json;
 
@@ -43,6 +44,8 @@ pub struct DoorEvalArgs {
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    finetune: super::FineTuneArgs,
 }
 
 /// Runs `fewshot door-eval`.
@@ -50,7 +53,16 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
     let root = super::resolve(&args.data, "--data")?;
     let set = ClassSet::load(&root, Layout::Flat)?;
     let model = args.model.load(Defaults::Faces)?;
-    let distance = args.distance.or(model.distance()).unwrap_or(Distance::L2);
+    let finetune = args.finetune.finetune()?;
+    if finetune.is_some() && args.distance.is_some_and(|d| d != Distance::Cosine) {
+        anyhow::bail!(
+            "--finetune scores with the cosine distance; leave out --distance or give cosine"
+        );
+    }
+    let distance = match finetune {
+        Some(_) => Distance::Cosine,
+        None => args.distance.or(model.distance()).unwrap_or(Distance::L2),
+    };
     let k = args.enroll_shots;
 
     // Rows: enrolment shots of each enrolled identity, its genuine probes, then strangers.
@@ -90,10 +102,29 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
 
     let emb = super::embed_files(model.as_ref(), &paths, super::progress())?;
     let dim = emb.dim;
-    let mut prototypes = vec![0.0f32; enrolled.len() * dim];
-    for ((_, shots), proto) in enrolled.iter().zip(prototypes.chunks_mut(dim)) {
-        mean_into(shots.iter().map(|&r| emb.row(r)), proto)?;
-    }
+    let prototypes = match &finetune {
+        // Transductive: every probe, genuine or stranger, is an unlabelled query.
+        Some(f) => {
+            let (support, labels): (Vec<usize>, Vec<u32>) = enrolled
+                .iter()
+                .enumerate()
+                .flat_map(|(id, (_, shots))| shots.iter().map(move |&r| (r, id as u32)))
+                .unzip();
+            let probes: Vec<usize> = genuine
+                .iter()
+                .map(|&(row, _)| row)
+                .chain(strangers.iter().copied())
+                .collect();
+            finetuned_prototypes(&emb, &support, &labels, &probes, enrolled.len(), f)?
+        }
+        None => {
+            let mut prototypes = vec![0.0f32; enrolled.len() * dim];
+            for ((_, shots), proto) in enrolled.iter().zip(prototypes.chunks_mut(dim)) {
+                mean_into(shots.iter().map(|&r| emb.row(r)), proto)?;
+            }
+            prototypes
+        }
+    };
     let nearest_of = |row: usize| nearest(emb.row(row), prototypes.chunks(dim), distance);
     let genuine_scores: Vec<(f32, bool)> = genuine
         .iter()
@@ -150,6 +181,7 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
             "strangers_folder": args.strangers,
             "enroll_shots": k,
             "distance": distance.name(),
+            "finetune": finetune,
             "enrolled": enrolled.len(),
             "genuine_probes": genuine_scores.len(),
             "stranger_probes": stranger_scores.len(),
@@ -174,6 +206,9 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
             model.name(),
             distance.name()
         );
+        if let Some(f) = &finetune {
+            println!("prototypes: {}", super::describe_finetune(f));
+        }
         println!("rank-1 (closed set): {:.2}%", 100.0 * rank1);
         for (far, p) in [("1%", at2), ("0.1%", at3)] {
             match p {

@@ -19,7 +19,7 @@ use fewshot_host::data::{self, Tensors};
 use fewshot_host::embed::{Embedder, Embeddings};
 use fewshot_host::nn::finetune::FineTune;
 
-/// `--finetune` and its settings (`fewshot eval`, `fewshot eval-runs`).
+/// `--finetune` and its settings (`fewshot eval`, `fewshot eval-runs`, `fewshot door-eval`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct FineTuneArgs {
     /// Classify by a cosine classifier fine-tuned on each support set for this
