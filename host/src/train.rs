@@ -60,6 +60,11 @@ pub struct TrainConfig {
     pub distance: String,
     /// Seed of the split, the initialisation and the episode stream.
     pub seed: u64,
+    /// Start from this checkpoint's encoder weights (same encoder and recipe)
+    /// instead of a seeded initialisation: fine-tuning a pre-trained encoder
+    /// with another objective. Objective heads are not carried over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
 }
 
 /// CosFace pre-training: batches of labelled images over every training
@@ -273,6 +278,37 @@ impl RunFiles {
     pub fn curve(&self) -> PathBuf {
         self.dir.join("curve.png")
     }
+}
+
+/// Sets every encoder variable of `varmap` (all but the objective's `head.`)
+/// from checkpoint `path`, whose encoder and recipe must be `config`'s.
+fn load_encoder(varmap: &VarMap, path: &Path, config: &TrainConfig) -> anyhow::Result<()> {
+    let saved =
+        checkpoint::load_config(path).with_context(|| format!("--init {}", path.display()))?;
+    if saved.encoder != config.encoder || saved.recipe != config.recipe {
+        bail!(
+            "--init {}: its encoder {:?} and input {:?} differ from this run's {:?} and {:?}; give the same --hidden and input flags",
+            path.display(),
+            saved.encoder,
+            saved.recipe,
+            config.encoder,
+            config.recipe
+        );
+    }
+    let weights = candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("--init {}: reading the weights", path.display()))?;
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("variable map lock poisoned"))?;
+    for (name, var) in vars.iter().filter(|(n, _)| !n.starts_with("head.")) {
+        let w = weights
+            .get(name)
+            .with_context(|| format!("--init {}: no tensor {name}", path.display()))?;
+        var.set(w)
+            .with_context(|| format!("--init {}: tensor {name}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// The current commit of the working tree, if it can be read.
@@ -523,6 +559,9 @@ fn train(
         (Some(_), Some(_)) => bail!("internal: a run has one objective"),
     };
     crate::nn::init::seeded_init(&varmap, config.seed)?;
+    if let Some(init) = &config.init {
+        load_encoder(&varmap, init, config)?;
+    }
     let trainable: Vec<_> = varmap
         .data()
         .lock()

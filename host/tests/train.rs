@@ -54,6 +54,7 @@ fn config(data: &Path, episodes: usize) -> TrainConfig {
         recipe: Recipe::OMNIGLOT_28.into(),
         distance: "l2".into(),
         seed: 1,
+        init: None,
     }
 }
 
@@ -301,4 +302,79 @@ fn siamese_losses_fall() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("settings differ"), "{err}");
+}
+
+/// `init` starts a run from another run's encoder: with a zero learning rate
+/// the new run's encoder weights are the old run's exactly (the pair-wise head,
+/// which the old run lacks, is initialised afresh); without it they are not;
+/// an encoder of another width is refused by name.
+#[test]
+fn init_starts_from_the_checkpoint_encoder() {
+    use fewshot_host::train::{train_siamese, SiameseConfig, SiameseLoss};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    subset(&data, 12);
+    let first = tmp.path().join("protonet");
+    train_protonet(&config(&data, 20), &first, false, StopAt::default(), false).unwrap();
+    let init = first.join("best.safetensors");
+    let siamese = SiameseConfig {
+        loss: SiameseLoss::Pairwise,
+        classes: 4,
+        per_class: 2,
+        augment: None,
+    };
+    let frozen = |init: Option<&Path>, name: &str| {
+        let cfg = TrainConfig {
+            lr: 0.0,
+            val_every: 1,
+            init: init.map(Path::to_path_buf),
+            ..config(&data, 1)
+        };
+        let out = tmp.path().join(name);
+        train_siamese(&cfg, &siamese, &out, false, StopAt::default(), false)
+            .map(|_| RunFiles { dir: out }.last())
+    };
+    let load = |p: &Path| candle_core::safetensors::load(p, &candle_core::Device::Cpu).unwrap();
+    let before = load(&init);
+    let same = |p: &Path| {
+        let after = load(p);
+        let mut compared = 0;
+        for (name, w) in &before {
+            if name.contains("running_") {
+                continue;
+            }
+            let v = &after[name];
+            let diff = (w - v).unwrap().abs().unwrap().max_all().unwrap();
+            if diff.to_scalar::<f32>().unwrap() != 0.0 {
+                return false;
+            }
+            compared += 1;
+        }
+        assert!(compared >= 8, "{compared} tensors compared");
+        assert!(after.keys().any(|n| n.starts_with("head.")));
+        true
+    };
+    assert!(same(&frozen(Some(&init), "from-init").unwrap()));
+    assert!(!same(&frozen(None, "fresh").unwrap()));
+
+    let wider = TrainConfig {
+        init: Some(init.clone()),
+        encoder: EncoderConfig::Conv4 {
+            in_channels: 1,
+            hidden: 8,
+            input_size: 28,
+        },
+        ..config(&data, 1)
+    };
+    let err = train_siamese(
+        &wider,
+        &siamese,
+        &tmp.path().join("wider"),
+        false,
+        StopAt::default(),
+        false,
+    )
+    .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(err.contains("--init") && err.contains("encoder"), "{err}");
 }

@@ -56,6 +56,7 @@ pub fn tiny_checkpoint(dir: &Path, characters: usize, hidden: usize, episodes: u
         recipe: Recipe::OMNIGLOT_28.into(),
         distance: "l2".into(),
         seed: 3,
+        init: None,
     };
     train_protonet(&config, &dir.join("run"), false, StopAt::default(), false).unwrap();
     dir.join("run/best.safetensors")

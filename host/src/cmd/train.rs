@@ -204,6 +204,11 @@ pub struct CommonArgs {
     /// Threads for the tensor work (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Start from this checkpoint's encoder (`best.safetensors` of an earlier
+    /// run, same --hidden and input flags) instead of random weights, e.g. a
+    /// CosFace encoder fine-tuned with the triplet loss.
+    #[arg(long, value_name = "CHECKPOINT")]
+    init: Option<PathBuf>,
     #[command(flatten)]
     input: ModelArgs,
 }
@@ -349,6 +354,10 @@ impl CommonArgs {
             recipe: recipe.into(),
             distance: distance.name().into(),
             seed: args.seed,
+            init: args
+                .init
+                .as_ref()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
         })
     }
 
