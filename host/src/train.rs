@@ -311,8 +311,12 @@ fn load_encoder(varmap: &VarMap, path: &Path, config: &TrainConfig) -> anyhow::R
     Ok(())
 }
 
-/// The current commit of the working tree, if it can be read.
+/// The commit the trainer was built from, else the working directory's, else
+/// `unknown`.
 pub fn git_commit() -> String {
+    if let Some(commit) = option_env!("FEWSHOT_BUILD_COMMIT") {
+        return commit.to_string();
+    }
     std::process::Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()

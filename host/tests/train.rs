@@ -87,6 +87,15 @@ fn loss_falls_and_accuracy_beats_chance() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert_eq!(val.len(), 3);
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        model.config().training["commit"],
+        String::from_utf8_lossy(&head.stdout).trim(),
+        "the checkpoint names the commit it was trained from"
+    );
     assert_eq!(
         model.trained_classes().map(|c| c.len()),
         Some(12),
