@@ -563,7 +563,8 @@ fn train(
         (Some(_), Some(_)) => bail!("internal: a run has one objective"),
     };
     crate::nn::init::seeded_init(&varmap, config.seed)?;
-    if let Some(init) = &config.init {
+    let restoring = resume && files.state().exists();
+    if let (Some(init), false) = (&config.init, restoring) {
         load_encoder(&varmap, init, config)?;
     }
     let trainable: Vec<_> = varmap
@@ -581,7 +582,7 @@ fn train(
         best_episode: 0,
         seconds: 0.0,
     };
-    if resume && files.state().exists() {
+    if restoring {
         state = serde_json::from_slice(&std::fs::read(files.state())?)
             .with_context(|| format!("resuming: {}", files.state().display()))?;
         varmap

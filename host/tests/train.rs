@@ -386,4 +386,15 @@ fn init_starts_from_the_checkpoint_encoder() {
     .unwrap_err();
     let err = format!("{err:#}");
     assert!(err.contains("--init") && err.contains("encoder"), "{err}");
+
+    // Resuming restores the run's own checkpoint: the init file is no longer read.
+    std::fs::remove_file(&init).unwrap();
+    let cfg = TrainConfig {
+        lr: 0.0,
+        val_every: 1,
+        init: Some(init.clone()),
+        ..config(&data, 1)
+    };
+    let resumed = tmp.path().join("from-init");
+    train_siamese(&cfg, &siamese, &resumed, true, StopAt::default(), false).unwrap();
 }
