@@ -65,8 +65,18 @@ impl Affine {
     }
 }
 
-/// Quantizes one folded convolution whose input has scale `input_scale`.
-pub fn quantize_conv(layer: &FoldedConv, input_scale: f32) -> QuantConv {
+/// Largest weight magnitude of the `qlinear` form: 7-bit weights. onnxruntime's
+/// uint8 × int8 kernels on x86 CPUs without AVX-512 VNNI (AVX2 only) add
+/// products in pairs in 16 bits with saturation; with |w| ≤ 63 a pair is at
+/// most 2 · 255 · 63 = 32 130 < 32 767, so they cannot saturate (with 127 they
+/// did, and onnxruntime disagreed with tract by 22 steps on such a CPU).
+pub const QLINEAR_WEIGHT_MAX: f32 = 63.0;
+/// Largest weight magnitude of the `conv-integer` form (full int8).
+pub const CONV_INTEGER_WEIGHT_MAX: f32 = 127.0;
+
+/// Quantizes one folded convolution whose input has scale `input_scale`,
+/// with weights in `[-weight_max, weight_max]`.
+pub fn quantize_conv(layer: &FoldedConv, input_scale: f32, weight_max: f32) -> QuantConv {
     let per = layer.cin * 9;
     let mut q = QuantConv {
         weight: Vec::with_capacity(layer.weight.len()),
@@ -75,10 +85,10 @@ pub fn quantize_conv(layer: &FoldedConv, input_scale: f32) -> QuantConv {
     };
     for (o, w) in layer.weight.chunks(per).enumerate() {
         let max = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        let scale = if max > 0.0 { max / weight_max } else { 1.0 };
         q.weight.extend(
             w.iter()
-                .map(|v| (v / scale).round_ties_even().clamp(-127.0, 127.0) as i8),
+                .map(|v| (v / scale).round_ties_even().clamp(-weight_max, weight_max) as i8),
         );
         q.weight_scale.push(scale);
         let b = f64::from(layer.bias[o]) / (f64::from(input_scale) * f64::from(scale));
@@ -138,7 +148,11 @@ pub fn model_proto(
     let (mut x_s, mut x_z) = (s, z);
     for (b, layer) in layers.iter().enumerate() {
         let p = |s: &str| format!("block{b}.{s}");
-        let q = quantize_conv(layer, input.scale);
+        let weight_max = match form {
+            Int8Form::Qlinear => QLINEAR_WEIGHT_MAX,
+            Int8Form::ConvInteger => CONV_INTEGER_WEIGHT_MAX,
+        };
+        let q = quantize_conv(layer, input.scale, weight_max);
         let (cout, cin) = (layer.cout, layer.cin);
         let wn = p("weight");
         init.push(tensor(
@@ -221,7 +235,10 @@ pub fn model_proto(
     nodes.push(node("Flatten", &[&last], OUTPUT, vec![attr_int("axis", 1)]));
     let quant = serde_json::json!({
         "form": form,
-        "weights": "int8, symmetric per output channel, round half to even",
+        "weights": match form {
+            Int8Form::Qlinear => "int8 in [-63, 63] (7-bit, reduced range), symmetric per output channel, round half to even",
+            Int8Form::ConvInteger => "int8, symmetric per output channel, round half to even",
+        },
         "activations": if ranges.percentile < 100.0 {
             format!("uint8, affine, percentile {} calibration", ranges.percentile)
         } else {
@@ -347,11 +364,16 @@ mod tests {
             weight,
             bias: vec![0.3, -0.2],
         };
-        let q = quantize_conv(&layer, 0.5);
+        let q = quantize_conv(&layer, 0.5, CONV_INTEGER_WEIGHT_MAX);
         assert_eq!(&q.weight[..9], &[127, -127, 0, 2, 2, -64, 0, 10, 20]);
         assert_eq!(&q.weight[9..], &[0; 9]);
         assert_eq!(q.weight_scale, vec![u, 1.0]);
         // Bias in units of 0.5 · scale: 0.3 · 256 = 76.8 → 77; −0.2 / 0.5 = −0.4 → 0.
         assert_eq!(q.bias, vec![77, 0]);
+        // Reduced range (qlinear): max |w| maps to 63, scale (127/128)/63;
+        // 10/128 · 63·128/127 = 4.96 → 5, 63.5/127 · 63 = 31.5 → 32 (even).
+        let r = quantize_conv(&layer, 0.5, QLINEAR_WEIGHT_MAX);
+        assert_eq!(&r.weight[..9], &[63, -63, 0, 1, 1, -32, 0, 5, 10]);
+        assert!((r.weight_scale[0] - 127.0 * u / 63.0).abs() < 1e-9);
     }
 }
