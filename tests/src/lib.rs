@@ -20,6 +20,13 @@ pub fn data_dir() -> PathBuf {
     d
 }
 
+/// The Python that runs the second ONNX runtime (onnx, onnxruntime, numpy):
+/// `FEWSHOT_PYTHON`, which `./test.sh` sets to the virtual environment it
+/// makes, else `python3`.
+pub fn python() -> String {
+    std::env::var("FEWSHOT_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 /// Trains a Conv-4 of `hidden` channels with Prototypical Networks (5-way
 /// 1-shot 3-query, rotations, seed 3) for `episodes` episodes on the first
 /// `characters` Greek characters of `images_background_small1`, in `dir`, so
