@@ -41,6 +41,7 @@ use crate::camera::{Camera, OwnedFrame};
 use crate::clock::Clock;
 use crate::encoder::{EncoderError, OnnxEncoder};
 use crate::events::{Event, EventSink};
+use crate::face::{DoorEncoder, FacePipeline, Sight};
 use crate::storage::Storage;
 
 /// Most identities a door holds.
@@ -59,6 +60,16 @@ pub trait Encoder {
     fn dim(&self) -> usize;
     /// Preprocesses and embeds one frame.
     fn embed_frame(&mut self, frame: &Frame<'_>) -> Result<Vec<f32>, EncoderError>;
+    /// What the frame shows: by default the whole frame, embedded; an
+    /// encoder with a face detector finds, checks and aligns the face.
+    fn look(&mut self, frame: &Frame<'_>) -> Result<Sight, String> {
+        self.embed_frame(frame)
+            .map(|embedding| Sight::Face {
+                embedding,
+                face: None,
+            })
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl Encoder for OnnxEncoder {
@@ -68,6 +79,37 @@ impl Encoder for OnnxEncoder {
 
     fn embed_frame(&mut self, frame: &Frame<'_>) -> Result<Vec<f32>, EncoderError> {
         OnnxEncoder::embed_frame(self, frame)
+    }
+}
+
+impl Encoder for DoorEncoder {
+    fn dim(&self) -> usize {
+        self.model().dim()
+    }
+
+    fn embed_frame(&mut self, frame: &Frame<'_>) -> Result<Vec<f32>, EncoderError> {
+        self.model().embed_frame(frame)
+    }
+
+    fn look(&mut self, frame: &Frame<'_>) -> Result<Sight, String> {
+        match self {
+            DoorEncoder::Plain(e) => Encoder::look(e, frame),
+            DoorEncoder::Face(p) => Encoder::look(p, frame),
+        }
+    }
+}
+
+impl Encoder for FacePipeline {
+    fn dim(&self) -> usize {
+        self.encoder.dim()
+    }
+
+    fn embed_frame(&mut self, frame: &Frame<'_>) -> Result<Vec<f32>, EncoderError> {
+        self.encoder.embed_frame(frame)
+    }
+
+    fn look(&mut self, frame: &Frame<'_>) -> Result<Sight, String> {
+        FacePipeline::look(self, frame).map_err(|e| e.to_string())
     }
 }
 
@@ -99,12 +141,14 @@ pub struct Config {
     /// The camera's resolution: frames of any other size are errors. `None`:
     /// any size (the recipe resizes).
     pub frame_size: Option<(usize, usize)>,
+    /// Frames without a face are reported at most once in this long.
+    pub no_face_every_ms: u64,
 }
 
 impl Config {
     /// Defaults around a model's distance and threshold: relay 3 s, K = 2,
     /// enrollment within 10 s, debounce 30 ms, long press 1.5 s, erase 5 s,
-    /// cool-down of 30 s after 5 refusals in a row.
+    /// cool-down of 30 s after 5 refusals in a row, "no face" at most every 5 s.
     pub fn new(distance: Distance, threshold: f32) -> Self {
         Config {
             distance,
@@ -123,6 +167,7 @@ impl Config {
             max_rejections: 5,
             cooldown_ms: 30_000,
             frame_size: None,
+            no_face_every_ms: 5_000,
         }
     }
 
@@ -211,6 +256,7 @@ pub struct Door<const DIM: usize, E, B, R, L, D, C, Cam, S, K> {
     mode: Mode,
     rejections: u32,
     cooldown_until: Option<u64>,
+    last_no_face_ms: Option<u64>,
 }
 
 impl<const DIM: usize, E, B, R, L, D, C, Cam, S, K> Door<DIM, E, B, R, L, D, C, Cam, S, K>
@@ -293,6 +339,7 @@ where
             mode: Mode::Watching,
             rejections: 0,
             cooldown_until: None,
+            last_no_face_ms: None,
         })
     }
 
@@ -444,7 +491,9 @@ where
         Ok(())
     }
 
-    fn embed(&mut self, frame: &OwnedFrame) -> Option<Vec<f32>> {
+    /// The frame's face, embedded, with its box when a detector found it;
+    /// `None` (reported) when there is no usable face or something failed.
+    fn embed(&mut self, frame: &OwnedFrame) -> Option<(Vec<f32>, Option<[f32; 4]>)> {
         let result = frame
             .as_frame()
             .map_err(|e| format!("camera frame: {e}"))
@@ -455,21 +504,40 @@ where
                 )),
                 _ => Ok(f),
             })
-            .and_then(|f| self.encoder.embed_frame(&f).map_err(|e| e.to_string()))
-            .and_then(|e| {
-                if e.len() == DIM && e.iter().all(|v| v.is_finite()) {
-                    Ok(e)
-                } else {
-                    Err("the encoder's output is not a finite embedding of the right size".into())
-                }
-            });
+            .and_then(|f| self.encoder.look(&f));
         match result {
-            Ok(e) => Some(e),
-            Err(message) => {
-                self.emit(Event::Error { message });
-                None
+            Ok(Sight::Face { embedding, face }) => {
+                if embedding.len() == DIM && embedding.iter().all(|v| v.is_finite()) {
+                    self.last_no_face_ms = None;
+                    return Some((embedding, face.map(|f| f.bbox)));
+                }
+                self.emit(Event::Error {
+                    message: "the encoder's output is not a finite embedding of the right size"
+                        .into(),
+                });
             }
+            Ok(Sight::NoFace) => {
+                let now = self.io.clock.now_ms();
+                let due = self
+                    .last_no_face_ms
+                    .is_none_or(|t| now.saturating_sub(t) >= self.config.no_face_every_ms);
+                if due {
+                    self.last_no_face_ms = Some(now);
+                    self.emit(Event::NoFace);
+                }
+            }
+            Ok(Sight::TooSmall {
+                face,
+                eye_px,
+                min_eye_px,
+            }) => self.emit(Event::FaceTooSmall {
+                bbox: face.bbox,
+                eye_px,
+                min_eye_px,
+            }),
+            Err(message) => self.emit(Event::Error { message }),
         }
+        None
     }
 
     fn on_frame(&mut self, frame: &OwnedFrame) -> Result<(), DoorError> {
@@ -485,7 +553,7 @@ where
                 self.cooldown_until = None;
             }
         }
-        let Some(embedding) = self.embed(frame) else {
+        let Some((embedding, bbox)) = self.embed(frame) else {
             return Ok(());
         };
         if let Mode::Enrolling { shots, .. } = &mut self.mode {
@@ -520,7 +588,12 @@ where
                     .map(|i| i.name.to_string())
                     .unwrap_or_default();
                 self.rejections = 0;
-                self.emit(Event::Opened { id, name, distance });
+                self.emit(Event::Opened {
+                    id,
+                    name,
+                    distance,
+                    bbox,
+                });
                 self.io.relay.set_high().map_err(pin_err("relay"))?;
                 self.io.delay.delay_ms(self.config.open_ms);
                 self.io.relay.set_low().map_err(pin_err("relay"))?;
@@ -530,7 +603,7 @@ where
                     fewshot_core::Decision::Unknown(n) => n.map(|n| n.distance),
                     fewshot_core::Decision::Known(n) => Some(n.distance),
                 };
-                self.emit(Event::Refused { distance });
+                self.emit(Event::Refused { distance, bbox });
                 self.rejections += 1;
                 if self.rejections >= self.config.max_rejections {
                     self.emit(Event::CoolDown {

@@ -168,10 +168,24 @@ impl OnnxEncoder {
         Ok(view.iter().copied().collect())
     }
 
-    /// Preprocesses a camera frame with the model's recipe and embeds it.
+    /// Preprocesses a camera frame with the model's recipe and embeds it. A
+    /// model that aligns faces needs the landmarks: [`OnnxEncoder::embed_face`].
     pub fn embed_frame(&self, frame: &Frame<'_>) -> Result<Vec<f32>, EncoderError> {
         let mut input = vec![0.0; self.recipe.len()];
         self.recipe.apply(frame, &mut input)?;
+        self.embed(&input)
+    }
+
+    /// Embeds the face with these five landmarks (frame pixels): aligned
+    /// onto the model's template when its recipe aligns, else as
+    /// [`OnnxEncoder::embed_frame`].
+    pub fn embed_face(
+        &self,
+        frame: &Frame<'_>,
+        landmarks: &fewshot_core::Landmarks,
+    ) -> Result<Vec<f32>, EncoderError> {
+        let mut input = vec![0.0; self.recipe.len()];
+        self.recipe.apply_aligned(frame, landmarks, &mut input)?;
         self.embed(&input)
     }
 

@@ -75,11 +75,26 @@ pub enum Event {
         name: String,
         /// Distance of the frame to its prototype.
         distance: f32,
+        /// The face's box (left, top, width, height), when a detector found it.
+        bbox: Option<[f32; 4]>,
     },
     /// Nobody known: the door stays shut. `None` when nobody is enrolled.
     Refused {
         /// Distance to the nearest prototype.
         distance: Option<f32>,
+        /// The face's box (left, top, width, height), when a detector found it.
+        bbox: Option<[f32; 4]>,
+    },
+    /// The detector found no face in the frame (reported at a low rate).
+    NoFace,
+    /// The face is too small to recognise: nothing was decided.
+    FaceTooSmall {
+        /// The face's box (left, top, width, height).
+        bbox: [f32; 4],
+        /// Its eye distance, in pixels.
+        eye_px: f32,
+        /// The smallest accepted.
+        min_eye_px: f32,
     },
     /// Too many refusals in a row: frames are ignored for a while.
     CoolDown {
@@ -118,6 +133,8 @@ impl Event {
             Event::Refused { .. } => "refused",
             Event::CoolDown { .. } => "cool_down",
             Event::Ignored { .. } => "ignored",
+            Event::NoFace => "no_face",
+            Event::FaceTooSmall { .. } => "face_too_small",
             Event::Error { .. } => "error",
         }
     }
@@ -138,16 +155,26 @@ impl Event {
             Event::EnrollRefused { spread, limit } => json!({"spread": spread, "limit": limit}),
             Event::Deleted { id, name } => json!({"id": id, "name": name}),
             Event::Erased { count } => json!({ "count": count }),
-            Event::Opened { id, name, distance } => {
-                json!({"id": id, "name": name, "distance": distance})
-            }
-            Event::Refused { distance } => json!({ "distance": distance }),
+            Event::Opened {
+                id,
+                name,
+                distance,
+                bbox,
+            } => with_box(json!({"id": id, "name": name, "distance": distance}), bbox),
+            Event::Refused { distance, bbox } => with_box(json!({ "distance": distance }), bbox),
+            Event::FaceTooSmall {
+                bbox,
+                eye_px,
+                min_eye_px,
+            } => json!({"box": bbox, "eye_px": eye_px, "min_eye_px": min_eye_px}),
             Event::CoolDown { rejections, for_ms } => {
                 json!({"rejections": rejections, "for_ms": for_ms})
             }
             Event::Ignored { remaining_ms } => json!({ "remaining_ms": remaining_ms }),
             Event::Error { message } => json!({ "message": message }),
-            Event::EnrollTimedOut | Event::NothingToDelete | Event::EraseArmed => json!({}),
+            Event::EnrollTimedOut | Event::NothingToDelete | Event::EraseArmed | Event::NoFace => {
+                json!({})
+            }
         };
         let fields = v.as_object_mut().map(std::mem::take).unwrap_or_default();
         let mut out = serde_json::Map::new();
@@ -184,13 +211,35 @@ impl Event {
             Event::NothingToDelete => "nothing to delete".into(),
             Event::EraseArmed => "release now to erase everyone".into(),
             Event::Erased { count } => format!("erased all {count} identities"),
-            Event::Opened { id, name, distance } => {
-                format!("opened for {name} (id {id}), distance {distance:.4}")
-            }
+            Event::Opened {
+                id,
+                name,
+                distance,
+                bbox,
+            } => format!(
+                "opened for {name} (id {id}), distance {distance:.4}{}",
+                box_text(bbox)
+            ),
             Event::Refused {
                 distance: Some(d),
-            } => format!("refused: unknown, nearest distance {d:.4}"),
-            Event::Refused { distance: None } => "refused: nobody is enrolled".into(),
+                bbox,
+            } => format!(
+                "refused: unknown, nearest distance {d:.4}{}",
+                box_text(bbox)
+            ),
+            Event::Refused {
+                distance: None,
+                bbox,
+            } => format!("refused: nobody is enrolled{}", box_text(bbox)),
+            Event::NoFace => "no face in view".into(),
+            Event::FaceTooSmall {
+                bbox,
+                eye_px,
+                min_eye_px,
+            } => format!(
+                "face too small: eyes {eye_px:.1} px apart, at least {min_eye_px:.1} needed{}",
+                box_text(&Some(*bbox))
+            ),
             Event::CoolDown {
                 rejections,
                 for_ms,
@@ -201,6 +250,21 @@ impl Event {
             Event::Error { message } => format!("error: {message}"),
         }
     }
+}
+
+/// Adds `"box": [x, y, w, h]` to an event's fields when there is a box.
+fn with_box(mut v: Value, bbox: &Option<[f32; 4]>) -> Value {
+    if let (Some(b), Some(map)) = (bbox, v.as_object_mut()) {
+        map.insert("box".into(), json!(b));
+    }
+    v
+}
+
+/// ` (face at x,y w×h)` for a readable line, or nothing.
+fn box_text(bbox: &Option<[f32; 4]>) -> String {
+    bbox.map_or_else(String::new, |[x, y, w, h]| {
+        format!(" (face at {x:.0},{y:.0}, {w:.0}x{h:.0})")
+    })
 }
 
 /// Where the door's events go.
@@ -295,7 +359,7 @@ impl EventSink for DefmtSink {
                     distance
                 )
             }
-            Event::Refused { distance } => {
+            Event::Refused { distance, .. } => {
                 defmt::info!("t={=u64} refused distance={}", at_ms, distance)
             }
             Event::Enrolled { id, shots, .. } => {
@@ -330,9 +394,16 @@ mod tests {
                 id: 3,
                 name: "person-3".into(),
                 distance: 0.5,
+                bbox: None,
             },
         );
-        sink.emit(1300, &Event::Refused { distance: None });
+        sink.emit(
+            1300,
+            &Event::Refused {
+                distance: None,
+                bbox: Some([1.0, 2.0, 30.0, 40.0]),
+            },
+        );
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<Value> = text
             .lines()
@@ -344,7 +415,7 @@ mod tests {
         );
         assert_eq!(
             lines[1],
-            json!({"event": "refused", "t_ms": 1300, "distance": null})
+            json!({"event": "refused", "t_ms": 1300, "distance": null, "box": [1.0, 2.0, 30.0, 40.0]})
         );
     }
 

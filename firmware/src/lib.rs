@@ -3,7 +3,7 @@
 //! [`door::Door`] is the device loop, generic over embedded-hal 1.0 pins and
 //! this crate's small traits for time ([`clock`]), frames ([`camera`]),
 //! gallery bytes ([`storage`]) and logs ([`events`]). [`encoder`] runs the
-//! exported model with tract. [`sim`] drives a door on simulated hardware from
+//! exported model with tract, [`detect`] the YuNet face detector. [`sim`] drives a door on simulated hardware from
 //! a script (the `doorkeeper` binary); [`board`] (feature `linux`) runs it on a
 //! Linux board's GPIO character device.
 #![warn(missing_docs)]
@@ -13,11 +13,21 @@ pub mod board;
 pub mod button;
 pub mod camera;
 pub mod clock;
+pub mod detect;
 pub mod door;
 pub mod encoder;
 pub mod events;
+pub mod face;
 pub mod pins;
 pub mod sim;
 pub mod storage;
 
 pub use fewshot_core as core;
+
+/// The data folder: `given`, else `FEWSHOT_DATA`, else `../shared/data`.
+pub fn data_dir(given: Option<&std::path::Path>) -> std::path::PathBuf {
+    given
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| std::env::var_os("FEWSHOT_DATA").map(std::path::PathBuf::from))
+        .unwrap_or_else(|| std::path::PathBuf::from("../shared/data"))
+}

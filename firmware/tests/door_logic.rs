@@ -194,7 +194,8 @@ fn matches_open_for_the_configured_time_and_strangers_start_a_cool_down() {
         vec![Event::Opened {
             id: 0,
             name: "person-0".into(),
-            distance: 4.0
+            distance: 4.0,
+            bbox: None
         }]
     );
     assert_eq!(rig.hw.relay.rises(), 1);
@@ -205,7 +206,8 @@ fn matches_open_for_the_configured_time_and_strangers_start_a_cool_down() {
         assert_eq!(
             rig.show(face([40, 10, 10, 10])),
             vec![Event::Refused {
-                distance: Some(900.0)
+                distance: Some(900.0),
+                bbox: None
             }]
         );
     }
@@ -220,7 +222,8 @@ fn matches_open_for_the_configured_time_and_strangers_start_a_cool_down() {
         rig.show(face([40, 10, 10, 10])),
         vec![
             Event::Refused {
-                distance: Some(900.0)
+                distance: Some(900.0),
+                bbox: None
             },
             Event::CoolDown {
                 rejections: 5,
@@ -247,7 +250,10 @@ fn nobody_enrolled_is_a_refusal_without_a_distance() {
     let mut rig = Rig::boot(MemStorage::new(), config());
     assert_eq!(
         rig.show(face([1, 2, 3, 4])),
-        vec![Event::Refused { distance: None }]
+        vec![Event::Refused {
+            distance: None,
+            bbox: None
+        }]
     );
     assert_eq!(rig.hw.relay.rises(), 0);
 }
@@ -310,7 +316,10 @@ fn a_failed_save_undoes_the_change() {
     assert!(rig.door.gallery().is_empty(), "not stored, so not enrolled");
     assert_eq!(
         rig.show(face([10, 10, 10, 10])),
-        vec![Event::Refused { distance: None }]
+        vec![Event::Refused {
+            distance: None,
+            bbox: None
+        }]
     );
 }
 

@@ -209,7 +209,9 @@ fn enroll_open_refuse_delete_and_restart() {
     for n in 1..=8 {
         for event in rig.show(&sanskrit(4, n)) {
             match event {
-                Event::Refused { distance: Some(d) } => {
+                Event::Refused {
+                    distance: Some(d), ..
+                } => {
                     assert!(d > THRESHOLD);
                     refused += 1
                 }

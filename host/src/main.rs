@@ -52,6 +52,8 @@ enum Command {
     Split(cmd::split::SplitArgs),
     /// Sample a verification pair list in LFW's manner from identity folders.
     Pairs(cmd::pairs::PairsArgs),
+    /// How often the face detector (YuNet) finds a face in a folder of identity folders.
+    Detect(cmd::detect::DetectArgs),
     /// Train an encoder by a few-shot method.
     #[command(subcommand)]
     Train(cmd::train::TrainCommand),
@@ -72,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Export(args) => cmd::export::run(args),
         Command::Split(args) => cmd::split::run(args),
         Command::Pairs(args) => cmd::pairs::run(args),
+        Command::Detect(args) => cmd::detect::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -205,6 +205,7 @@ impl Bank {
             recipe,
             data: self.images.clone(),
             paths: vec![PathBuf::new(); self.images.len() / self.per_image],
+            no_face: Vec::new(),
         }
     }
 }

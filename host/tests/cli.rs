@@ -370,3 +370,16 @@ fn face_training_beats_the_untrained_encoder_and_the_door_takes_its_threshold() 
         "unless told otherwise"
     );
 }
+
+#[test]
+fn detect_finds_a_face_in_every_orl_image() {
+    let v = json(&["detect", "--data", "faces/orl", "--json"]);
+    assert_eq!(v["images"], 400);
+    assert_eq!(v["found"], 400);
+    assert_eq!(v["no_face_files"].as_array().unwrap().len(), 0);
+    // ORL's eyes are about 34 px apart (92×112 photos).
+    let median = v["eye_px"]["median"].as_f64().unwrap();
+    assert!((25.0..45.0).contains(&median), "{v}");
+    let (ok, _, stderr) = fewshot(&["detect", "--data", "no/such/folder"]);
+    assert!(!ok && stderr.contains("no/such/folder"), "{stderr}");
+}

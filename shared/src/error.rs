@@ -143,4 +143,38 @@ pub enum PreprocessError {
     /// The recipe itself is invalid.
     #[error("bad preprocessing recipe: {0}")]
     BadRecipe(&'static str),
+    /// The recipe aligns faces and no landmarks were given.
+    #[error("the recipe aligns faces: it needs the face's five landmarks (a face detector)")]
+    NeedsLandmarks,
+    /// The landmarks are not finite, or all in one place.
+    #[error("face landmarks are not finite or all coincide")]
+    BadLandmarks,
+}
+
+/// Errors of decoding a face detector's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DetectError {
+    /// The input size is not a multiple of a stride.
+    #[error("stride {stride} does not divide the detector input {width}x{height}")]
+    Stride {
+        /// The stride.
+        stride: usize,
+        /// Input width.
+        width: usize,
+        /// Input height.
+        height: usize,
+    },
+    /// An output tensor has the wrong number of values.
+    #[error("detector output {output}_{stride} has {found} values, expected {expected}")]
+    OutputSize {
+        /// Which output (`cls`, `obj`, `bbox`, `kps`).
+        output: &'static str,
+        /// Its stride.
+        stride: usize,
+        /// Values the input size calls for.
+        expected: usize,
+        /// Values given.
+        found: usize,
+    },
 }

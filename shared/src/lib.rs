@@ -10,7 +10,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod align;
 pub mod classify;
+pub mod detect;
 pub mod distance;
 pub mod error;
 pub mod finetune;
@@ -22,9 +24,11 @@ pub mod prototype;
 pub mod quant;
 pub mod store;
 
+pub use align::{FaceTemplate, Landmarks, Similarity};
 pub use classify::{nearest, softmax_neg_distances, Nearest};
+pub use detect::{DetectConfig, Face, Letterbox};
 pub use distance::Distance;
-pub use error::{CoreError, GalleryError, PreprocessError, StoreError};
+pub use error::{CoreError, DetectError, GalleryError, PreprocessError, StoreError};
 pub use finetune::CosineClassifier;
 pub use gallery::{Gallery, Identity, Match, Name, NAME_CAP};
 pub use openset::{Decision, OpenSet};

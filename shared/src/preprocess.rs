@@ -3,10 +3,13 @@
 //! A [`Frame`] (8-bit grey or RGB, row-major) becomes a CHW `f32` tensor by:
 //! colour conversion (RGB to grey with the ITU-R BT.601 weights, or grey
 //! replicated to RGB), an optional centred square crop, resizing (bilinear with
-//! half-pixel centres, or exact area averaging), scaling to `[0, 1]`, optional
+//! half-pixel centres, or exact area averaging) — or, for face models, the warp
+//! of the frame that puts five detected landmarks onto a template
+//! ([`Crop::Aligned`], [`Recipe::apply_aligned`]) — scaling to `[0, 1]`, optional
 //! inversion (`1 - v`, so Omniglot's black strokes become 1), and per-channel
 //! normalisation `(v - mean) / std`. Nothing is allocated.
 
+use crate::align::{supersampling, FaceTemplate, Landmarks, Similarity};
 use crate::error::PreprocessError;
 
 /// Layout of a frame's pixels.
@@ -80,6 +83,12 @@ pub enum Crop {
     None,
     /// The centred square whose side is this fraction (0, 1] of the frame's shorter side.
     CenterSquare(f32),
+    /// A face, aligned: the frame is warped by the similarity that takes the
+    /// face's five landmarks onto this template scaled to the output size
+    /// (bilinear; with [`Resize::Area`], averaged over several samples per
+    /// output pixel when the face is shrunk). Needs the landmarks:
+    /// [`Recipe::apply_aligned`].
+    Aligned(FaceTemplate),
 }
 
 /// Resampling filter.
@@ -150,12 +159,18 @@ impl Recipe {
         if self.channels != 1 && self.channels != 3 {
             return Err(PreprocessError::BadRecipe("channels must be 1 or 3"));
         }
-        if let Crop::CenterSquare(f) = self.crop {
-            if !(f > 0.0 && f <= 1.0) {
+        match self.crop {
+            Crop::CenterSquare(f) if !(f > 0.0 && f <= 1.0) => {
                 return Err(PreprocessError::BadRecipe(
                     "crop fraction must be in (0, 1]",
                 ));
             }
+            Crop::Aligned(t) if !t.is_valid() => {
+                return Err(PreprocessError::BadRecipe(
+                    "face template must be finite with distinct points",
+                ));
+            }
+            _ => {}
         }
         if self.std[..self.channels]
             .iter()
@@ -169,19 +184,53 @@ impl Recipe {
         Ok(())
     }
 
-    /// Preprocesses `frame` into `out` (`channels × height × width`, CHW).
-    pub fn apply(&self, frame: &Frame<'_>, out: &mut [f32]) -> Result<(), PreprocessError> {
+    /// Whether the recipe aligns faces, so needs each frame's landmarks.
+    pub fn needs_landmarks(&self) -> bool {
+        matches!(self.crop, Crop::Aligned(_))
+    }
+
+    /// Checks the recipe, the frame and the output buffer; the frame, re-checked.
+    fn check<'a>(&self, frame: &Frame<'a>, out: &[f32]) -> Result<Frame<'a>, PreprocessError> {
         self.validate()?;
-        let frame = &Frame::new(frame.width, frame.height, frame.format, frame.pixels)?;
+        let frame = Frame::new(frame.width, frame.height, frame.format, frame.pixels)?;
         if out.len() != self.len() {
             return Err(PreprocessError::OutputSize {
                 expected: self.len(),
                 found: out.len(),
             });
         }
+        Ok(frame)
+    }
+
+    /// Preprocesses `frame` into `out` (`channels × height × width`, CHW).
+    /// An aligning recipe needs the face's landmarks: [`Recipe::apply_aligned`].
+    pub fn apply(&self, frame: &Frame<'_>, out: &mut [f32]) -> Result<(), PreprocessError> {
+        let frame = &self.check(frame, out)?;
+        if self.needs_landmarks() {
+            return Err(PreprocessError::NeedsLandmarks);
+        }
         let (x0, y0, cw, ch) = self.crop_box(frame);
         let sx = cw as f32 / self.width as f32;
         let sy = ch as f32 / self.height as f32;
+        self.fill(frame, out, |src, ox, oy| match self.resize {
+            Resize::Bilinear => bilinear(src, x0, cw, sx, ox, y0, ch, sy, oy),
+            Resize::Area => area(
+                src,
+                (x0 as f32 + ox as f32 * sx, sx, x0 + cw),
+                (y0 as f32 + oy as f32 * sy, sy, y0 + ch),
+            ),
+        });
+        Ok(())
+    }
+
+    /// Writes every output value: `value(source, x, y)` in `[0, 1]` for each
+    /// channel's source, then inversion and normalisation.
+    fn fill(
+        &self,
+        frame: &Frame<'_>,
+        out: &mut [f32],
+        value: impl Fn(&Source<'_, '_>, usize, usize) -> f32,
+    ) {
         let plane = self.width * self.height;
         for c in 0..self.channels {
             let (mean, std) = (self.mean[c], self.std[c]);
@@ -192,26 +241,58 @@ impl Recipe {
             };
             for oy in 0..self.height {
                 for ox in 0..self.width {
-                    let v = match self.resize {
-                        Resize::Bilinear => bilinear(&src, x0, cw, sx, ox, y0, ch, sy, oy),
-                        Resize::Area => area(
-                            &src,
-                            (x0 as f32 + ox as f32 * sx, sx, x0 + cw),
-                            (y0 as f32 + oy as f32 * sy, sy, y0 + ch),
-                        ),
-                    };
+                    let v = value(&src, ox, oy);
                     let v = if self.invert { 1.0 - v } else { v };
                     out[c * plane + oy * self.width + ox] = (v - mean) / std;
                 }
             }
         }
+    }
+
+    /// Preprocesses the face whose five `landmarks` (frame pixels) are given:
+    /// with an aligning recipe, the frame warped onto the template; with any
+    /// other recipe the landmarks are not needed and this is [`Recipe::apply`].
+    pub fn apply_aligned(
+        &self,
+        frame: &Frame<'_>,
+        landmarks: &Landmarks,
+        out: &mut [f32],
+    ) -> Result<(), PreprocessError> {
+        let Crop::Aligned(template) = self.crop else {
+            return self.apply(frame, out);
+        };
+        let frame = &self.check(frame, out)?;
+        let to_crop = Similarity::aligning(landmarks, &template, self.width, self.height)
+            .ok_or(PreprocessError::BadLandmarks)?;
+        let to_frame = to_crop.inverse().ok_or(PreprocessError::BadLandmarks)?;
+        let n = match self.resize {
+            Resize::Area => supersampling(to_frame.scale()),
+            Resize::Bilinear => 1,
+        };
+        let step = 1.0 / n as f32;
+        let weight = 1.0 / (n * n) as f32;
+        self.fill(frame, out, |src, ox, oy| {
+            let mut v = 0.0;
+            for j in 0..n {
+                for i in 0..n {
+                    let p = [
+                        ox as f32 + (i as f32 + 0.5) * step,
+                        oy as f32 + (j as f32 + 0.5) * step,
+                    ];
+                    let [x, y] = to_frame.apply(p);
+                    v += sample(src, x, y);
+                }
+            }
+            v * weight
+        });
         Ok(())
     }
 
-    /// The crop rectangle `(x, y, width, height)` in frame pixels.
+    /// The crop rectangle `(x, y, width, height)` in frame pixels (the whole
+    /// frame for an aligned crop, whose region follows the landmarks).
     pub fn crop_box(&self, frame: &Frame<'_>) -> (usize, usize, usize, usize) {
         match self.crop {
-            Crop::None => (0, 0, frame.width, frame.height),
+            Crop::None | Crop::Aligned(_) => (0, 0, frame.width, frame.height),
             Crop::CenterSquare(f) => {
                 let short = frame.width.min(frame.height);
                 let side = (libm::roundf(f * short as f32) as usize).clamp(1, short);
@@ -240,6 +321,10 @@ pub struct RecipeSpec {
     pub channels: usize,
     /// Centred square crop as a fraction of the shorter side; `None` for the whole frame.
     pub crop: Option<f32>,
+    /// For face models: the five-point template (in units of the output size)
+    /// the face's landmarks are aligned onto; absent for a plain crop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub align: Option<Landmarks>,
     /// Resampling filter (`area` or `bilinear`).
     pub resize: Resize,
     /// Whether intensities are inverted.
@@ -258,8 +343,12 @@ impl From<Recipe> for RecipeSpec {
             height: r.height,
             channels: r.channels,
             crop: match r.crop {
-                Crop::None => None,
+                Crop::None | Crop::Aligned(_) => None,
                 Crop::CenterSquare(f) => Some(f),
+            },
+            align: match r.crop {
+                Crop::Aligned(t) => Some(t.points),
+                _ => None,
             },
             resize: r.resize,
             invert: r.invert,
@@ -277,7 +366,16 @@ impl RecipeSpec {
             width: self.width,
             height: self.height,
             channels: self.channels,
-            crop: self.crop.map_or(Crop::None, Crop::CenterSquare),
+            crop: match (self.crop, self.align) {
+                (None, None) => Crop::None,
+                (Some(f), None) => Crop::CenterSquare(f),
+                (None, Some(points)) => Crop::Aligned(FaceTemplate { points }),
+                (Some(_), Some(_)) => {
+                    return Err(PreprocessError::BadRecipe(
+                        "a recipe has a centre crop or a face template, not both",
+                    ))
+                }
+            },
             resize: self.resize,
             invert: self.invert,
             mean: self.mean,
@@ -313,6 +411,28 @@ impl Source<'_, '_> {
         };
         v * (1.0 / 255.0)
     }
+}
+
+/// Bilinear sample of `src` at the continuous point `(x, y)` (pixel centres
+/// at half-integers); taps outside the frame read 0 (black).
+#[inline]
+fn sample(src: &Source<'_, '_>, x: f32, y: f32) -> f32 {
+    let (u, v) = (x - 0.5, y - 0.5);
+    let (fu, fv) = (libm::floorf(u), libm::floorf(v));
+    let (wx, wy) = (u - fu, v - fv);
+    let (w, h) = (src.frame.width as i64, src.frame.height as i64);
+    // Saturating casts: far-away points read the border.
+    let (x0, y0) = (fu as i64, fv as i64);
+    let at = |x: i64, y: i64| {
+        if (0..w).contains(&x) && (0..h).contains(&y) {
+            src.at(x as usize, y as usize)
+        } else {
+            0.0
+        }
+    };
+    let top = at(x0, y0) * (1.0 - wx) + at(x0 + 1, y0) * wx;
+    let bottom = at(x0, y0 + 1) * (1.0 - wx) + at(x0 + 1, y0 + 1) * wx;
+    top * (1.0 - wy) + bottom * wy
 }
 
 #[allow(clippy::too_many_arguments)]

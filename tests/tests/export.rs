@@ -118,16 +118,18 @@ fn onnxruntime(model: &Path, inputs: &[Vec<f32>], r: &Recipe) -> (Vec<Vec<f64>>,
     )
     .unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_check.py");
-    let out = std::process::Command::new("python3")
+    let python = fewshot_e2e::python();
+    let out = std::process::Command::new(&python)
         .arg(&script)
         .arg(model)
         .arg(raw.path())
         .args([r.channels, r.height, r.width].map(|v| v.to_string()))
         .output()
-        .expect("python3 must be installed");
+        .unwrap_or_else(|e| panic!("{python}: {e} (run ./test.sh, or set FEWSHOT_PYTHON)"));
     assert!(
         out.status.success(),
-        "{} failed (it needs `pip install onnx onnxruntime numpy`): {}",
+        "{} failed with {python} (it needs onnx, onnxruntime and numpy: run ./test.sh, \
+         which installs them, or set FEWSHOT_PYTHON to a Python that has them): {}",
         script.display(),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -315,18 +317,8 @@ fn calibrated_threshold_meets_its_false_accept_rate() {
     assert!((accepted + 1) as f64 / impostor.len() as f64 > target || accepted == impostor.len());
 }
 
-/// The committed face models: onnx.checker and onnxruntime accept them and
-/// agree with tract on real LFW faces (f32 to 1e-4 of the largest value, int8
-/// within one step of its last block); each int8 embedding points where its
-/// f32 one does (cosine distance under 3 % of the model's threshold, which is a
-/// cosine distance too); each model carries the threshold the door takes.
-#[test]
-fn committed_face_models_agree_across_runtimes_and_carry_their_threshold() {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
-    let f32_model = OnnxEncoder::load(&models.join("face.onnx")).unwrap();
-    let int8_model = OnnxEncoder::load(&models.join("face-int8.onnx")).unwrap();
-    let r = f32_model.recipe();
-    assert_eq!(int8_model.recipe(), r);
+/// The first two photos of two LFW people, preprocessed with `r`.
+fn lfw_faces(r: &Recipe) -> Vec<Vec<f32>> {
     let lfw = data_dir().join("faces/lfw-devtrain");
     let inputs: Vec<Vec<f32>> = ["Aaron_Peirsol", "Abdoulaye_Wade"]
         .iter()
@@ -339,9 +331,25 @@ fn committed_face_models_agree_across_runtimes_and_carry_their_threshold() {
             files.truncate(2);
             files
         })
-        .map(|p| preprocess_file(&p, &r).unwrap())
+        .map(|p| preprocess_file(&p, r).unwrap())
         .collect();
     assert_eq!(inputs.len(), 4);
+    inputs
+}
+
+/// The committed face models: onnx.checker and onnxruntime accept them and
+/// agree with tract on real LFW faces (f32 to 1e-4 of the largest value, int8
+/// within one step of its last block); each int8 embedding points where its
+/// f32 one does (cosine distance under 3 % of the model's threshold, which is a
+/// cosine distance too); each model carries the threshold the door takes.
+#[test]
+fn committed_face_models_agree_across_runtimes_and_carry_their_threshold() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let f32_model = OnnxEncoder::load(&models.join("face.onnx")).unwrap();
+    let int8_model = OnnxEncoder::load(&models.join("face-int8.onnx")).unwrap();
+    let r = f32_model.recipe();
+    assert_eq!(int8_model.recipe(), r);
+    let inputs = lfw_faces(&r);
     let exact: Vec<Vec<f32>> = inputs.iter().map(|x| f32_model.embed(x).unwrap()).collect();
     let largest = exact.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));
     let (rows, _) = onnxruntime(&models.join("face.onnx"), &inputs, &r);
@@ -391,4 +399,34 @@ fn committed_face_models_agree_across_runtimes_and_carry_their_threshold() {
         assert_eq!(model.threshold(), Some(stored));
         assert_eq!(model.door_config(None).unwrap().threshold, stored);
     }
+}
+
+/// The committed aligned face model: onnxruntime agrees with tract on aligned
+/// LFW faces (to 1e-4 of the largest value), its recipe aligns, and it
+/// carries the threshold the door takes.
+#[test]
+fn the_committed_aligned_face_model_agrees_across_runtimes() {
+    let cache = tempfile::tempdir().unwrap();
+    // Before the first aligned image of this process: faces go to a fresh cache.
+    std::env::set_var("FEWSHOT_CACHE", cache.path());
+    std::env::set_var("FEWSHOT_DATA", data_dir());
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/face-aligned.onnx");
+    let model = OnnxEncoder::load(&path).unwrap();
+    let r = model.recipe();
+    assert!(r.needs_landmarks(), "{r:?}");
+    let inputs = lfw_faces(&r);
+    let exact: Vec<Vec<f32>> = inputs.iter().map(|x| model.embed(x).unwrap()).collect();
+    let largest = exact.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));
+    let (rows, _) = onnxruntime(&path, &inputs, &r);
+    for (got, want) in rows.iter().zip(&exact) {
+        for (g, w) in got.iter().zip(want) {
+            assert!(
+                (g - f64::from(*w)).abs() <= 1e-4 * f64::from(largest),
+                "onnxruntime {g} vs tract {w}"
+            );
+        }
+    }
+    let stored: f32 = model.metadata()["fewshot.threshold"].parse().unwrap();
+    assert_eq!(model.door_config(None).unwrap().threshold, stored);
+    assert_eq!(model.distance(), fewshot_core::Distance::Cosine);
 }

@@ -12,8 +12,8 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Parser;
 use fewshot_firmware::door::{Config, SUPPORTED_DIMS};
-use fewshot_firmware::encoder::OnnxEncoder;
 use fewshot_firmware::events::{Event, EventSink, LineSink};
+use fewshot_firmware::face::{DoorEncoder, FaceArgs};
 use fewshot_firmware::sim::Simulator;
 use fewshot_firmware::storage::FileStore;
 
@@ -68,9 +68,12 @@ struct Args {
     /// (default: any size, resized by the model's recipe).
     #[arg(long, value_parser = parse_size)]
     camera: Option<(usize, usize)>,
-    /// Data folder for image paths that do not exist as given (default: $FEWSHOT_DATA, else ../shared/data).
+    /// Data folder for image paths that do not exist as given, and for the
+    /// default face detector (default: $FEWSHOT_DATA, else ../shared/data).
     #[arg(long)]
     data: Option<PathBuf>,
+    #[command(flatten)]
+    face: FaceArgs,
 }
 
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
@@ -109,8 +112,9 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let encoder = OnnxEncoder::load(&args.model).context("loading the model")?;
-    let mut config = encoder.door_config(args.threshold)?;
+    let data = fewshot_firmware::data_dir(args.data.as_deref());
+    let encoder = DoorEncoder::load(&args.model, &args.face, &data)?;
+    let mut config = encoder.model().door_config(args.threshold)?;
     config.min_margin = args.margin;
     config.enroll_shots = args.enroll_shots;
     config.enroll_spread = args.enroll_spread;
@@ -124,11 +128,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         )),
         None => Box::new(std::io::stdin().lock()),
     };
-    let data = args
-        .data
-        .clone()
-        .or_else(|| std::env::var_os("FEWSHOT_DATA").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("../shared/data"));
     let run = Run {
         config,
         gallery: args.gallery.clone(),
@@ -136,7 +135,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         data,
         script,
     };
-    match encoder.dim() {
+    match encoder.model().dim() {
         8 => run.go::<8>(encoder),
         16 => run.go::<16>(encoder),
         32 => run.go::<32>(encoder),
@@ -158,7 +157,7 @@ struct Run {
 }
 
 impl Run {
-    fn go<const DIM: usize>(self, encoder: OnnxEncoder) -> anyhow::Result<()> {
+    fn go<const DIM: usize>(self, encoder: DoorEncoder) -> anyhow::Result<()> {
         let sink = LineSink::new(std::io::stdout(), self.json);
         let storage = FileStore::open(&self.gallery);
         let mut sim = Simulator::<DIM, _, _, _>::boot(encoder, storage, sink, self.config)

@@ -12,8 +12,8 @@ use clap::Parser;
 use embedded_hal::delay::DelayNs;
 use fewshot_firmware::board::{open_pins, PathCamera, Pins};
 use fewshot_firmware::door::{Config, Door, SUPPORTED_DIMS};
-use fewshot_firmware::encoder::OnnxEncoder;
 use fewshot_firmware::events::LineSink;
+use fewshot_firmware::face::{DoorEncoder, FaceArgs};
 use fewshot_firmware::storage::FileStore;
 
 /// The door on a Linux board's GPIO character device.
@@ -53,6 +53,11 @@ struct Args {
     /// One JSON object per event line.
     #[arg(long)]
     json: bool,
+    /// Data folder of the default face detector (default: $FEWSHOT_DATA, else ../shared/data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[command(flatten)]
+    face: FaceArgs,
 }
 
 fn main() -> ExitCode {
@@ -66,11 +71,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let encoder = OnnxEncoder::load(&args.model).context("loading the model")?;
-    let mut config = encoder.door_config(args.threshold)?;
+    let data = fewshot_firmware::data_dir(args.data.as_deref());
+    let encoder = DoorEncoder::load(&args.model, &args.face, &data)?;
+    let mut config = encoder.model().door_config(args.threshold)?;
     config.open_ms = args.open_ms;
     config.button_active_low = args.button_active_low;
-    match encoder.dim() {
+    match encoder.model().dim() {
         8 => go::<8>(args, encoder, config),
         16 => go::<16>(args, encoder, config),
         32 => go::<32>(args, encoder, config),
@@ -83,7 +89,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-fn go<const DIM: usize>(args: Args, encoder: OnnxEncoder, config: Config) -> anyhow::Result<()> {
+fn go<const DIM: usize>(args: Args, encoder: DoorEncoder, config: Config) -> anyhow::Result<()> {
     let pins = Pins {
         chip: args.chip.clone(),
         button: args.button,

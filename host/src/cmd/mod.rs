@@ -1,6 +1,7 @@
 //! The `fewshot` subcommands.
 
 pub mod bench;
+pub mod detect;
 pub mod door_eval;
 pub mod eval;
 pub mod eval_runs;
@@ -94,9 +95,22 @@ pub fn embed_files(
     Ok(Embeddings::compute(model, &tensors, 256, progress)?)
 }
 
-/// Prints `value` as one line of JSON.
+/// Prints `value` as one line of JSON. When a recipe aligned faces and some
+/// images had none, an object gains `"no_face": {"count", "files"}`.
 pub fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string(value)?);
+    let missing = data::faces::no_face_files();
+    let mut value = value.clone();
+    if let (false, Some(map)) = (missing.is_empty(), value.as_object_mut()) {
+        map.insert(
+            "no_face".into(),
+            serde_json::json!({
+                "count": missing.len(),
+                "files": missing.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+                "rule": "aligned by the template on the centred square of half the shorter side",
+            }),
+        );
+    }
+    println!("{}", serde_json::to_string(&value)?);
     Ok(())
 }
 

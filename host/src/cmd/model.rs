@@ -2,7 +2,7 @@
 
 use clap::builder::TypedValueParser;
 use clap::Args;
-use fewshot_core::{Crop, Recipe, Resize};
+use fewshot_core::{Crop, FaceTemplate, Recipe, Resize};
 use fewshot_host::embed::{Embedder, Pixels};
 use fewshot_host::nn::checkpoint::CandleEmbedder;
 use fewshot_host::onnx_model::OnnxEmbedder;
@@ -33,6 +33,11 @@ pub struct ModelArgs {
     /// Pixel baseline: keep the centred square of this fraction of the shorter side (1 = no crop).
     #[arg(long)]
     pub crop: Option<f32>,
+    /// Pixel baseline and new encoders: align each face by its five landmarks
+    /// (YuNet detector, `FEWSHOT_DETECTOR` or the data folder's) onto the
+    /// ArcFace template scaled to --size, instead of a centre crop.
+    #[arg(long, conflicts_with = "crop")]
+    pub align: bool,
     /// Pixel baseline: resampling filter.
     #[arg(long, value_enum)]
     pub resize: Option<ResizeArg>,
@@ -61,9 +66,10 @@ impl ModelArgs {
                 if self.size.is_some()
                     || self.channels.is_some()
                     || self.crop.is_some()
+                    || self.align
                     || self.resize.is_some()
                 {
-                    anyhow::bail!("--size, --channels, --crop and --resize apply to --model pixels; a checkpoint records its own");
+                    anyhow::bail!("--size, --channels, --crop, --align and --resize apply to --model pixels; a checkpoint records its own");
                 }
                 let path = std::path::Path::new(path);
                 if !path.is_file() {
@@ -101,6 +107,7 @@ impl ModelArgs {
             height: size,
             channels: self.channels.unwrap_or(base.channels),
             crop: match self.crop {
+                None if self.align => Crop::Aligned(FaceTemplate::ARCFACE),
                 None => base.crop,
                 Some(1.0) => Crop::None,
                 Some(f) => Crop::CenterSquare(f),

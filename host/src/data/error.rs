@@ -28,6 +28,9 @@ pub enum DataError {
         /// The cause.
         source: fewshot_core::PreprocessError,
     },
+    /// The face detector could not be loaded or run.
+    #[error("face detector: {0}")]
+    Detector(String),
     /// A text file has a malformed line.
     #[error("{}:{line}: {message}", path.display())]
     Malformed {

@@ -1,27 +1,45 @@
 use std::path::{Path, PathBuf};
 
-use fewshot_core::Recipe;
+use fewshot_core::{Crop, Recipe};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
-use super::DataError;
+use super::{faces, DataError};
 
 /// Image files are decoded as on the device: grey stays grey, everything
 /// else becomes RGB, so the colour conversion is the core's.
 pub use fewshot_firmware::camera::{load_image as decode_frame, OwnedFrame};
 
-/// Decodes and preprocesses one image file.
+/// Decodes and preprocesses one image file; a recipe that aligns faces
+/// aligns the image's largest face ([`super::faces`]).
 pub fn preprocess_file(path: &Path, recipe: &Recipe) -> Result<Vec<f32>, DataError> {
+    preprocess_image(path, recipe).map(|(row, _)| row)
+}
+
+/// [`preprocess_file`], and whether the recipe's face was found (always
+/// true for a recipe that does not align).
+pub fn preprocess_image(path: &Path, recipe: &Recipe) -> Result<(Vec<f32>, bool), DataError> {
     let owned = decode_frame(path)?;
     let mut out = vec![0.0; recipe.len()];
     let preprocess = |source| DataError::Preprocess {
         path: path.to_path_buf(),
         source,
     };
-    recipe
-        .apply(&owned.as_frame().map_err(preprocess)?, &mut out)
-        .map_err(preprocess)?;
-    Ok(out)
+    let frame = owned.as_frame().map_err(preprocess)?;
+    let found = match recipe.crop {
+        Crop::Aligned(template) => {
+            let found = faces::face_of(path, &frame, &template)?;
+            recipe
+                .apply_aligned(&frame, &found.landmarks(), &mut out)
+                .map_err(preprocess)?;
+            matches!(found, faces::Found::Face(_))
+        }
+        _ => {
+            recipe.apply(&frame, &mut out).map_err(preprocess)?;
+            true
+        }
+    };
+    Ok((out, found))
 }
 
 /// Preprocessed images held in memory, one `recipe.len()` row each.
@@ -33,6 +51,8 @@ pub struct Tensors {
     pub data: Vec<f32>,
     /// The source files, in row order.
     pub paths: Vec<PathBuf>,
+    /// Files whose face was not found (aligning recipes: the centred fallback was used).
+    pub no_face: Vec<PathBuf>,
 }
 
 impl Tensors {
@@ -47,26 +67,46 @@ impl Tensors {
         let bar = if progress {
             let bar = ProgressBar::new(paths.len() as u64);
             bar.set_style(
-                ProgressStyle::with_template("decoding {bar:40} {pos}/{len} images ({elapsed})")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "decoding {bar:40} {pos}/{len} images ({elapsed}) {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             bar
         } else {
             ProgressBar::hidden()
         };
-        let rows: Vec<Vec<f32>> = paths
+        if recipe.needs_landmarks() {
+            bar.set_message("(detecting faces; cached for the next run)");
+        }
+        let rows: Vec<(Vec<f32>, bool)> = paths
             .par_iter()
             .map(|p| {
-                let row = preprocess_file(p, recipe);
+                let row = preprocess_image(p, recipe);
                 bar.inc(1);
                 row
             })
             .collect::<Result<_, _>>()?;
         bar.finish_and_clear();
+        let no_face: Vec<PathBuf> = rows
+            .iter()
+            .zip(paths)
+            .filter(|((_, found), _)| !found)
+            .map(|(_, p)| p.clone())
+            .collect();
+        if !no_face.is_empty() {
+            eprintln!(
+                "{} of {} images have no detected face: aligned by the centred fallback \
+                 (the files are listed with --json)",
+                no_face.len(),
+                paths.len()
+            );
+        }
         Ok(Tensors {
             recipe: *recipe,
-            data: rows.concat(),
+            data: rows.into_iter().flat_map(|(r, _)| r).collect(),
             paths: paths.to_vec(),
+            no_face,
         })
     }
 

@@ -1,0 +1,185 @@
+//! Per-frame cost of the face path on a 640×480 camera frame holding one
+//! face (an ORL photo scaled to 300 px high at (170, 90)), stage by stage:
+//! PNG decode, detection (letterbox, YuNet in tract, decoding, suppression),
+//! alignment (the similarity and the warp to the encoder's input), the
+//! encoder, the nearest of 64 enrolled identities; then all of it through
+//! `Door::poll`. Detector inputs 320×320 and 640×640 are both measured.
+//!
+//! `cargo bench -p fewshot-firmware --bench face_frame` (data from
+//! `FEWSHOT_DATA`, else `../shared/data`; the encoder is the committed
+//! `models/face.onnx` with its recipe set to align, or
+//! `FACE_BENCH_MODEL=path`, an aligning 1 024-d model).
+use std::hint::black_box;
+use std::io::Cursor;
+use std::path::PathBuf;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use fewshot_firmware::camera::OwnedFrame;
+use fewshot_firmware::core::model_meta;
+use fewshot_firmware::core::preprocess::RecipeSpec;
+use fewshot_firmware::core::{
+    detect::largest, Crop, Distance, FaceTemplate, Letterbox, PixelFormat,
+};
+use fewshot_firmware::detect::FaceDetector;
+use fewshot_firmware::door::{Config, CAPACITY};
+use fewshot_firmware::encoder::OnnxEncoder;
+use fewshot_firmware::events::Recorder;
+use fewshot_firmware::face::{DoorEncoder, FacePipeline};
+use fewshot_firmware::sim::{SimDoor, SimHardware};
+use fewshot_firmware::storage::MemStorage;
+use prost::Message;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::data_dir;
+
+fn aligned_model() -> PathBuf {
+    if let Some(p) = std::env::var_os("FACE_BENCH_MODEL") {
+        return PathBuf::from(p);
+    }
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/face.onnx");
+    let mut proto = tract_onnx::pb::ModelProto::decode(&std::fs::read(&src).unwrap()[..]).unwrap();
+    let entry = proto
+        .metadata_props
+        .iter_mut()
+        .find(|p| p.key == model_meta::RECIPE)
+        .unwrap();
+    let mut recipe = serde_json::from_str::<RecipeSpec>(&entry.value)
+        .unwrap()
+        .recipe()
+        .unwrap();
+    recipe.crop = Crop::Aligned(FaceTemplate::ARCFACE);
+    entry.value = serde_json::to_string(&RecipeSpec::from(recipe)).unwrap();
+    let out = std::env::temp_dir().join("fewshot-bench-face-aligned.onnx");
+    std::fs::write(&out, proto.encode_to_vec()).unwrap();
+    out
+}
+
+/// The 640×480 scene, as PNG bytes and decoded.
+fn scene() -> (Vec<u8>, OwnedFrame) {
+    let mut canvas = image::RgbImage::from_pixel(640, 480, image::Rgb([90, 90, 90]));
+    let photo = image::open(data_dir().join("faces/orl/s1/2.pgm"))
+        .unwrap()
+        .into_rgb8();
+    let photo = image::imageops::resize(&photo, 246, 300, image::imageops::FilterType::Triangle);
+    image::imageops::overlay(&mut canvas, &photo, 170, 90);
+    let mut png = Vec::new();
+    canvas
+        .write_to(&mut Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let frame = OwnedFrame {
+        width: 640,
+        height: 480,
+        format: PixelFormat::Rgb8,
+        pixels: canvas.into_raw(),
+    };
+    (png, frame)
+}
+
+fn decode_png(png: &[u8]) -> OwnedFrame {
+    let img = image::load_from_memory(png).unwrap().into_rgb8();
+    OwnedFrame {
+        width: img.width() as usize,
+        height: img.height() as usize,
+        format: PixelFormat::Rgb8,
+        pixels: img.into_raw(),
+    }
+}
+
+fn face_frame(c: &mut Criterion) {
+    let model = aligned_model();
+    let encoder = OnnxEncoder::load(&model).unwrap();
+    let recipe = encoder.recipe();
+    let (png, frame) = scene();
+    let f = frame.as_frame().unwrap();
+    let models = data_dir().join("models");
+    let mut group = c.benchmark_group("face frame (640x480, one face)");
+    group.bench_function("decode PNG", |b| b.iter(|| decode_png(black_box(&png))));
+    for size in [320, 640] {
+        let det =
+            FaceDetector::load(&models.join(format!("yunet_s_{size}_{size}.onnx")), None).unwrap();
+        assert_eq!(det.detect(&f).unwrap().len(), 1);
+        let lb = Letterbox::fit(640, 480, size, size);
+        let mut input = vec![0.0; 3 * size * size];
+        group.bench_function(format!("letterbox into {size}x{size}"), |b| {
+            b.iter(|| lb.fill(black_box(&f), &mut input).unwrap())
+        });
+        group.bench_function(format!("YuNet alone, {size}x{size}"), |b| {
+            b.iter(|| det.run(black_box(&input)).unwrap())
+        });
+        group.bench_function(format!("detect, {size}x{size} input"), |b| {
+            b.iter(|| det.detect(black_box(&f)).unwrap())
+        });
+        group.bench_function(
+            format!("find_face (detect, then again around the face), {size}x{size}"),
+            |b| b.iter(|| det.find_face(black_box(&f)).unwrap()),
+        );
+    }
+    let det = FaceDetector::load(&models.join("yunet_s_320_320.onnx"), None).unwrap();
+    let face = *largest(&det.detect(&f).unwrap()).unwrap();
+    let mut input = vec![0.0; recipe.len()];
+    group.bench_function("align: similarity and warp", |b| {
+        b.iter(|| {
+            recipe
+                .apply_aligned(black_box(&f), black_box(&face.landmarks), &mut input)
+                .unwrap()
+        })
+    });
+    recipe
+        .apply_aligned(&f, &face.landmarks, &mut input)
+        .unwrap();
+    group.bench_function("encode (tract)", |b| {
+        b.iter(|| encoder.embed(black_box(&input)).unwrap())
+    });
+    let query = encoder.embed(&input).unwrap();
+    let mut gallery = fewshot_firmware::door::DoorGallery::<1024>::new();
+    for i in 0..CAPACITY {
+        let mut e = query.clone();
+        e[i] += 1.0;
+        gallery.enroll("x", &e).unwrap();
+    }
+    group.bench_function("match: nearest of 64 (cosine)", |b| {
+        b.iter(|| {
+            gallery
+                .identify(
+                    black_box(&query),
+                    Distance::Cosine,
+                    &fewshot_firmware::core::OpenSet {
+                        max_distance: 0.4,
+                        min_margin: 0.0,
+                    },
+                )
+                .unwrap()
+        })
+    });
+    let mut bytes = vec![0; gallery.encoded_len()];
+    fewshot_firmware::core::store::encode(&gallery, 1, &mut bytes).unwrap();
+    let mut config = Config::new(Distance::Cosine, 0.4);
+    config.max_rejections = u32::MAX;
+    let hw = SimHardware::new();
+    let events = Recorder::new();
+    let pipeline = DoorEncoder::Face(FacePipeline::new(det, encoder));
+    let mut door: SimDoor<1024, _, _, _> = fewshot_firmware::door::Door::boot(
+        pipeline,
+        hw.io(),
+        hw.camera.clone(),
+        MemStorage::with_bytes(bytes),
+        events.clone(),
+        config,
+    )
+    .unwrap();
+    group.bench_function(
+        "whole frame: decode PNG, then Door::poll (320 detector)",
+        |b| {
+            b.iter(|| {
+                hw.camera.push(decode_png(black_box(&png)));
+                door.poll().unwrap();
+                events.take()
+            })
+        },
+    );
+    group.finish();
+}
+
+criterion_group!(benches, face_frame);
+criterion_main!(benches);

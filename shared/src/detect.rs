@@ -1,0 +1,347 @@
+//! Face detection around a YuNet model, without an allocator: the frame
+//! letterboxed into the model's input, the model's per-stride outputs decoded
+//! into faces (box, score, five landmarks), and non-maximum suppression. The
+//! model itself runs elsewhere (tract on a host or a Linux board).
+//!
+//! YuNet's outputs, per stride `s` of 8, 16 and 32 over an input of
+//! `W × H` (multiples of 32), are one row per cell `(r, c)` of the
+//! `W/s × H/s` grid, row-major: `cls` and `obj` scores, `bbox` offsets
+//! `(dx, dy, log w, log h)` and `kps`, five `(dx, dy)` landmark offsets, all in
+//! units of `s` from the cell's corner `(c·s, r·s)`. A cell's score is
+//! `√(cls · obj)` with both clamped to `[0, 1]`.
+
+use crate::align::Landmarks;
+use crate::error::{DetectError, PreprocessError};
+use crate::preprocess::Frame;
+
+/// A detected face, in frame pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Face {
+    /// Box: left, top, width, height.
+    pub bbox: [f32; 4],
+    /// Detection score in `[0, 1]`.
+    pub score: f32,
+    /// Eyes, nose tip, mouth corners ([`Landmarks`]' order).
+    pub landmarks: Landmarks,
+}
+
+impl Face {
+    /// The box's area.
+    pub fn area(&self) -> f32 {
+        self.bbox[2].max(0.0) * self.bbox[3].max(0.0)
+    }
+
+    /// Distance between the two eyes, in pixels.
+    pub fn eye_distance(&self) -> f32 {
+        let [a, b] = [self.landmarks[0], self.landmarks[1]];
+        libm::hypotf(a[0] - b[0], a[1] - b[1])
+    }
+
+    /// Intersection over union of the two boxes.
+    pub fn iou(&self, other: &Face) -> f32 {
+        let [ax, ay, aw, ah] = self.bbox;
+        let [bx, by, bw, bh] = other.bbox;
+        let iw = ((ax + aw).min(bx + bw) - ax.max(bx)).max(0.0);
+        let ih = ((ay + ah).min(by + bh) - ay.max(by)).max(0.0);
+        let inter = iw * ih;
+        let union = self.area() + other.area() - inter;
+        if union > 0.0 {
+            inter / union
+        } else {
+            0.0
+        }
+    }
+
+    /// The face mapped from the model's input back to the frame.
+    fn to_frame(mut self, lb: &Letterbox) -> Face {
+        for v in &mut self.bbox {
+            *v /= lb.scale;
+        }
+        self.bbox[0] += lb.x0;
+        self.bbox[1] += lb.y0;
+        for p in &mut self.landmarks {
+            p[0] = p[0] / lb.scale + lb.x0;
+            p[1] = p[1] / lb.scale + lb.y0;
+        }
+        self
+    }
+
+    /// The centre of its box.
+    pub fn centre(&self) -> [f32; 2] {
+        [
+            self.bbox[0] + self.bbox[2] / 2.0,
+            self.bbox[1] + self.bbox[3] / 2.0,
+        ]
+    }
+}
+
+/// How a frame, or a rectangle of it, was fitted into the model's input:
+/// resized by `scale` (keeping its aspect ratio) into the top-left corner,
+/// the rest black (as is any part of the rectangle outside the frame).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Letterbox {
+    /// Left edge of the rectangle in the frame.
+    pub x0: f32,
+    /// Top edge of the rectangle in the frame.
+    pub y0: f32,
+    /// Model input width.
+    pub width: usize,
+    /// Model input height.
+    pub height: usize,
+    /// Input pixels per frame pixel.
+    pub scale: f32,
+    /// The resized frame's width in the input.
+    pub inner_width: usize,
+    /// The resized frame's height in the input.
+    pub inner_height: usize,
+}
+
+impl Letterbox {
+    /// The fit of a whole `frame_width × frame_height` frame into `width × height`.
+    pub fn fit(frame_width: usize, frame_height: usize, width: usize, height: usize) -> Letterbox {
+        Self::fit_region(
+            [0.0, 0.0, frame_width as f32, frame_height as f32],
+            width,
+            height,
+        )
+    }
+
+    /// The fit of the rectangle `[x, y, w, h]` (frame pixels; it may reach
+    /// outside the frame) into `width × height`.
+    pub fn fit_region(region: [f32; 4], width: usize, height: usize) -> Letterbox {
+        let [x0, y0, w, h] = region;
+        let scale = (width as f32 / w).min(height as f32 / h);
+        let inner = |n: f32, max: usize| (libm::roundf(n * scale) as usize).clamp(1, max);
+        Letterbox {
+            x0,
+            y0,
+            width,
+            height,
+            scale,
+            inner_width: inner(w, width),
+            inner_height: inner(h, height),
+        }
+    }
+
+    /// Fills `out` (`3 × height × width`, CHW, B G R planes, values 0-255 as
+    /// YuNet takes them) with the rectangle resized into the top-left corner:
+    /// bilinear (half-pixel centres), averaged over several samples per
+    /// input pixel when shrinking; grey frames give three equal planes.
+    pub fn fill(&self, frame: &Frame<'_>, out: &mut [f32]) -> Result<(), PreprocessError> {
+        let frame = Frame::new(frame.width, frame.height, frame.format, frame.pixels)?;
+        let plane = self.width * self.height;
+        if out.len() != 3 * plane {
+            return Err(PreprocessError::OutputSize {
+                expected: 3 * plane,
+                found: out.len(),
+            });
+        }
+        out.fill(0.0);
+        let step = 1.0 / self.scale;
+        // Shrinking averages n × n bilinear samples per input pixel (a box
+        // filter against aliasing), as the face warp does.
+        let n = crate::align::supersampling(step);
+        let weight = 1.0 / (n * n) as f32;
+        let bpp = frame.format.bytes_per_pixel();
+        let (iw, ih) = (self.inner_width, self.inner_height);
+        for oy in 0..ih {
+            for j in 0..n {
+                let Some((ya, yb, fy)) = tap(self.y0, oy, j, n, step, frame.height) else {
+                    continue;
+                };
+                let (row_a, row_b) = (ya * frame.width, yb * frame.width);
+                for ox in 0..iw {
+                    let mut acc = [0.0f32; 3];
+                    for i in 0..n {
+                        let Some((xa, xb, fx)) = tap(self.x0, ox, i, n, step, frame.width) else {
+                            continue;
+                        };
+                        let px = |k: usize| &frame.pixels[k * bpp..k * bpp + bpp];
+                        let (p00, p01) = (px(row_a + xa), px(row_a + xb));
+                        let (p10, p11) = (px(row_b + xa), px(row_b + xb));
+                        let (w00, w01) = ((1.0 - fx) * (1.0 - fy), fx * (1.0 - fy));
+                        let (w10, w11) = ((1.0 - fx) * fy, fx * fy);
+                        for (c, a) in acc.iter_mut().enumerate() {
+                            // Output plane c is B, G, R: source channel 2 - c of RGB.
+                            let ch = if bpp == 3 { 2 - c } else { 0 };
+                            *a += w00 * f32::from(p00[ch])
+                                + w01 * f32::from(p01[ch])
+                                + w10 * f32::from(p10[ch])
+                                + w11 * f32::from(p11[ch]);
+                        }
+                    }
+                    for (c, a) in acc.iter().enumerate() {
+                        out[c * plane + oy * self.width + ox] = a * weight;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sub-sample `k` of `n` of input pixel `o` along one axis starting at
+/// `origin` in frame pixels: the two frame indices and the second's weight,
+/// or `None` outside the frame (the input stays black there). Bilinear with
+/// half-pixel centres; edge pixels repeat within the frame.
+#[inline]
+fn tap(
+    origin: f32,
+    o: usize,
+    k: usize,
+    n: usize,
+    step: f32,
+    len: usize,
+) -> Option<(usize, usize, f32)> {
+    let x = origin + (o as f32 + (k as f32 + 0.5) / n as f32) * step;
+    if !(x >= 0.0 && x <= len as f32) {
+        return None;
+    }
+    let u = (x - 0.5).clamp(0.0, (len - 1) as f32);
+    let a = libm::floorf(u) as usize;
+    Some((a, (a + 1).min(len - 1), u - a as f32))
+}
+
+/// One stride's outputs, borrowed from the model's output tensors.
+#[derive(Debug, Clone, Copy)]
+pub struct StrideOutputs<'a> {
+    /// The stride in input pixels (8, 16 or 32).
+    pub stride: usize,
+    /// Class score per cell.
+    pub cls: &'a [f32],
+    /// Objectness per cell.
+    pub obj: &'a [f32],
+    /// Four box values per cell.
+    pub bbox: &'a [f32],
+    /// Ten landmark values per cell.
+    pub kps: &'a [f32],
+}
+
+/// Settings of decoding and suppression.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct DetectConfig {
+    /// Cells scoring below this are not faces.
+    pub score_threshold: f32,
+    /// A face overlapping a better one by more than this IoU is dropped.
+    pub nms_iou: f32,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            score_threshold: 0.6,
+            nms_iou: 0.3,
+        }
+    }
+}
+
+/// Decodes YuNet's outputs for a `letterbox` input into `faces` (frame
+/// pixels), then suppresses overlaps, best first. With more candidates than
+/// `faces` holds, the best-scoring ones are kept.
+pub fn decode<const N: usize>(
+    letterbox: &Letterbox,
+    outputs: &[StrideOutputs<'_>],
+    config: &DetectConfig,
+    faces: &mut heapless::Vec<Face, N>,
+) -> Result<(), DetectError> {
+    faces.clear();
+    for out in outputs {
+        let s = out.stride;
+        if s == 0 || letterbox.width % s != 0 || letterbox.height % s != 0 {
+            return Err(DetectError::Stride {
+                stride: s,
+                width: letterbox.width,
+                height: letterbox.height,
+            });
+        }
+        let cols = letterbox.width / s;
+        let cells = cols * (letterbox.height / s);
+        for (len, per, what) in [
+            (out.cls.len(), 1, "cls"),
+            (out.obj.len(), 1, "obj"),
+            (out.bbox.len(), 4, "bbox"),
+            (out.kps.len(), 10, "kps"),
+        ] {
+            if len != cells * per {
+                return Err(DetectError::OutputSize {
+                    output: what,
+                    stride: s,
+                    expected: cells * per,
+                    found: len,
+                });
+            }
+        }
+        let sf = s as f32;
+        for i in 0..cells {
+            let score = libm::sqrtf(out.cls[i].clamp(0.0, 1.0) * out.obj[i].clamp(0.0, 1.0));
+            // NaN scores are dropped too.
+            if score.is_nan() || score < config.score_threshold {
+                continue;
+            }
+            let (r, c) = ((i / cols) as f32, (i % cols) as f32);
+            let b = &out.bbox[4 * i..4 * i + 4];
+            let (cx, cy) = ((c + b[0]) * sf, (r + b[1]) * sf);
+            let (w, h) = (libm::expf(b[2]) * sf, libm::expf(b[3]) * sf);
+            let k = &out.kps[10 * i..10 * i + 10];
+            let mut landmarks = [[0.0; 2]; 5];
+            for (n, p) in landmarks.iter_mut().enumerate() {
+                *p = [(k[2 * n] + c) * sf, (k[2 * n + 1] + r) * sf];
+            }
+            let face = Face {
+                bbox: [cx - w / 2.0, cy - h / 2.0, w, h],
+                score,
+                landmarks,
+            }
+            .to_frame(letterbox);
+            if !face
+                .bbox
+                .iter()
+                .chain(face.landmarks.iter().flatten())
+                .all(|v| v.is_finite())
+            {
+                continue;
+            }
+            push_best(faces, face);
+        }
+    }
+    nms(faces, config.nms_iou);
+    Ok(())
+}
+
+/// Adds `face`, or replaces the worst face when full and `face` is better.
+fn push_best<const N: usize>(faces: &mut heapless::Vec<Face, N>, face: Face) {
+    if let Err(face) = faces.push(face) {
+        if let Some((worst, w)) = faces
+            .iter()
+            .enumerate()
+            .min_by(|a, b| a.1.score.total_cmp(&b.1.score))
+        {
+            if w.score < face.score {
+                faces[worst] = face;
+            }
+        }
+    }
+}
+
+/// Greedy non-maximum suppression: sorts best first and drops every face
+/// whose IoU with a better kept face exceeds `iou`.
+pub fn nms<const N: usize>(faces: &mut heapless::Vec<Face, N>, iou: f32) {
+    faces.sort_unstable_by(|a, b| b.score.total_cmp(&a.score));
+    let mut kept = 0;
+    for i in 0..faces.len() {
+        let candidate = faces[i];
+        if faces[..kept].iter().all(|k| k.iou(&candidate) <= iou) {
+            faces[kept] = candidate;
+            kept += 1;
+        }
+    }
+    faces.truncate(kept);
+}
+
+/// The face with the largest box, if any.
+pub fn largest(faces: &[Face]) -> Option<&Face> {
+    faces.iter().max_by(|a, b| a.area().total_cmp(&b.area()))
+}
