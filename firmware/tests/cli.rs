@@ -263,3 +263,71 @@ fn a_corrupt_gallery_file_is_kept_aside_and_the_door_starts_empty() {
     assert!(ev[2]["distance"].is_null(), "locked: nobody enrolled");
     assert!(!gallery.exists());
 }
+
+#[test]
+fn the_face_demo_finds_faces_and_reports_frames_without_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gallery = tmp.path().join("faces.fsgl");
+    let out = doorkeeper(
+        &[
+            "--model",
+            "models/face-aligned.onnx",
+            "--gallery",
+            gallery.to_str().unwrap(),
+            "--enroll-spread",
+            "0.5",
+            "--script",
+            "firmware/scripts/face-demo.txt",
+            "--json",
+        ],
+        None,
+    );
+    no_panic(&out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ev = events(&out);
+    assert_eq!(
+        names(&ev),
+        [
+            "booted",
+            "enroll_started",
+            "enrolled",
+            "opened",
+            "refused",
+            "no_face"
+        ]
+    );
+    // The decisions carry the face's box, inside the 92×112 ORL photo.
+    for e in &ev[3..5] {
+        let b: Vec<f64> = e["box"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert!(
+            b[0] > -10.0 && b[1] > -10.0 && b[0] + b[2] < 102.0 && b[1] + b[3] < 122.0,
+            "{e}"
+        );
+    }
+    // A missing detector file is named, exit status 1.
+    let out = doorkeeper(
+        &[
+            "--model",
+            "models/face-aligned.onnx",
+            "--gallery",
+            gallery.to_str().unwrap(),
+            "--detector",
+            "no-such-yunet.onnx",
+            "--script",
+            "firmware/scripts/face-demo.txt",
+        ],
+        None,
+    );
+    no_panic(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-yunet.onnx"));
+}
