@@ -23,10 +23,7 @@ use fewshot_firmware::core::{
 use fewshot_firmware::detect::FaceDetector;
 use fewshot_firmware::door::{Config, CAPACITY};
 use fewshot_firmware::encoder::OnnxEncoder;
-use fewshot_firmware::events::Recorder;
 use fewshot_firmware::face::{DoorEncoder, FacePipeline};
-use fewshot_firmware::sim::{SimDoor, SimHardware};
-use fewshot_firmware::storage::MemStorage;
 use prost::Message;
 
 #[path = "../tests/common/mod.rs"]
@@ -152,22 +149,10 @@ fn face_frame(c: &mut Criterion) {
                 .unwrap()
         })
     });
-    let mut bytes = vec![0; gallery.encoded_len()];
-    fewshot_firmware::core::store::encode(&gallery, 1, &mut bytes).unwrap();
     let mut config = Config::new(Distance::Cosine, 0.4);
     config.max_rejections = u32::MAX;
-    let hw = SimHardware::new();
-    let events = Recorder::new();
     let pipeline = DoorEncoder::Face(FacePipeline::new(det, encoder));
-    let mut door: SimDoor<1024, _, _, _> = fewshot_firmware::door::Door::boot(
-        pipeline,
-        hw.io(),
-        hw.camera.clone(),
-        MemStorage::with_bytes(bytes),
-        events.clone(),
-        config,
-    )
-    .unwrap();
+    let (mut door, hw, events) = common::door_with_gallery(pipeline, &gallery, config);
     group.bench_function(
         "whole frame: decode PNG, then Door::poll (320 detector)",
         |b| {

@@ -13,9 +13,6 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use fewshot_firmware::camera::load_image;
 use fewshot_firmware::door::{Config, CAPACITY};
 use fewshot_firmware::encoder::OnnxEncoder;
-use fewshot_firmware::events::Recorder;
-use fewshot_firmware::sim::{SimDoor, SimHardware};
-use fewshot_firmware::storage::MemStorage;
 
 // The integration tests' helpers: the data folder and the committed model.
 #[path = "../tests/common/mod.rs"]
@@ -52,20 +49,7 @@ fn frame_latency(c: &mut Criterion) {
             }
         }
     }
-    let mut bytes = vec![0; gallery.encoded_len()];
-    fewshot_firmware::core::store::encode(&gallery, 1, &mut bytes).unwrap();
-
-    let hw = SimHardware::new();
-    let events = Recorder::new();
-    let mut door: SimDoor<64, _, _, _> = fewshot_firmware::door::Door::boot(
-        encoder,
-        hw.io(),
-        hw.camera.clone(),
-        MemStorage::with_bytes(bytes),
-        events.clone(),
-        config,
-    )
-    .unwrap();
+    let (mut door, hw, events) = common::door_with_gallery::<64, _>(encoder, &gallery, config);
     assert_eq!(door.gallery().len(), CAPACITY);
     let path =
         data_dir().join("omniglot/images_background_small2/Sanskrit/character01/0851_03.png");

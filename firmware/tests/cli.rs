@@ -41,6 +41,19 @@ fn events(out: &Output) -> Vec<Value> {
         .collect()
 }
 
+/// Runs the door on `args` with no standard input; it must succeed without
+/// a panic. Its events.
+fn json_events(args: &[&str]) -> Vec<Value> {
+    let out = doorkeeper(args, None);
+    no_panic(&out);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    events(&out)
+}
+
 fn names(events: &[Value]) -> Vec<&str> {
     events
         .iter()
@@ -59,27 +72,17 @@ const MODEL: &str = "models/omniglot-protonet.onnx";
 fn the_readme_demo_enrolls_opens_and_refuses_a_stranger() {
     let tmp = tempfile::tempdir().unwrap();
     let gallery = tmp.path().join("door.fsgl");
-    let out = doorkeeper(
-        &[
-            "--model",
-            MODEL,
-            "--gallery",
-            gallery.to_str().unwrap(),
-            "--script",
-            "firmware/scripts/demo.txt",
-            "--threshold",
-            "5",
-            "--json",
-        ],
-        None,
-    );
-    no_panic(&out);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ev = events(&out);
+    let ev = json_events(&[
+        "--model",
+        MODEL,
+        "--gallery",
+        gallery.to_str().unwrap(),
+        "--script",
+        "firmware/scripts/demo.txt",
+        "--threshold",
+        "5",
+        "--json",
+    ]);
     assert_eq!(
         names(&ev),
         [
@@ -268,27 +271,17 @@ fn a_corrupt_gallery_file_is_kept_aside_and_the_door_starts_empty() {
 fn the_face_demo_finds_faces_and_reports_frames_without_one() {
     let tmp = tempfile::tempdir().unwrap();
     let gallery = tmp.path().join("faces.fsgl");
-    let out = doorkeeper(
-        &[
-            "--model",
-            "models/face-aligned.onnx",
-            "--gallery",
-            gallery.to_str().unwrap(),
-            "--enroll-spread",
-            "0.5",
-            "--script",
-            "firmware/scripts/face-demo.txt",
-            "--json",
-        ],
-        None,
-    );
-    no_panic(&out);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let ev = events(&out);
+    let ev = json_events(&[
+        "--model",
+        "models/face-aligned.onnx",
+        "--gallery",
+        gallery.to_str().unwrap(),
+        "--enroll-spread",
+        "0.5",
+        "--script",
+        "firmware/scripts/face-demo.txt",
+        "--json",
+    ]);
     assert_eq!(
         names(&ev),
         [

@@ -42,3 +42,35 @@ pub fn sanskrit(character: u32, n: u32) -> PathBuf {
 pub fn frame(path: &std::path::Path) -> OwnedFrame {
     load_image(path).unwrap_or_else(|e| panic!("{e}"))
 }
+
+/// A door on simulated hardware booted with `gallery` already stored (the
+/// benches' setup): the door, its hardware and its events.
+pub fn door_with_gallery<const DIM: usize, E: fewshot_firmware::door::Encoder>(
+    encoder: E,
+    gallery: &fewshot_firmware::door::DoorGallery<DIM>,
+    config: fewshot_firmware::door::Config,
+) -> (
+    fewshot_firmware::sim::SimDoor<
+        DIM,
+        E,
+        fewshot_firmware::storage::MemStorage,
+        fewshot_firmware::events::Recorder,
+    >,
+    fewshot_firmware::sim::SimHardware,
+    fewshot_firmware::events::Recorder,
+) {
+    let mut bytes = vec![0; gallery.encoded_len()];
+    fewshot_firmware::core::store::encode(gallery, 1, &mut bytes).unwrap();
+    let hw = fewshot_firmware::sim::SimHardware::new();
+    let events = fewshot_firmware::events::Recorder::new();
+    let door = fewshot_firmware::door::Door::boot(
+        encoder,
+        hw.io(),
+        hw.camera.clone(),
+        fewshot_firmware::storage::MemStorage::with_bytes(bytes),
+        events.clone(),
+        config,
+    )
+    .unwrap();
+    (door, hw, events)
+}
