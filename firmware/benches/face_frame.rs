@@ -7,49 +7,30 @@
 //!
 //! `cargo bench -p fewshot-firmware --bench face_frame` (data from
 //! `FEWSHOT_DATA`, else `../shared/data`; the encoder is the committed
-//! `models/face.onnx` with its recipe set to align, or
-//! `FACE_BENCH_MODEL=path`, an aligning 1 024-d model).
+//! `models/face-aligned.onnx`, or `FACE_BENCH_MODEL=path`, an aligning
+//! 1 024-d model).
 use std::hint::black_box;
 use std::io::Cursor;
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fewshot_firmware::camera::OwnedFrame;
-use fewshot_firmware::core::model_meta;
-use fewshot_firmware::core::preprocess::RecipeSpec;
-use fewshot_firmware::core::{
-    detect::largest, Crop, Distance, FaceTemplate, Letterbox, PixelFormat,
-};
+use fewshot_firmware::core::{detect::largest, Distance, Letterbox, PixelFormat};
 use fewshot_firmware::detect::FaceDetector;
 use fewshot_firmware::door::{Config, CAPACITY};
 use fewshot_firmware::encoder::OnnxEncoder;
 use fewshot_firmware::face::{DoorEncoder, FacePipeline};
-use prost::Message;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 use common::data_dir;
 
 fn aligned_model() -> PathBuf {
-    if let Some(p) = std::env::var_os("FACE_BENCH_MODEL") {
-        return PathBuf::from(p);
-    }
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/face.onnx");
-    let mut proto = tract_onnx::pb::ModelProto::decode(&std::fs::read(&src).unwrap()[..]).unwrap();
-    let entry = proto
-        .metadata_props
-        .iter_mut()
-        .find(|p| p.key == model_meta::RECIPE)
-        .unwrap();
-    let mut recipe = serde_json::from_str::<RecipeSpec>(&entry.value)
-        .unwrap()
-        .recipe()
-        .unwrap();
-    recipe.crop = Crop::Aligned(FaceTemplate::ARCFACE);
-    entry.value = serde_json::to_string(&RecipeSpec::from(recipe)).unwrap();
-    let out = std::env::temp_dir().join("fewshot-bench-face-aligned.onnx");
-    std::fs::write(&out, proto.encode_to_vec()).unwrap();
-    out
+    std::env::var_os("FACE_BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/face-aligned.onnx")
+        })
 }
 
 /// The 640×480 scene, as PNG bytes and decoded.

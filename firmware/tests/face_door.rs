@@ -15,7 +15,7 @@ use fewshot_firmware::storage::MemStorage;
 
 /// The committed aligned face model (`models/face-aligned.onnx`, trained on
 /// aligned LFW crops, with its calibrated threshold).
-fn aligned_model(_dir: &Path) -> PathBuf {
+fn aligned_model() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/face-aligned.onnx")
 }
 
@@ -91,7 +91,7 @@ impl Lcg {
 #[test]
 fn a_face_anywhere_in_the_frame_gets_the_decision_of_the_photo() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = aligned_model(tmp.path());
+    let model = aligned_model();
     let (mut sim, events) = door(&model, 16.0, |c| c.enroll_shots = 1);
     // 20 ORL people enrolled from their first photo.
     let mut ids = Vec::new();
@@ -166,7 +166,7 @@ fn a_face_anywhere_in_the_frame_gets_the_decision_of_the_photo() {
 #[test]
 fn no_face_two_faces_and_a_small_face() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = aligned_model(tmp.path());
+    let model = aligned_model();
     let (mut sim, events) = door(&model, 16.0, |c| c.enroll_shots = 1);
     let empty = scene(tmp.path(), "empty", 120, &[]);
 
@@ -255,7 +255,7 @@ fn no_face_two_faces_and_a_small_face() {
 #[test]
 fn an_aligning_model_without_a_detector_file_is_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = aligned_model(tmp.path());
+    let model = aligned_model();
     let args = FaceArgs {
         detector: Some(tmp.path().join("missing-yunet.onnx")),
         min_eye_px: 16.0,

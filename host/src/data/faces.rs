@@ -209,24 +209,23 @@ impl FaceIndex {
         frame: &Frame<'_>,
         template: &FaceTemplate,
     ) -> Result<Found, DataError> {
-        let index = self;
         let key = key_of(path)?;
-        let cached = index.faces.lock().ok().and_then(|m| m.get(&key).copied());
+        let cached = self.faces.lock().ok().and_then(|m| m.get(&key).copied());
         let face = match cached {
             Some(face) => face,
             None => {
-                let (_, face) = index
+                let (_, face) = self
                     .detector
                     .find_face(frame)
                     .map_err(|e| DataError::Detector(format!("{}: {e}", path.display())))?;
-                remember(index, key, face);
+                remember(self, key, face);
                 face
             }
         };
         Ok(match face {
             Some(face) => Found::Face(face),
             None => {
-                if let Ok(mut list) = index.no_face.lock() {
+                if let Ok(mut list) = self.no_face.lock() {
                     if !list.iter().any(|p| p == path) {
                         list.push(path.to_path_buf());
                     }
