@@ -3,7 +3,8 @@
 //! PNG decode, detection (letterbox, YuNet in tract, decoding, suppression),
 //! alignment (the similarity and the warp to the encoder's input), the
 //! encoder, the nearest of 64 enrolled identities; then all of it through
-//! `Door::poll`. Detector inputs 320×320 and 640×640 are both measured.
+//! `Door::poll`. The default detector (`yunet_s_dynamic.onnx` at its
+//! default sizes) and the fixed 320×320 and 640×640 files are measured.
 //!
 //! `cargo bench -p fewshot-firmware --bench face_frame` (data from
 //! `FEWSHOT_DATA`, else `../shared/data`; the encoder is the committed
@@ -15,8 +16,8 @@ use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fewshot_firmware::camera::OwnedFrame;
-use fewshot_firmware::core::{detect::largest, Distance, Letterbox, PixelFormat};
-use fewshot_firmware::detect::FaceDetector;
+use fewshot_firmware::core::{Distance, Letterbox, PixelFormat};
+use fewshot_firmware::detect::{FaceDetector, InputSizes, DEFAULT_DETECTOR, REFINE_WINDOW};
 use fewshot_firmware::door::{Config, CAPACITY};
 use fewshot_firmware::encoder::OnnxEncoder;
 use fewshot_firmware::face::{DoorEncoder, FacePipeline};
@@ -70,31 +71,50 @@ fn face_frame(c: &mut Criterion) {
     let recipe = encoder.recipe();
     let (png, frame) = scene();
     let f = frame.as_frame().unwrap();
-    let models = data_dir().join("models");
     let mut group = c.benchmark_group("face frame (640x480, one face)");
     group.bench_function("decode PNG", |b| b.iter(|| decode_png(black_box(&png))));
-    for size in [320, 640] {
-        let det =
-            FaceDetector::load(&models.join(format!("yunet_s_{size}_{size}.onnx")), None).unwrap();
+    for (name, file, sizes) in [
+        ("default", DEFAULT_DETECTOR, None),
+        ("320x320", "models/yunet_s_320_320.onnx", None),
+        ("640x640", "models/yunet_s_640_640.onnx", None),
+    ] {
+        let det = FaceDetector::load(&data_dir().join(file), sizes).unwrap();
+        let InputSizes { scan, refine, .. } = det.input_sizes();
+        let (_, face) = det.find_face(&f).unwrap();
+        let face = face.unwrap();
         assert_eq!(det.detect(&f).unwrap().len(), 1);
-        let lb = Letterbox::fit(640, 480, size, size);
-        let mut input = vec![0.0; 3 * size * size];
-        group.bench_function(format!("letterbox into {size}x{size}"), |b| {
-            b.iter(|| lb.fill(black_box(&f), &mut input).unwrap())
+        let side = REFINE_WINDOW * face.bbox[2].max(face.bbox[3]);
+        let [cx, cy] = face.centre();
+        let window = [cx - side / 2.0, cy - side / 2.0, side, side];
+        for (pass, (w, h), lb) in [
+            ("scan", scan, Letterbox::fit(640, 480, scan.0, scan.1)),
+            (
+                "refine",
+                refine,
+                Letterbox::fit_region(window, refine.0, refine.1),
+            ),
+        ] {
+            if pass == "refine" && refine == scan && name != "default" {
+                continue;
+            }
+            let mut input = vec![0.0; 3 * w * h];
+            group.bench_function(format!("{name}: letterbox, {pass} {w}x{h}"), |b| {
+                b.iter(|| lb.fill(black_box(&f), &mut input).unwrap())
+            });
+            group.bench_function(format!("{name}: YuNet alone, {pass} {w}x{h}"), |b| {
+                b.iter(|| det.run(black_box(&input)).unwrap())
+            });
+            group.bench_function(
+                format!("{name}: the pass (letterbox, YuNet, decoding), {pass} {w}x{h}"),
+                |b| b.iter(|| det.detect_in(black_box(&f), &lb).unwrap()),
+            );
+        }
+        group.bench_function(format!("{name}: find_face (scan, then refine)"), |b| {
+            b.iter(|| det.find_face(black_box(&f)).unwrap())
         });
-        group.bench_function(format!("YuNet alone, {size}x{size}"), |b| {
-            b.iter(|| det.run(black_box(&input)).unwrap())
-        });
-        group.bench_function(format!("detect, {size}x{size} input"), |b| {
-            b.iter(|| det.detect(black_box(&f)).unwrap())
-        });
-        group.bench_function(
-            format!("find_face (detect, then again around the face), {size}x{size}"),
-            |b| b.iter(|| det.find_face(black_box(&f)).unwrap()),
-        );
     }
-    let det = FaceDetector::load(&models.join("yunet_s_320_320.onnx"), None).unwrap();
-    let face = *largest(&det.detect(&f).unwrap()).unwrap();
+    let det = FaceDetector::load(&data_dir().join(DEFAULT_DETECTOR), None).unwrap();
+    let face = det.find_face(&f).unwrap().1.unwrap();
     let mut input = vec![0.0; recipe.len()];
     group.bench_function("align: similarity and warp", |b| {
         b.iter(|| {
@@ -132,10 +152,10 @@ fn face_frame(c: &mut Criterion) {
     });
     let mut config = Config::new(Distance::Cosine, 0.4);
     config.max_rejections = u32::MAX;
-    let pipeline = DoorEncoder::Face(FacePipeline::new(det, encoder));
+    let pipeline = DoorEncoder::Face(Box::new(FacePipeline::new(det, encoder)));
     let (mut door, hw, events) = common::door_with_gallery(pipeline, &gallery, config);
     group.bench_function(
-        "whole frame: decode PNG, then Door::poll (320 detector)",
+        "whole frame: decode PNG, then Door::poll (default detector)",
         |b| {
             b.iter(|| {
                 hw.camera.push(decode_png(black_box(&png)));

@@ -10,7 +10,7 @@ use prost::Message;
 use tract_onnx::prelude::*;
 
 /// The file name of the detector in the data folder's `models/`.
-pub const DEFAULT_DETECTOR: &str = "models/yunet_s_320_320.onnx";
+pub const DEFAULT_DETECTOR: &str = "models/yunet_s_dynamic.onnx";
 
 /// At most this many faces are kept per frame (the best-scoring ones).
 pub const MAX_FACES: usize = 32;
@@ -55,11 +55,102 @@ pub enum DetectorError {
     Run(String),
 }
 
-/// A loaded YuNet detector with a fixed input size.
-pub struct FaceDetector {
+/// The detector's input sizes, each (width, height), multiples of 32:
+/// `scan` for the whole frame, `rescan` for the whole frame again when the
+/// scan finds no face (a larger input finds smaller faces), `refine` for
+/// the second look around the face ([`FaceDetector::find_face`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputSizes {
+    /// The input the whole frame is fitted into first.
+    pub scan: (usize, usize),
+    /// The input it is fitted into when the scan finds no face.
+    pub rescan: Option<(usize, usize)>,
+    /// The input the window around a found face is fitted into.
+    pub refine: (usize, usize),
+}
+
+impl InputSizes {
+    /// Every pass at one size, no rescan.
+    pub fn same(size: (usize, usize)) -> Self {
+        InputSizes {
+            scan: size,
+            rescan: None,
+            refine: size,
+        }
+    }
+
+    /// Each size used, in the order scan, rescan, refine.
+    pub fn all(&self) -> impl Iterator<Item = (usize, usize)> {
+        [Some(self.scan), self.rescan, Some(self.refine)]
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// The sizes a detector with a dynamic input runs at unless told otherwise,
+/// chosen by measurement on 640×480 frames (README, "The face path"): the
+/// 160×128 scan finds faces whose eyes are about 50 px apart or more and
+/// costs a third of a 320×320 one; the 320×256 rescan finds faces down to
+/// about 20 px between the eyes; a 128×128 refine moves the landmarks by
+/// little more than a 320×320 one.
+pub const DEFAULT_SIZES: InputSizes = InputSizes {
+    scan: (160, 128),
+    rescan: Some((320, 256)),
+    refine: (128, 128),
+};
+
+impl std::fmt::Display for InputSizes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let size = |(w, h): (usize, usize)| format!("{w}x{h}");
+        let rescan = self.rescan.map_or("none".to_string(), size);
+        write!(f, "{},{},{}", size(self.scan), rescan, size(self.refine))
+    }
+}
+
+impl std::str::FromStr for InputSizes {
+    type Err = String;
+
+    /// `SCAN,RESCAN,REFINE`, each `WIDTHxHEIGHT` (RESCAN may be `none`),
+    /// e.g. `160x128,320x256,128x128`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("{text:?}: expected SCAN,RESCAN,REFINE as WxH,WxH,WxH (RESCAN may be none), multiples of 32, e.g. {DEFAULT_SIZES}")
+        };
+        let size = |part: &str| -> Result<(usize, usize), String> {
+            let (w, h) = part.trim().split_once('x').ok_or_else(bad)?;
+            let (w, h) = (w.parse::<usize>(), h.parse::<usize>());
+            match (w, h) {
+                (Ok(w), Ok(h)) if w > 0 && h > 0 && w % 32 == 0 && h % 32 == 0 => Ok((w, h)),
+                _ => Err(bad()),
+            }
+        };
+        let parts: Vec<&str> = text.split(',').collect();
+        let [scan, rescan, refine] = parts[..] else {
+            return Err(bad());
+        };
+        Ok(InputSizes {
+            scan: size(scan)?,
+            rescan: match rescan.trim() {
+                "none" => None,
+                r => Some(size(r)?),
+            },
+            refine: size(refine)?,
+        })
+    }
+}
+
+/// The model optimised for one input size.
+struct Plan {
     plan: std::sync::Arc<TypedRunnableModel>,
     width: usize,
     height: usize,
+}
+
+/// A loaded YuNet detector, optimised for each of its input sizes.
+pub struct FaceDetector {
+    /// One plan per distinct size.
+    plans: Vec<Plan>,
+    sizes: InputSizes,
     /// For each group and stride, the index of that output in the plan.
     order: [[usize; 3]; 4],
     config: DetectConfig,
@@ -68,9 +159,9 @@ pub struct FaceDetector {
 
 impl FaceDetector {
     /// Loads `path`. A model with a fixed input (`yunet_s_320_320.onnx`) runs
-    /// at its size; one with a dynamic input (`yunet_s_dynamic.onnx`) at
-    /// `input` (width, height; multiples of 32), 320×320 when not given.
-    pub fn load(path: &Path, input: Option<(usize, usize)>) -> Result<Self, DetectorError> {
+    /// every pass at its size, without a rescan; one with a dynamic input
+    /// (`yunet_s_dynamic.onnx`) at `sizes`, [`DEFAULT_SIZES`] when not given.
+    pub fn load(path: &Path, sizes: Option<InputSizes>) -> Result<Self, DetectorError> {
         let err = |message: String| DetectorError::Model {
             path: path.to_path_buf(),
             message,
@@ -116,40 +207,69 @@ impl FaceDetector {
                     _ => None,
                 }
             });
-        let (width, height) = match (fixed, input) {
-            (Some(fixed), Some(asked)) if fixed != asked => {
+        let sizes = match (fixed, sizes) {
+            (Some(fixed), Some(asked)) if asked.all().any(|s| s != fixed) => {
                 return Err(err(format!(
-                    "its input is fixed at {}x{}, not {}x{}",
-                    fixed.0, fixed.1, asked.0, asked.1
+                    "its input is fixed at {}x{}, not {asked}",
+                    fixed.0, fixed.1
                 )))
             }
-            (Some(fixed), _) => fixed,
-            (None, asked) => asked.unwrap_or((320, 320)),
+            (Some(fixed), _) => InputSizes::same(fixed),
+            (None, asked) => asked.unwrap_or(DEFAULT_SIZES),
         };
-        if width == 0 || height == 0 || width % 32 != 0 || height % 32 != 0 {
-            return Err(err(format!(
-                "input {width}x{height}: width and height must be positive multiples of 32"
-            )));
+        for (width, height) in sizes.all() {
+            if width == 0 || height == 0 || width % 32 != 0 || height % 32 != 0 {
+                return Err(err(format!(
+                    "input {width}x{height}: width and height must be positive multiples of 32"
+                )));
+            }
         }
-        let plan = tract_onnx::onnx()
-            .model_for_proto_model(&proto)
-            .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, height, width]).into()))
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| err(format!("{e:#}")))?;
+        // Intermediate and output shapes (`value_info`) in the dynamic file
+        // carry a symbolic batch that tract cannot unify with the concrete
+        // input: drop them and let tract infer every shape from the input.
+        let mut proto = proto;
+        if let Some(graph) = proto.graph.as_mut() {
+            graph.value_info.clear();
+            for output in &mut graph.output {
+                output.r#type = None;
+            }
+        }
+        let plan = |(width, height): (usize, usize)| {
+            tract_onnx::onnx()
+                .model_for_proto_model(&proto)
+                .and_then(|m| m.with_input_fact(0, f32::fact([1, 3, height, width]).into()))
+                .and_then(|m| m.into_optimized())
+                .and_then(|m| m.into_runnable())
+                .map(|plan| Plan {
+                    plan,
+                    width,
+                    height,
+                })
+                .map_err(|e| err(format!("{e:#}")))
+        };
+        let mut plans: Vec<Plan> = Vec::new();
+        for size in sizes.all() {
+            if !plans.iter().any(|p| (p.width, p.height) == size) {
+                plans.push(plan(size)?);
+            }
+        }
         Ok(FaceDetector {
-            plan,
-            width,
-            height,
+            plans,
+            sizes,
             order,
             config: DetectConfig::default(),
             path: path.to_path_buf(),
         })
     }
 
-    /// The model's input size (width, height).
-    pub fn input_size(&self) -> (usize, usize) {
-        (self.width, self.height)
+    /// The plan for an input of `size`.
+    fn plan(&self, size: (usize, usize)) -> Option<&Plan> {
+        self.plans.iter().find(|p| (p.width, p.height) == size)
+    }
+
+    /// The input sizes of the passes.
+    pub fn input_sizes(&self) -> InputSizes {
+        self.sizes
     }
 
     /// The decoding settings.
@@ -167,10 +287,15 @@ impl FaceDetector {
         &self.path
     }
 
-    /// The faces in `frame`, best score first (at most [`MAX_FACES`]).
+    /// The faces in `frame`, best score first (at most [`MAX_FACES`]): the
+    /// scan's, or when it finds none, the rescan's.
     pub fn detect(&self, frame: &Frame<'_>) -> Result<Vec<Face>, DetectorError> {
-        let letterbox = Letterbox::fit(frame.width, frame.height, self.width, self.height);
-        self.detect_in(frame, &letterbox)
+        let whole = |(width, height)| Letterbox::fit(frame.width, frame.height, width, height);
+        let faces = self.detect_in(frame, &whole(self.sizes.scan))?;
+        match self.sizes.rescan {
+            Some(size) if faces.is_empty() => self.detect_in(frame, &whole(size)),
+            _ => Ok(faces),
+        }
     }
 
     /// The face to recognise in `frame`, and how many faces it holds: the
@@ -188,7 +313,8 @@ impl FaceDetector {
         let side = REFINE_WINDOW * first.bbox[2].max(first.bbox[3]);
         let [cx, cy] = first.centre();
         let window = [cx - side / 2.0, cy - side / 2.0, side, side];
-        let letterbox = Letterbox::fit_region(window, self.width, self.height);
+        let (width, height) = self.sizes.refine;
+        let letterbox = Letterbox::fit_region(window, width, height);
         let again = self.detect_in(frame, &letterbox)?;
         let refined = again
             .iter()
@@ -212,41 +338,91 @@ impl FaceDetector {
         letterbox: &Letterbox,
     ) -> Result<Vec<Face>, DetectorError> {
         let letterbox = *letterbox;
-        if (letterbox.width, letterbox.height) != (self.width, self.height) {
-            return Err(DetectorError::Run(format!(
-                "a letterbox for {}x{}, the detector takes {}x{}",
-                letterbox.width, letterbox.height, self.width, self.height
-            )));
+        let plan = self
+            .plan((letterbox.width, letterbox.height))
+            .ok_or_else(|| {
+                DetectorError::Run(format!(
+                    "a letterbox for {}x{}, the detector takes {}",
+                    letterbox.width,
+                    letterbox.height,
+                    self.sizes_text()
+                ))
+            })?;
+        // The letterbox is written straight into tract's input tensor, and
+        // the outputs are read where tract left them: no copies.
+        let run_err = |e: TractError| DetectorError::Run(format!("{e:#}"));
+        let mut input = Tensor::zero::<f32>(&[1, 3, plan.height, plan.width]).map_err(run_err)?;
+        {
+            let mut view = input.try_as_plain_ram_mut().map_err(run_err)?;
+            letterbox.fill(frame, view.as_slice_mut::<f32>().map_err(run_err)?)?;
         }
-        let mut input = vec![0.0; 3 * self.width * self.height];
-        letterbox.fill(frame, &mut input)?;
-        let outputs = self.run(&input)?;
-        let per_stride: Vec<StrideOutputs<'_>> = STRIDES
+        let outputs = plan.run_tensor(input)?;
+        let output = |group: usize, s: usize| -> Result<&[f32], DetectorError> {
+            outputs
+                .get(self.order[group][s])
+                .ok_or_else(|| DetectorError::Run("fewer outputs than the file names".into()))?
+                .try_as_plain_ram()
+                .and_then(|view| view.as_slice::<f32>())
+                .map_err(run_err)
+        };
+        let per_stride = STRIDES
             .iter()
             .enumerate()
-            .map(|(s, &stride)| StrideOutputs {
-                stride,
-                cls: &outputs[self.order[0][s]],
-                obj: &outputs[self.order[1][s]],
-                bbox: &outputs[self.order[2][s]],
-                kps: &outputs[self.order[3][s]],
+            .map(|(s, &stride)| {
+                Ok(StrideOutputs {
+                    stride,
+                    cls: output(0, s)?,
+                    obj: output(1, s)?,
+                    bbox: output(2, s)?,
+                    kps: output(3, s)?,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<_>, DetectorError>>()?;
         let mut faces = heapless::Vec::<Face, MAX_FACES>::new();
         detect::decode(&letterbox, &per_stride, &self.config, &mut faces)?;
         Ok(faces.to_vec())
     }
 
     /// Runs the model on a prepared input (`3 × height × width`, B G R,
-    /// 0-255) and returns every output, flattened, in the model's order.
+    /// 0-255) at the first of its sizes (scan, rescan, refine) with that
+    /// many values, and returns every output, flattened, in the model's order.
     pub fn run(&self, input: &[f32]) -> Result<Vec<Vec<f32>>, DetectorError> {
+        self.sizes
+            .all()
+            .find(|(w, h)| 3 * w * h == input.len())
+            .and_then(|size| self.plan(size))
+            .ok_or_else(|| {
+                DetectorError::Run(format!(
+                    "an input of {} values, the detector takes 3 x {}",
+                    input.len(),
+                    self.sizes_text()
+                ))
+            })?
+            .run(input)
+    }
+
+    fn sizes_text(&self) -> String {
+        let sizes: Vec<String> = self
+            .plans
+            .iter()
+            .map(|p| format!("{}x{}", p.width, p.height))
+            .collect();
+        sizes.join(" or ")
+    }
+}
+
+impl Plan {
+    fn run_tensor(&self, input: Tensor) -> Result<TVec<TValue>, DetectorError> {
+        self.plan
+            .run(tvec!(input.into()))
+            .map_err(|e| DetectorError::Run(format!("{e:#}")))
+    }
+
+    fn run(&self, input: &[f32]) -> Result<Vec<Vec<f32>>, DetectorError> {
         let tensor =
             tract_ndarray::Array4::from_shape_vec((1, 3, self.height, self.width), input.to_vec())
                 .map_err(|e| DetectorError::Run(e.to_string()))?;
-        let out = self
-            .plan
-            .run(tvec!(Tensor::from(tensor).into()))
-            .map_err(|e| DetectorError::Run(format!("{e:#}")))?;
+        let out = self.run_tensor(Tensor::from(tensor))?;
         out.iter()
             .map(|t| {
                 t.to_plain_array_view::<f32>()

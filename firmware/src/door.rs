@@ -94,7 +94,7 @@ impl Encoder for DoorEncoder {
     fn look(&mut self, frame: &Frame<'_>) -> Result<Sight, String> {
         match self {
             DoorEncoder::Plain(e) => Encoder::look(e, frame),
-            DoorEncoder::Face(p) => Encoder::look(p, frame),
+            DoorEncoder::Face(p) => Encoder::look(p.as_mut(), frame),
         }
     }
 }

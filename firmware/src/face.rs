@@ -94,7 +94,7 @@ pub enum DoorEncoder {
     /// The model on the whole frame (its recipe crops).
     Plain(OnnxEncoder),
     /// Detection and alignment, then the model.
-    Face(FacePipeline),
+    Face(Box<FacePipeline>),
 }
 
 /// The door binaries' face options.
@@ -102,9 +102,15 @@ pub enum DoorEncoder {
 pub struct FaceArgs {
     /// YuNet face detector (.onnx) run on every frame before the encoder;
     /// the largest face is taken. A model that aligns faces uses
-    /// <data>/models/yunet_s_320_320.onnx when this is not given.
+    /// <data>/models/yunet_s_dynamic.onnx when this is not given.
     #[arg(long)]
     pub detector: Option<std::path::PathBuf>,
+    /// The detector's input sizes, SCAN,RESCAN,REFINE (RESCAN may be none):
+    /// the whole frame is scanned at SCAN, again at RESCAN when no face is
+    /// found, then the largest face's surroundings at REFINE. Only for a
+    /// detector with a dynamic input; default 160x128,320x256,128x128.
+    #[arg(long, value_name = "SCAN,RESCAN,REFINE")]
+    pub detector_input: Option<crate::detect::InputSizes>,
     /// Faces whose eyes are closer than this many frame pixels are refused.
     #[arg(long, default_value_t = DEFAULT_MIN_EYE_PX)]
     pub min_eye_px: f32,
@@ -136,10 +142,11 @@ impl DoorEncoder {
                 args.min_eye_px
             );
         }
-        let detector = FaceDetector::load(&path, None).context("loading the face detector")?;
+        let detector =
+            FaceDetector::load(&path, args.detector_input).context("loading the face detector")?;
         let mut pipeline = FacePipeline::new(detector, encoder);
         pipeline.min_eye_px = args.min_eye_px;
-        Ok(DoorEncoder::Face(pipeline))
+        Ok(DoorEncoder::Face(Box::new(pipeline)))
     }
 
     /// The model.

@@ -22,6 +22,7 @@ fn aligned_model() -> PathBuf {
 fn face_args() -> FaceArgs {
     FaceArgs {
         detector: None,
+        detector_input: None,
         min_eye_px: 16.0,
     }
 }
@@ -152,13 +153,14 @@ fn a_face_anywhere_in_the_frame_gets_the_decision_of_the_photo() {
     eprintln!("same decision for {same} of {total} probes; the photos alone opened for the right person {opened_right} of 60 times");
     assert_eq!(total, 80);
     // The goal is the same decision in at least 98 % of cases; the committed
-    // aligned model gets 74 of 80 (92.5 %): the landmarks of a photo and of
-    // the same photo in a scene differ by 1-2 px of the 64-px crop, which moves
-    // probes near the threshold across it. A geometry error (a wrong scale or
-    // offset back to the frame) agrees far less often; this bound guards
-    // against that, the goal is still open.
+    // aligned model gets 78 of 80 (97.5 %) with the default detector sizes:
+    // the landmarks of a photo and of the same photo in a scene differ by
+    // about 7 % of the eye distance (1-2 px of the 64-px crop), which moves
+    // probes near the threshold across it. A geometry error (a wrong scale
+    // or offset back to the frame) agrees far less often; this bound guards
+    // against that with room for two more flips.
     assert!(
-        same * 100 >= 90 * total,
+        same * 100 >= 95 * total,
         "same decision for only {same} of {total}"
     );
 }
@@ -258,6 +260,7 @@ fn an_aligning_model_without_a_detector_file_is_refused_by_name() {
     let model = aligned_model();
     let args = FaceArgs {
         detector: Some(tmp.path().join("missing-yunet.onnx")),
+        detector_input: None,
         min_eye_px: 16.0,
     };
     let err = DoorEncoder::load(&model, &args, &data_dir()).err().unwrap();

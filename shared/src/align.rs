@@ -159,11 +159,14 @@ impl Similarity {
 /// How many samples per axis the warp averages per output pixel when it
 /// shrinks the frame by `shrink` (source pixels per output pixel): one when
 /// it does not shrink, else enough that samples are at most one source pixel
-/// apart (a box filter against aliasing), at most 8.
+/// apart (a box filter against aliasing), at most [`MAX_SUPERSAMPLING`].
 pub fn supersampling(shrink: f32) -> usize {
     if shrink.is_finite() && shrink > 1.0 {
-        (libm::ceilf(shrink) as usize).min(8)
+        (libm::ceilf(shrink) as usize).min(MAX_SUPERSAMPLING)
     } else {
         1
     }
 }
+
+/// The most samples per axis [`supersampling`] asks for.
+pub const MAX_SUPERSAMPLING: usize = 8;

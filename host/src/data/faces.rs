@@ -1,7 +1,7 @@
 //! Faces of image files for recipes that align: each image's largest face,
 //! found once by the device's YuNet detector and cached on disk.
 //!
-//! **Detector**: `FEWSHOT_DETECTOR`, else `<data>/models/yunet_s_320_320.onnx`,
+//! **Detector**: `FEWSHOT_DETECTOR`, else `<data>/models/yunet_s_dynamic.onnx`,
 //! run as on the device ([`FaceDetector::find_face`]: the largest face,
 //! detected again around itself).
 //! **Cache**: one JSON line per image in `<cache>/faces-<detector>.jsonl`,
@@ -34,7 +34,7 @@ pub const DETECTOR_ENV: &str = "FEWSHOT_DETECTOR";
 pub const CACHE_ENV: &str = "FEWSHOT_CACHE";
 /// Names how faces are found (part of the cache's name): change it when
 /// the detection code changes what it finds.
-const METHOD: &str = "find_face 1";
+const METHOD: &str = "find_face 2";
 /// The fallback's square, as a fraction of the shorter side.
 pub const FALLBACK_CROP: f32 = 0.5;
 
@@ -111,9 +111,9 @@ fn open_index(path: &Path, cache_dir: Option<&Path>) -> Result<FaceIndex, String
     })?;
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let c = detector.config();
+    let sizes = detector.input_sizes();
     let settings = format!(
-        "{METHOD} {:?} {} {} refined {}",
-        detector.input_size(),
+        "{METHOD} {sizes} {} {} refined {}",
         c.score_threshold,
         c.nms_iou,
         fewshot_firmware::detect::REFINE_WINDOW
