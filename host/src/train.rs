@@ -437,6 +437,238 @@ fn pk_batch(
     (ids, labels)
 }
 
+/// The training images a step draws from, and how a drawn batch becomes a
+/// tensor (augmented as the run says).
+struct Batches<'a> {
+    /// The training classes: image ids of the bank.
+    classes: &'a [Vec<usize>],
+    /// The images of `ids` as a `(n, c, h, w)` tensor, augmented with `rng`.
+    gather: &'a dyn Fn(&[usize], &mut ChaCha8Rng) -> candle_core::Result<Tensor>,
+}
+
+/// A training objective: what one step draws and the loss it trains. The
+/// loop around it (learning rate, checkpoints, validation, resume) is one
+/// for every objective.
+trait Objective {
+    /// The method name checkpoints record.
+    fn method(&self) -> String;
+    /// The encoder being trained (validated and saved).
+    fn encoder(&self) -> &dyn Encoder;
+    /// The loss and training accuracy of step `step` (0-based), drawing
+    /// its batch from `batches` with `rng`.
+    fn step(
+        &self,
+        batches: &Batches<'_>,
+        step: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<(Tensor, f64)>;
+}
+
+/// An episodic method (Prototypical Networks): one N-way K-shot episode a step.
+struct Episodic<M> {
+    method: M,
+    name: &'static str,
+    sampler: EpisodeSampler,
+    shape: EpisodeShape,
+    seed: u64,
+}
+
+impl<M: FewShotMethod> Objective for Episodic<M> {
+    fn method(&self) -> String {
+        self.name.into()
+    }
+    fn encoder(&self) -> &dyn Encoder {
+        self.method.encoder()
+    }
+    fn step(
+        &self,
+        batches: &Batches<'_>,
+        step: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<(Tensor, f64)> {
+        let episode = self.sampler.episode(self.seed, step as u64);
+        let batch = EpisodeTensors {
+            support: (batches.gather)(&episode.support, rng)?,
+            query: (batches.gather)(&episode.query, rng)?,
+            shape: self.shape,
+        };
+        Ok(self.method.loss(&batch, true)?)
+    }
+}
+
+/// How a batch objective draws its images.
+enum Draw {
+    /// `batch` images uniformly over every training image, each with its class.
+    Uniform {
+        batch: usize,
+        ids: Vec<usize>,
+        labels: Vec<u32>,
+    },
+    /// P classes × K images ([`pk_batch`]).
+    ClassesTimesImages { classes: usize, per_class: usize },
+}
+
+/// A loss over a labelled batch of embeddings (CosFace, the Siamese losses).
+struct Batched {
+    encoder: Box<dyn Encoder>,
+    loss: Box<dyn BatchLoss>,
+    draw: Draw,
+    name: &'static str,
+}
+
+impl Objective for Batched {
+    fn method(&self) -> String {
+        self.name.into()
+    }
+    fn encoder(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
+    }
+    fn step(
+        &self,
+        batches: &Batches<'_>,
+        _step: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<(Tensor, f64)> {
+        let (ids, y) = match &self.draw {
+            Draw::Uniform { batch, ids, labels } => {
+                let picks: Vec<usize> = (0..*batch)
+                    .map(|_| rng.random_range(0..ids.len()))
+                    .collect();
+                (
+                    picks.iter().map(|&p| ids[p]).collect::<Vec<_>>(),
+                    picks.iter().map(|&p| labels[p]).collect(),
+                )
+            }
+            Draw::ClassesTimesImages { classes, per_class } => {
+                pk_batch(batches.classes, *classes, *per_class, rng)
+            }
+        };
+        let x = (batches.gather)(&ids, rng)?;
+        Ok(self
+            .loss
+            .batch_loss(&self.encoder.embed(&x, true)?, &y, rng)?)
+    }
+}
+
+/// The run's objective over the training classes, its variables in `vb`
+/// (the encoder's first, then the head's under `head.`).
+fn objective(
+    run: &RunConfig,
+    classes: &[Vec<usize>],
+    distance: Distance,
+    vb: VarBuilder,
+) -> anyhow::Result<Box<dyn Objective>> {
+    let config = &run.base;
+    let encoder = config.encoder.build(vb.clone())?;
+    let dim = config.encoder.dim();
+    Ok(match (&run.cosface, &run.siamese) {
+        (None, None) => Box::new(Episodic {
+            method: ProtoNet { encoder, distance },
+            name: "protonet",
+            sampler: EpisodeSampler::new(classes, config.shape, None, config.seed)
+                .context("training episodes")?,
+            shape: config.shape,
+            seed: config.seed,
+        }),
+        (Some(c), None) => Box::new(Batched {
+            encoder,
+            loss: Box::new(CosFace::new(
+                classes.len(),
+                dim,
+                c.scale,
+                c.margin,
+                vb.pp("head"),
+            )?),
+            // CosFace draws images uniformly; each knows its class.
+            draw: Draw::Uniform {
+                batch: c.batch,
+                ids: classes.iter().flatten().copied().collect(),
+                labels: classes
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(c, ids)| ids.iter().map(move |_| c as u32))
+                    .collect(),
+            },
+            name: "cosface",
+        }),
+        (None, Some(s)) => {
+            if classes.len() < s.classes {
+                bail!(
+                    "Siamese batches of {} classes, but only {} training classes",
+                    s.classes,
+                    classes.len()
+                );
+            }
+            let loss: Box<dyn BatchLoss> = match s.loss {
+                SiameseLoss::Pairwise => Box::new(PairwiseHead::new(dim, vb.pp("head"))?),
+                SiameseLoss::Triplet {
+                    mining,
+                    margin,
+                    distance,
+                } => Box::new(TripletLoss {
+                    margin,
+                    distance,
+                    mining,
+                }),
+            };
+            Box::new(Batched {
+                encoder,
+                loss,
+                draw: Draw::ClassesTimesImages {
+                    classes: s.classes,
+                    per_class: s.per_class,
+                },
+                name: s.method(),
+            })
+        }
+        (Some(_), Some(_)) => bail!("internal: a run has one objective"),
+    })
+}
+
+/// Checks that a resumed run has `run`'s settings, or starts a new run in
+/// `files.dir` (which must not hold one) by writing `run.json`.
+fn start_or_resume(run: &RunConfig, files: &RunFiles, resume: bool) -> anyhow::Result<()> {
+    if resume {
+        let saved: RunConfig = serde_json::from_slice(
+            &std::fs::read(files.config())
+                .with_context(|| format!("resuming: reading {}", files.config().display()))?,
+        )
+        .with_context(|| format!("resuming: {}", files.config().display()))?;
+        if &saved != run {
+            bail!(
+                "resuming: the settings differ from those {} was started with; use the same flags or a new --out",
+                files.config().display()
+            );
+        }
+    } else {
+        if files.state().exists() {
+            bail!(
+                "{} already holds a run: pass --resume to continue it, or choose another --out",
+                files.dir.display()
+            );
+        }
+        std::fs::create_dir_all(&files.dir)
+            .with_context(|| format!("creating {}", files.dir.display()))?;
+        checkpoint::write_atomic(&files.config(), &serde_json::to_vec_pretty(run)?)?;
+    }
+
+    Ok(())
+}
+
+/// The training progress bar, at `done` of `total` (hidden when not wanted).
+fn progress_bar(progress: bool, total: usize, done: usize) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} episodes ({elapsed}, eta {eta}) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(done as u64);
+    bar
+}
+
 fn train(
     run: &RunConfig,
     out: &Path,
@@ -456,28 +688,7 @@ fn train(
         height: recipe.height,
         width: recipe.width,
     };
-    if resume {
-        let saved: RunConfig = serde_json::from_slice(
-            &std::fs::read(files.config())
-                .with_context(|| format!("resuming: reading {}", files.config().display()))?,
-        )
-        .with_context(|| format!("resuming: {}", files.config().display()))?;
-        if &saved != run {
-            bail!(
-                "resuming: the settings differ from those {} was started with; use the same flags or a new --out",
-                files.config().display()
-            );
-        }
-    } else {
-        if files.state().exists() {
-            bail!(
-                "{} already holds a run: pass --resume to continue it, or choose another --out",
-                out.display()
-            );
-        }
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        checkpoint::write_atomic(&files.config(), &serde_json::to_vec_pretty(run)?)?;
-    }
+    start_or_resume(run, &files, resume)?;
 
     // Data: decode once, split classes, build the rotated banks.
     let set = ClassSet::load(&config.data, Layout::Auto)?;
@@ -492,30 +703,6 @@ fn train(
     let pick = |ids: &[usize]| ids.iter().map(|&c| rows[c].clone()).collect::<Vec<_>>();
     let train_bank = Bank::build(&tensors, &pick(&split.train), config.rotations, shape);
     let val_bank = Bank::build(&tensors, &pick(&split.val), config.rotations, shape);
-    let sampler = match (&run.cosface, &run.siamese) {
-        (None, None) => Some(
-            EpisodeSampler::new(&train_bank.classes, config.shape, None, config.seed)
-                .context("training episodes")?,
-        ),
-        _ => None,
-    };
-    if let Some(s) = &run.siamese {
-        if train_bank.classes.len() < s.classes {
-            bail!(
-                "Siamese batches of {} classes, but only {} training classes",
-                s.classes,
-                train_bank.classes.len()
-            );
-        }
-    }
-    // CosFace's images and their classes.
-    let labels: Vec<u32> = train_bank
-        .classes
-        .iter()
-        .enumerate()
-        .flat_map(|(c, ids)| ids.iter().map(move |_| c as u32))
-        .collect();
-    let flat_ids: Vec<usize> = train_bank.classes.iter().flatten().copied().collect();
     let val_shape = EpisodeShape {
         k_way: config.shape.k_way.min(val_bank.classes.len()),
         ..config.shape
@@ -533,36 +720,7 @@ fn train(
     // Model and optimiser, fresh or restored.
     let mut varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let net = ProtoNet {
-        encoder: config.encoder.build(vb.clone())?,
-        distance,
-    };
-    let objective: Option<Box<dyn BatchLoss>> = match (&run.cosface, &run.siamese) {
-        (None, None) => None,
-        (Some(c), None) => Some(Box::new(CosFace::new(
-            train_bank.classes.len(),
-            config.encoder.dim(),
-            c.scale,
-            c.margin,
-            vb.pp("head"),
-        )?)),
-        (None, Some(s)) => match s.loss {
-            SiameseLoss::Pairwise => Some(Box::new(PairwiseHead::new(
-                config.encoder.dim(),
-                vb.pp("head"),
-            )?)),
-            SiameseLoss::Triplet {
-                mining,
-                margin,
-                distance,
-            } => Some(Box::new(TripletLoss {
-                margin,
-                distance,
-                mining,
-            })),
-        },
-        (Some(_), Some(_)) => bail!("internal: a run has one objective"),
-    };
+    let objective = objective(run, &train_bank.classes, distance, vb)?;
     crate::nn::init::seeded_init(&varmap, config.seed)?;
     let restoring = resume && files.state().exists();
     if let (Some(init), false) = (&config.init, restoring) {
@@ -606,11 +764,7 @@ fn train(
 
     let model_config = |state: &TrainState| ModelConfig {
         format: checkpoint::FORMAT,
-        method: match (&run.cosface, &run.siamese) {
-            (Some(_), _) => "cosface".into(),
-            (None, Some(s)) => s.method().into(),
-            (None, None) => "protonet".into(),
-        },
+        method: objective.method(),
         encoder: config.encoder,
         recipe: config.recipe,
         distance: config.distance.clone(),
@@ -626,24 +780,39 @@ fn train(
         }),
     };
 
-    let bar = if progress {
-        let bar = ProgressBar::new(config.episodes as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} episodes ({elapsed}, eta {eta}) {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_position(state.episode as u64);
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress_bar(progress, config.episodes, state.episode);
     let log_every = config.val_every.clamp(1, 100);
     let (mut sum_loss, mut sum_acc, mut count) = (0.0, 0.0, 0usize);
     let mut interval = Instant::now();
     let mut session = Instant::now();
     let per = recipe.len();
+    let face_augment = match (&run.cosface, &run.siamese) {
+        (Some(c), _) => c.augment,
+        (None, Some(s)) => s.augment,
+        (None, None) => None,
+    };
+    let gather = |ids: &[usize], rng: &mut ChaCha8Rng| -> candle_core::Result<Tensor> {
+        let mut data = Vec::with_capacity(ids.len() * per);
+        for &i in ids {
+            let image = train_bank.row(i);
+            match (&config.affine, face_augment) {
+                (_, Some(face)) => data.extend(face.apply(rng, image, shape)),
+                (Some(ranges), None) => {
+                    data.extend(affine(image, shape, ranges.sample(rng, shape.width), 0.0))
+                }
+                (None, None) => data.extend_from_slice(image),
+            }
+        }
+        Tensor::from_vec(
+            data,
+            (ids.len(), shape.channels, shape.height, shape.width),
+            &Device::Cpu,
+        )
+    };
+    let batches = Batches {
+        classes: &train_bank.classes,
+        gather: &gather,
+    };
     while state.episode < config.episodes {
         let lr = config.lr
             * config
@@ -652,59 +821,7 @@ fn train(
         adam.lr = lr;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed_a11e);
         rng.set_stream(state.episode as u64);
-        let face_augment = match (&run.cosface, &run.siamese) {
-            (Some(c), _) => c.augment,
-            (None, Some(s)) => s.augment,
-            (None, None) => None,
-        };
-        let gather = |ids: &[usize], rng: &mut ChaCha8Rng| -> candle_core::Result<Tensor> {
-            let mut data = Vec::with_capacity(ids.len() * per);
-            for &i in ids {
-                let image = train_bank.row(i);
-                match (&config.affine, face_augment) {
-                    (_, Some(face)) => data.extend(face.apply(rng, image, shape)),
-                    (Some(ranges), None) => {
-                        data.extend(affine(image, shape, ranges.sample(rng, shape.width), 0.0))
-                    }
-                    (None, None) => data.extend_from_slice(image),
-                }
-            }
-            Tensor::from_vec(
-                data,
-                (ids.len(), shape.channels, shape.height, shape.width),
-                &Device::Cpu,
-            )
-        };
-        let (loss, acc) = match (&sampler, &objective) {
-            (Some(sampler), _) => {
-                let episode = sampler.episode(config.seed, state.episode as u64);
-                let batch = EpisodeTensors {
-                    support: gather(&episode.support, &mut rng)?,
-                    query: gather(&episode.query, &mut rng)?,
-                    shape: config.shape,
-                };
-                net.loss(&batch, true)?
-            }
-            (None, Some(objective)) => {
-                let (ids, y) = match (&run.cosface, &run.siamese) {
-                    // CosFace draws images uniformly; each knows its class.
-                    (Some(c), _) => {
-                        let picks: Vec<usize> = (0..c.batch)
-                            .map(|_| rng.random_range(0..flat_ids.len()))
-                            .collect();
-                        let ids: Vec<usize> = picks.iter().map(|&p| flat_ids[p]).collect();
-                        (ids, picks.iter().map(|&p| labels[p]).collect())
-                    }
-                    (None, Some(s)) => {
-                        pk_batch(&train_bank.classes, s.classes, s.per_class, &mut rng)
-                    }
-                    (None, None) => bail!("internal: no batch objective"),
-                };
-                let x = gather(&ids, &mut rng)?;
-                objective.batch_loss(&net.encoder.embed(&x, true)?, &y, &mut rng)?
-            }
-            _ => bail!("internal: no objective to train"),
-        };
+        let (loss, acc) = objective.step(&batches, state.episode, &mut rng)?;
         let loss_value = f64::from(loss.to_scalar::<f32>()?);
         if !loss_value.is_finite() {
             bail!(
@@ -749,19 +866,11 @@ fn train(
             session = Instant::now();
             if let Some(val_sampler) = &val_sampler {
                 let live = Live {
-                    encoder: net.encoder.as_ref(),
+                    encoder: objective.encoder(),
                     recipe,
                     dim: config.encoder.dim(),
                 };
-                let emb = Embeddings::compute(&live, &val_tensors, 512, false)?;
-                let report = evaluate_episodes(
-                    &emb,
-                    val_sampler,
-                    config.val_episodes,
-                    config.seed,
-                    distance,
-                    false,
-                )?;
+                let report = validate(&live, &val_tensors, val_sampler, config, distance)?;
                 let line = MetricLine {
                     episode: state.episode,
                     loss: None,
@@ -796,6 +905,26 @@ fn train(
     }
     bar.finish();
     Ok(state)
+}
+
+/// Episodes of `sampler` over the validation images, embedded by the
+/// encoder being trained.
+fn validate(
+    live: &Live<'_>,
+    images: &Tensors,
+    sampler: &EpisodeSampler,
+    config: &TrainConfig,
+    distance: Distance,
+) -> anyhow::Result<crate::eval::EpisodeReport> {
+    let emb = Embeddings::compute(live, images, 512, false)?;
+    Ok(evaluate_episodes(
+        &emb,
+        sampler,
+        config.val_episodes,
+        config.seed,
+        distance,
+        false,
+    )?)
 }
 
 fn append_metric(path: &Path, line: &MetricLine) -> anyhow::Result<()> {

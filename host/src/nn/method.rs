@@ -37,6 +37,9 @@ pub trait FewShotMethod {
     /// What adapting to a support set produces.
     type Adapted;
 
+    /// The encoder the method embeds with (what is exported and validated).
+    fn encoder(&self) -> &dyn Encoder;
+
     /// Adapts to the support set of an episode.
     fn adapt(&self, support: &Tensor, shape: EpisodeShape, train: bool) -> Result<Self::Adapted>;
 
@@ -126,6 +129,10 @@ impl ProtoNet {
 
 impl FewShotMethod for ProtoNet {
     type Adapted = Tensor;
+
+    fn encoder(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
+    }
 
     fn adapt(&self, support: &Tensor, shape: EpisodeShape, train: bool) -> Result<Tensor> {
         Self::prototypes(&self.encoder.embed(support, train)?, shape)
