@@ -13,20 +13,12 @@ use anyhow::{Context, Result};
 use fewshot_firmware::core::{Frame, PixelFormat};
 use fewshot_firmware::detect::{FaceDetector, InputSizes, DEFAULT_SIZES};
 
-/// Small deterministic generator for placements.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u32) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) % u64::from(n)) as u32
-    }
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::Lcg;
 
 fn main() -> Result<()> {
-    let data = fewshot_firmware::data_dir(None);
+    let data = common::data_dir();
     let args: Vec<u32> = std::env::args()
         .skip(1)
         .map(|a| a.parse().context("MIN and MAX: face heights in pixels"))

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::data_dir;
+use common::{data_dir, Lcg};
 use fewshot_firmware::door::Config;
 use fewshot_firmware::encoder::OnnxEncoder;
 use fewshot_firmware::events::{Event, Recorder};
@@ -75,18 +75,6 @@ fn decision(events: &[Event]) -> Option<Option<u32>> {
         Event::Refused { .. } => Some(None),
         _ => None,
     })
-}
-
-/// Small deterministic generator for placements.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self, n: u32) -> u32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) % u64::from(n)) as u32
-    }
 }
 
 #[test]

@@ -74,3 +74,16 @@ pub fn door_with_gallery<const DIM: usize, E: fewshot_firmware::door::Encoder>(
     .unwrap();
     (door, hw, events)
 }
+
+/// Small deterministic generator for placements.
+pub struct Lcg(pub u64);
+impl Lcg {
+    /// The next number in `0..n`.
+    pub fn next(&mut self, n: u32) -> u32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) % u64::from(n)) as u32
+    }
+}
