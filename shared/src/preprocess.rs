@@ -396,42 +396,48 @@ struct Source<'a, 'b> {
 }
 
 impl Source<'_, '_> {
+    /// The value in `[0, 1]` of pixel `(x, y)`.
     #[inline]
     fn at(&self, x: usize, y: usize) -> f32 {
-        let f = self.frame;
-        let i = y * f.width + x;
-        let v = match f.format {
-            PixelFormat::Gray8 => f32::from(f.pixels[i]),
-            PixelFormat::Rgb8 => {
-                let p = &f.pixels[3 * i..3 * i + 3];
-                if self.gray {
-                    0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])
-                } else {
-                    f32::from(p[self.channel])
-                }
-            }
-        };
-        v * (1.0 / 255.0)
+        let bpp = self.frame.format.bytes_per_pixel();
+        let i = bpp * (y * self.frame.width + x);
+        self.value(&self.frame.pixels[i..i + bpp]) * (1.0 / 255.0)
     }
 
-    /// Two horizontally adjacent pixels' values (0-255) from their bytes.
+    /// The value (0-255) of one pixel's bytes: grey, the grey of an RGB
+    /// pixel, or one of its channels.
+    #[inline]
+    fn value(&self, px: &[u8]) -> f32 {
+        match (self.frame.format, px) {
+            (PixelFormat::Rgb8, [r, g, b, ..]) if self.gray => luma(*r, *g, *b),
+            (PixelFormat::Rgb8, _) => f32::from(px[self.channel]),
+            (PixelFormat::Gray8, _) => f32::from(px[0]),
+        }
+    }
+
+    /// [`Source::value`] of two adjacent pixels from their bytes, matched
+    /// whole (one bounds check: this is the warp's inner loop).
     #[inline]
     fn pair(&self, bytes: &[u8]) -> [f32; 2] {
         match (self.frame.format, bytes) {
             (PixelFormat::Rgb8, [r0, g0, b0, r1, g1, b1]) if self.gray => {
-                let grey = |r: &u8, g: &u8, b: &u8| {
-                    0.299 * f32::from(*r) + 0.587 * f32::from(*g) + 0.114 * f32::from(*b)
-                };
-                [grey(r0, g0, b0), grey(r1, g1, b1)]
+                [luma(*r0, *g0, *b0), luma(*r1, *g1, *b1)]
             }
             (PixelFormat::Rgb8, [..]) => [
                 f32::from(bytes[self.channel]),
                 f32::from(bytes[3 + self.channel]),
             ],
             (_, [a, b, ..]) => [f32::from(*a), f32::from(*b)],
+            // Callers pass two whole pixels.
             _ => [0.0; 2],
         }
     }
+}
+
+/// Grey of an RGB pixel, ITU-R BT.601 weights (0-255).
+#[inline]
+fn luma(r: u8, g: u8, b: u8) -> f32 {
+    0.299 * f32::from(r) + 0.587 * f32::from(g) + 0.114 * f32::from(b)
 }
 
 /// Bilinear sample of `src` at the continuous point `(x, y)` (pixel centres
@@ -443,17 +449,15 @@ fn sample(src: &Source<'_, '_>, x: f32, y: f32) -> f32 {
     let (wx, wy) = (u - x0 as f32, v - y0 as f32);
     let (w, h) = (src.frame.width as i64, src.frame.height as i64);
     if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
-        // All four taps inside: two pixel pairs, read at once.
-        let i = y0 as usize * src.frame.width + x0 as usize;
+        // All four taps inside: two rows of two pixels, no per-tap checks.
         let bpp = src.frame.format.bytes_per_pixel();
-        let (row, next) = (bpp * i, bpp * (i + src.frame.width));
-        let (t, b) = (
-            src.pair(&src.frame.pixels[row..row + 2 * bpp]),
-            src.pair(&src.frame.pixels[next..next + 2 * bpp]),
-        );
-        let top = t[0] * (1.0 - wx) + t[1] * wx;
-        let bottom = b[0] * (1.0 - wx) + b[1] * wx;
-        return (top * (1.0 - wy) + bottom * wy) * (1.0 / 255.0);
+        let row = bpp * (y0 as usize * src.frame.width + x0 as usize);
+        let next = row + bpp * src.frame.width;
+        let pair = |i: usize| {
+            let [a, b] = src.pair(&src.frame.pixels[i..i + 2 * bpp]);
+            a * (1.0 - wx) + b * wx
+        };
+        return (pair(row) * (1.0 - wy) + pair(next) * wy) * (1.0 / 255.0);
     }
     let at = |x: i64, y: i64| {
         if (0..w).contains(&x) && (0..h).contains(&y) {

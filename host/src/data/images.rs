@@ -11,14 +11,9 @@ use super::{faces, DataError};
 pub use fewshot_firmware::camera::{load_image as decode_frame, OwnedFrame};
 
 /// Decodes and preprocesses one image file; a recipe that aligns faces
-/// aligns the image's largest face ([`super::faces`]).
+/// aligns the image's largest face ([`super::faces`]; an image without one
+/// by the centred fallback, recorded in [`super::faces::no_face_files`]).
 pub fn preprocess_file(path: &Path, recipe: &Recipe) -> Result<Vec<f32>, DataError> {
-    preprocess_image(path, recipe).map(|(row, _)| row)
-}
-
-/// [`preprocess_file`], and whether the recipe's face was found (always
-/// true for a recipe that does not align).
-pub fn preprocess_image(path: &Path, recipe: &Recipe) -> Result<(Vec<f32>, bool), DataError> {
     let owned = decode_frame(path)?;
     let mut out = vec![0.0; recipe.len()];
     let preprocess = |source| DataError::Preprocess {
@@ -26,20 +21,15 @@ pub fn preprocess_image(path: &Path, recipe: &Recipe) -> Result<(Vec<f32>, bool)
         source,
     };
     let frame = owned.as_frame().map_err(preprocess)?;
-    let found = match recipe.crop {
+    match recipe.crop {
         Crop::Aligned(template) => {
             let found = faces::face_of(path, &frame, &template)?;
-            recipe
-                .apply_aligned(&frame, &found.landmarks(), &mut out)
-                .map_err(preprocess)?;
-            matches!(found, faces::Found::Face(_))
+            recipe.apply_aligned(&frame, &found.landmarks(), &mut out)
         }
-        _ => {
-            recipe.apply(&frame, &mut out).map_err(preprocess)?;
-            true
-        }
-    };
-    Ok((out, found))
+        _ => recipe.apply(&frame, &mut out),
+    }
+    .map_err(preprocess)?;
+    Ok(out)
 }
 
 /// Preprocessed images held in memory, one `recipe.len()` row each.
@@ -51,8 +41,6 @@ pub struct Tensors {
     pub data: Vec<f32>,
     /// The source files, in row order.
     pub paths: Vec<PathBuf>,
-    /// Files whose face was not found (aligning recipes: the centred fallback was used).
-    pub no_face: Vec<PathBuf>,
 }
 
 impl Tensors {
@@ -79,34 +67,28 @@ impl Tensors {
         if recipe.needs_landmarks() {
             bar.set_message("(detecting faces; cached for the next run)");
         }
-        let rows: Vec<(Vec<f32>, bool)> = paths
+        let rows: Vec<Vec<f32>> = paths
             .par_iter()
             .map(|p| {
-                let row = preprocess_image(p, recipe);
+                let row = preprocess_file(p, recipe);
                 bar.inc(1);
                 row
             })
             .collect::<Result<_, _>>()?;
         bar.finish_and_clear();
-        let no_face: Vec<PathBuf> = rows
-            .iter()
-            .zip(paths)
-            .filter(|((_, found), _)| !found)
-            .map(|(_, p)| p.clone())
-            .collect();
-        if !no_face.is_empty() {
+        let missing = faces::no_face_files();
+        let no_face = paths.iter().filter(|p| missing.contains(p)).count();
+        if no_face > 0 {
             eprintln!(
-                "{} of {} images have no detected face: aligned by the centred fallback \
+                "{no_face} of {} images have no detected face: aligned by the centred fallback \
                  (the files are listed with --json)",
-                no_face.len(),
                 paths.len()
             );
         }
         Ok(Tensors {
             recipe: *recipe,
-            data: rows.into_iter().flat_map(|(r, _)| r).collect(),
+            data: rows.concat(),
             paths: paths.to_vec(),
-            no_face,
         })
     }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 pub use classes::{Class, ClassSet, Layout};
 pub use error::DataError;
-pub use images::{decode_frame, preprocess_file, preprocess_image, OwnedFrame, Tensors};
+pub use images::{decode_frame, preprocess_file, OwnedFrame, Tensors};
 pub use pairs::{Pair, PairImage, PairList, SampleError};
 pub use runs::{OneShotRun, RunSet};
 
