@@ -14,7 +14,9 @@
 //! 2. takes at most one frame from the camera: while enrolling it becomes a
 //!    shot; during a cool-down it is ignored; otherwise it is preprocessed with
 //!    the model's recipe, embedded, matched to the nearest prototype and
-//!    decided by the open-set rule (distance at most `threshold`, and margin
+//!    decided by the open-set rule (distance at most `threshold`, or the
+//!    model's threshold for the number of people enrolled when it carries
+//!    `gallery_thresholds`, and margin
 //!    to the runner-up at least `min_margin`). A match pulses the relay for
 //!    `open_ms`; an unknown face keeps it shut, and after `max_rejections`
 //!    refusals in a row frames are ignored for `cooldown_ms`.
@@ -34,7 +36,7 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::{InputPin, OutputPin};
 use fewshot_core::prototype::mean_into;
 use fewshot_core::store;
-use fewshot_core::{Distance, Frame, Gallery, OpenSet};
+use fewshot_core::{Distance, Frame, Gallery, GalleryThresholds, OpenSet};
 
 use crate::button::{ButtonEvent, Debouncer, PressKind, PressTimes};
 use crate::camera::{Camera, OwnedFrame};
@@ -93,7 +95,7 @@ impl Encoder for DoorEncoder {
 
     fn look(&mut self, frame: &Frame<'_>) -> Result<Sight, String> {
         match self {
-            DoorEncoder::Plain(e) => Encoder::look(e, frame),
+            DoorEncoder::Plain(e) => Encoder::look(e.as_mut(), frame),
             DoorEncoder::Face(p) => Encoder::look(p.as_mut(), frame),
         }
     }
@@ -118,8 +120,13 @@ impl Encoder for FacePipeline {
 pub struct Config {
     /// The model's distance.
     pub distance: Distance,
-    /// Largest distance to a prototype that opens the door.
+    /// Largest distance to a prototype that opens the door (and, unless
+    /// `enroll_spread` says otherwise, between enrollment shots).
     pub threshold: f32,
+    /// Thresholds for the gallery's size, if the model carries them: the
+    /// door then opens by the one for the people enrolled at the time
+    /// instead of `threshold`.
+    pub gallery_thresholds: Option<GalleryThresholds>,
     /// Smallest margin to the runner-up prototype that opens the door (0: off).
     pub min_margin: f32,
     /// How long the relay is pulsed.
@@ -153,6 +160,7 @@ impl Config {
         Config {
             distance,
             threshold,
+            gallery_thresholds: None,
             min_margin: 0.0,
             open_ms: 3000,
             enroll_shots: 2,
@@ -567,7 +575,7 @@ where
             return Ok(());
         }
         let rule = OpenSet {
-            max_distance: self.config.threshold,
+            max_distance: self.open_threshold(),
             min_margin: self.config.min_margin,
         };
         match self
@@ -616,6 +624,15 @@ where
             }
         }
         Ok(())
+    }
+
+    /// The largest distance that opens the door now: the threshold for the
+    /// gallery's size when the model carries them, else the fixed one.
+    fn open_threshold(&self) -> f32 {
+        match &self.config.gallery_thresholds {
+            Some(t) => t.for_gallery(self.gallery.len()),
+            None => self.config.threshold,
+        }
     }
 
     fn finish_enrollment(&mut self, shots: &[Vec<f32>]) {

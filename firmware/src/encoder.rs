@@ -62,6 +62,7 @@ pub struct OnnxEncoder {
     dim: usize,
     distance: Distance,
     threshold: Option<f32>,
+    gallery_thresholds: Option<fewshot_core::GalleryThresholds>,
     metadata: HashMap<String, String>,
     path: PathBuf,
 }
@@ -115,6 +116,13 @@ impl OnnxEncoder {
             ),
             None => None,
         };
+        let gallery_thresholds = match metadata.get(model_meta::GALLERY_THRESHOLDS) {
+            Some(text) => Some(
+                parse_gallery_thresholds(text)
+                    .map_err(|m| meta_err(model_meta::GALLERY_THRESHOLDS, m))?,
+            ),
+            None => None,
+        };
         let shape = [1, recipe.channels, recipe.height, recipe.width];
         let plan = tract_onnx::onnx()
             .model_for_proto_model(&proto)
@@ -128,6 +136,7 @@ impl OnnxEncoder {
             dim,
             distance,
             threshold,
+            gallery_thresholds,
             metadata,
             path: path.to_path_buf(),
         };
@@ -209,22 +218,50 @@ impl OnnxEncoder {
         self.threshold
     }
 
+    /// The thresholds for galleries of several sizes, if the model carries them.
+    pub fn gallery_thresholds(&self) -> Option<fewshot_core::GalleryThresholds> {
+        self.gallery_thresholds
+    }
+
     /// All metadata entries.
     pub fn metadata(&self) -> &HashMap<String, String> {
         &self.metadata
     }
 
     /// The door's default configuration for this model: its distance and its
-    /// calibrated threshold, unless `threshold` overrides it. Both door
-    /// binaries start from this.
-    pub fn door_config(&self, threshold: Option<f32>) -> Result<crate::door::Config, EncoderError> {
-        let threshold = threshold
+    /// calibrated threshold (and its thresholds for the gallery's size, if
+    /// any), unless `given` overrides them. Both door binaries start from this.
+    pub fn door_config(&self, given: Option<f32>) -> Result<crate::door::Config, EncoderError> {
+        let threshold = given
             .or(self.threshold)
             .ok_or_else(|| EncoderError::Metadata {
                 path: self.path.clone(),
                 key: model_meta::THRESHOLD,
                 message: "the model carries no calibrated threshold: give --threshold".into(),
             })?;
-        Ok(crate::door::Config::new(self.distance, threshold))
+        let mut config = crate::door::Config::new(self.distance, threshold);
+        if given.is_none() {
+            config.gallery_thresholds = self.gallery_thresholds;
+        }
+        Ok(config)
     }
+}
+
+/// Reads [`model_meta::GALLERY_THRESHOLDS`]: a JSON list of objects with at
+/// least `gallery` and `threshold`, in increasing gallery size.
+fn parse_gallery_thresholds(text: &str) -> Result<fewshot_core::GalleryThresholds, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let list = value
+        .as_array()
+        .ok_or("expected a JSON list of {gallery, threshold} objects")?;
+    let points = list
+        .iter()
+        .map(|p| match (p["gallery"].as_u64(), p["threshold"].as_f64()) {
+            (Some(g), Some(t)) => Ok((g as usize, t as f32)),
+            _ => Err(format!(
+                "{p}: expected an integer gallery and a number threshold"
+            )),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    fewshot_core::GalleryThresholds::new(&points).map_err(|e| e.to_string())
 }

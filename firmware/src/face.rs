@@ -92,7 +92,7 @@ impl FacePipeline {
 /// The encoder a door runs: the model alone, or a face detector in front of it.
 pub enum DoorEncoder {
     /// The model on the whole frame (its recipe crops).
-    Plain(OnnxEncoder),
+    Plain(Box<OnnxEncoder>),
     /// Detection and alignment, then the model.
     Face(Box<FacePipeline>),
 }
@@ -134,7 +134,7 @@ impl DoorEncoder {
             None => None,
         };
         let Some(path) = detector else {
-            return Ok(DoorEncoder::Plain(encoder));
+            return Ok(DoorEncoder::Plain(Box::new(encoder)));
         };
         if !(args.min_eye_px.is_finite() && args.min_eye_px >= 0.0) {
             anyhow::bail!(

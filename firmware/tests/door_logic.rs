@@ -398,3 +398,37 @@ fn a_full_gallery_refuses_one_more_and_keeps_the_others() {
     assert_eq!(rig.door.gallery().len(), fewshot_firmware::door::CAPACITY);
     assert_eq!(storage.saves(), saves, "nothing stored");
 }
+
+#[test]
+fn the_threshold_follows_the_gallery_size_when_the_model_carries_them() {
+    let mut c = config();
+    // One person enrolled: distances up to 30 open; two or more: up to 5.
+    c.gallery_thresholds =
+        Some(fewshot_firmware::core::GalleryThresholds::new(&[(1, 30.0), (2, 5.0)]).unwrap());
+    let mut rig = Rig::boot(MemStorage::new(), c);
+    assert!(matches!(
+        &rig.enroll([10, 10, 10, 10], [10, 10, 10, 10])[..],
+        [Event::Enrolled { .. }]
+    ));
+    // d = 4² = 16: within the one-person threshold.
+    assert!(matches!(
+        &rig.show(face([14, 10, 10, 10]))[..],
+        [Event::Opened { distance, .. }] if *distance == 16.0
+    ));
+    rig.run_ms(5000);
+    rig.events.take();
+    assert!(matches!(
+        &rig.enroll([100, 100, 100, 100], [100, 100, 100, 100])[..],
+        [Event::Enrolled { .. }]
+    ));
+    // The same face, now against two people: 16 > 5.
+    assert!(matches!(
+        &rig.show(face([14, 10, 10, 10]))[..],
+        [Event::Refused { distance: Some(d), .. }] if *d == 16.0
+    ));
+    // Enrollment agreement keeps the fixed threshold (10): d = 9 passes.
+    assert!(matches!(
+        &rig.enroll([50, 50, 50, 50], [53, 50, 50, 50])[..],
+        [Event::Enrolled { .. }]
+    ));
+}

@@ -205,6 +205,29 @@ impl FaceAugment {
 
     /// Applies a random shift, flip and jitter.
     pub fn apply<R: Rng + ?Sized>(&self, rng: &mut R, img: &[f32], shape: Shape) -> Vec<f32> {
+        let flip = self.flip;
+        self.apply_flipping(rng, img, shape, |rng| flip && rng.random_bool(0.5))
+    }
+
+    /// Applies a random shift and jitter, and the flip the caller chose
+    /// (whose target depends on it) instead of a random one.
+    pub fn apply_with_flip<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        img: &[f32],
+        shape: Shape,
+        flip: bool,
+    ) -> Vec<f32> {
+        self.apply_flipping(rng, img, shape, |_| flip)
+    }
+
+    fn apply_flipping<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        img: &[f32],
+        shape: Shape,
+        flip: impl FnOnce(&mut R) -> bool,
+    ) -> Vec<f32> {
         let m = self.max_shift as f32;
         let shift = if self.max_shift > 0 {
             (
@@ -224,7 +247,7 @@ impl FaceAugment {
             },
             0.0,
         );
-        if self.flip && rng.random_bool(0.5) {
+        if flip(rng) {
             out = hflip(&out, shape);
         }
         let b = if self.brightness > 0.0 {

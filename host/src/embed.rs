@@ -44,6 +44,10 @@ pub trait Embedder: Send + Sync {
     fn threshold(&self) -> Option<f32> {
         None
     }
+    /// The thresholds for galleries of several sizes the model carries, if any.
+    fn gallery_thresholds(&self) -> Option<fewshot_core::GalleryThresholds> {
+        None
+    }
 }
 
 /// The baseline: the preprocessed pixels are the embedding.

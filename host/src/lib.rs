@@ -4,6 +4,7 @@
 
 pub mod augment;
 pub mod data;
+pub mod distill;
 pub mod embed;
 pub mod episode;
 pub mod eval;

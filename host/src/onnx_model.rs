@@ -64,6 +64,10 @@ impl Embedder for OnnxEmbedder {
         self.encoder.threshold()
     }
 
+    fn gallery_thresholds(&self) -> Option<fewshot_core::GalleryThresholds> {
+        self.encoder.gallery_thresholds()
+    }
+
     fn trained_classes(&self) -> Option<Vec<String>> {
         let record = self
             .encoder

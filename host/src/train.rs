@@ -65,6 +65,11 @@ pub struct TrainConfig {
     /// with another objective. Objective heads are not carried over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<PathBuf>,
+    /// More class folders, for training only (never split into validation):
+    /// e.g. CelebA identities beside LFW's, whose validation people stay as
+    /// `data`'s split makes them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_train: Vec<PathBuf>,
 }
 
 /// CosFace pre-training: batches of labelled images over every training
@@ -123,6 +128,22 @@ impl SiameseConfig {
     }
 }
 
+/// Distillation from a teacher encoder: batches of images drawn uniformly
+/// over the training images, the student trained towards the teacher's unit
+/// embedding of each image (or of its mirror image, when flipped).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DistillConfig {
+    /// The teacher model (`.onnx`, or `.tflite` with the `tflite` feature).
+    pub teacher: PathBuf,
+    /// Images per batch.
+    pub batch: usize,
+    /// Weight of the term on the batch's similarity structure (0: none).
+    pub relation: f64,
+    /// Shift and brightness/contrast jitter of each training image, if any
+    /// (its flip is always random, with the mirror's own target).
+    pub augment: Option<FaceAugment>,
+}
+
 /// What `run.json` holds: the shared settings and the objective's own.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 struct RunConfig {
@@ -132,6 +153,8 @@ struct RunConfig {
     cosface: Option<CosFaceConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     siamese: Option<SiameseConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    distill: Option<DistillConfig>,
 }
 
 /// Progress saved with each checkpoint, for resuming.
@@ -171,6 +194,8 @@ struct Bank {
     images: Vec<f32>,
     per_image: usize,
     classes: Vec<Vec<usize>>,
+    /// The row of the source tensors each image came from.
+    source: Vec<usize>,
 }
 
 impl Bank {
@@ -179,12 +204,14 @@ impl Bank {
         let turns: &[u8] = if rotations { &[0, 1, 2, 3] } else { &[0] };
         let mut images = Vec::new();
         let mut out = Vec::new();
+        let mut source = Vec::new();
         for &turn in turns {
             for rows in classes {
                 let mut ids = Vec::new();
                 for &r in rows {
                     ids.push(images.len() / per_image);
                     images.extend(rotate90(tensors.row(r), shape, turn));
+                    source.push(r);
                 }
                 out.push(ids);
             }
@@ -193,6 +220,7 @@ impl Bank {
             images,
             per_image,
             classes: out,
+            source,
         }
     }
 
@@ -349,6 +377,7 @@ pub fn train_protonet(
         base: config.clone(),
         cosface: None,
         siamese: None,
+        distill: None,
     };
     train(&run, out, resume, stop, progress)
 }
@@ -371,6 +400,7 @@ pub fn train_cosface(
         base: config.clone(),
         cosface: Some(cosface.clone()),
         siamese: None,
+        distill: None,
     };
     train(&run, out, resume, stop, progress)
 }
@@ -403,6 +433,38 @@ pub fn train_siamese(
         base: config.clone(),
         cosface: None,
         siamese: Some(siamese.clone()),
+        distill: None,
+    };
+    train(&run, out, resume, stop, progress)
+}
+
+/// Trains a student encoder to reproduce a teacher's embeddings (validated,
+/// checkpointed and resumed as [`train_protonet`]; validation uses episodes
+/// of `config.shape` on the held-out classes). The teacher's targets are
+/// computed once per image and cached ([`crate::distill::targets`]); the
+/// encoder's embedding size must be the teacher's.
+pub fn train_distill(
+    config: &TrainConfig,
+    distill: &DistillConfig,
+    out: &Path,
+    resume: bool,
+    stop: StopAt,
+    progress: bool,
+) -> anyhow::Result<TrainState> {
+    if distill.batch < 2 {
+        bail!("distillation needs batches of at least 2 images");
+    }
+    if !(distill.relation.is_finite() && distill.relation >= 0.0) {
+        bail!(
+            "the relation weight must be a finite number ≥ 0, got {}",
+            distill.relation
+        );
+    }
+    let run = RunConfig {
+        base: config.clone(),
+        cosface: None,
+        siamese: None,
+        distill: Some(distill.clone()),
     };
     train(&run, out, resume, stop, progress)
 }
@@ -439,6 +501,10 @@ fn pk_batch(
 /// The training images a step draws from, and how a drawn batch becomes a
 /// tensor (augmented as the run says).
 struct Batches<'a> {
+    /// The training images.
+    bank: &'a Bank,
+    /// Their shape.
+    shape: Shape,
     /// The training classes: image ids of the bank.
     classes: &'a [Vec<usize>],
     /// The images of `ids` as a `(n, c, h, w)` tensor, augmented with `rng`.
@@ -558,17 +624,107 @@ impl Objective for Batched {
     }
 }
 
+/// Distillation: a batch drawn uniformly over the training images, each
+/// flipped or not at random, against the teacher's target for what it shows.
+struct Distill {
+    encoder: Box<dyn Encoder>,
+    /// Indexed by the training bank's image ids.
+    targets: crate::distill::Targets,
+    batch: usize,
+    relation: f64,
+    augment: Option<FaceAugment>,
+}
+
+impl Objective for Distill {
+    fn method(&self) -> String {
+        "distill".into()
+    }
+    fn encoder(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
+    }
+    /// The mean student-teacher cosine stands for the accuracy.
+    fn step(
+        &self,
+        batches: &Batches<'_>,
+        _step: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<(Tensor, f64)> {
+        let shape = batches.shape;
+        let dim = self.targets.dim;
+        let mut data = Vec::with_capacity(self.batch * shape.len());
+        let mut targets = Vec::with_capacity(self.batch * dim);
+        for _ in 0..self.batch {
+            let id = rng.random_range(0..self.targets.len());
+            let mirror = rng.random_bool(0.5);
+            let image = batches.bank.row(id);
+            match &self.augment {
+                Some(a) => data.extend(a.apply_with_flip(rng, image, shape, mirror)),
+                None if mirror => data.extend(crate::augment::hflip(image, shape)),
+                None => data.extend_from_slice(image),
+            }
+            targets.extend_from_slice(self.targets.row(id, mirror));
+        }
+        let x = Tensor::from_vec(
+            data,
+            (self.batch, shape.channels, shape.height, shape.width),
+            &Device::Cpu,
+        )?;
+        let t = Tensor::from_vec(targets, (self.batch, dim), &Device::Cpu)?;
+        let student = self.encoder.embed(&x, true)?;
+        Ok(crate::distill::distill_loss(&student, &t, self.relation)?)
+    }
+}
+
+/// The teacher's targets for the training bank's images, in id order.
+fn distill_targets(
+    distill: &DistillConfig,
+    bank: &Bank,
+    tensors: &Tensors,
+    dim: usize,
+    progress: bool,
+) -> anyhow::Result<crate::distill::Targets> {
+    let teacher = crate::distill::Teacher::load(&distill.teacher, None)?;
+    if teacher.dim() != dim {
+        bail!(
+            "the teacher {} embeds in {} dimensions, the student in {dim}: give the student a linear embedding of {}",
+            distill.teacher.display(),
+            teacher.dim(),
+            teacher.dim()
+        );
+    }
+    let paths: Vec<PathBuf> = bank
+        .source
+        .iter()
+        .map(|&r| tensors.paths[r].clone())
+        .collect();
+    let cache = crate::distill::targets::default_cache();
+    crate::distill::teacher_targets(&teacher, &paths, cache.as_deref(), progress)
+}
+
 /// The run's objective over the training classes, its variables in `vb`
 /// (the encoder's first, then the head's under `head.`).
 fn objective(
     run: &RunConfig,
-    classes: &[Vec<usize>],
+    teach: Teach<'_>,
     distance: Distance,
     vb: VarBuilder,
 ) -> anyhow::Result<Box<dyn Objective>> {
+    let classes = &teach.bank.classes[..];
     let config = &run.base;
     let encoder = config.encoder.build(vb.clone())?;
     let dim = config.encoder.dim();
+    if let Some(d) = &run.distill {
+        if run.cosface.is_some() || run.siamese.is_some() {
+            bail!("internal: a run has one objective");
+        }
+        return Ok(Box::new(Distill {
+            encoder,
+            targets: distill_targets(d, teach.bank, teach.tensors, dim, teach.progress)?,
+            batch: d.batch,
+            relation: d.relation,
+            augment: d.augment,
+        }));
+    }
     Ok(match (&run.cosface, &run.siamese) {
         (None, None) => Box::new(Episodic {
             method: ProtoNet { encoder, distance },
@@ -633,6 +789,14 @@ fn objective(
         }
         (Some(_), Some(_)) => bail!("internal: a run has one objective"),
     })
+}
+
+/// What an objective is built over: the training images (and, for
+/// distillation, the files they came from).
+struct Teach<'a> {
+    bank: &'a Bank,
+    tensors: &'a Tensors,
+    progress: bool,
 }
 
 /// Checks that a resumed run has `run`'s settings, or starts a new run in
@@ -705,13 +869,22 @@ fn train(
     let split = ClassSplit::new(set.classes.len(), config.val_fraction, 0.0, config.seed);
     let mut paths = Vec::new();
     let mut rows = Vec::new();
-    for class in &set.classes {
+    let mut train_classes = split.train.clone();
+    let mut extra_names = Vec::new();
+    for extra in &config.extra_train {
+        let more = ClassSet::load(extra, Layout::Auto)?;
+        for class in more.classes {
+            train_classes.push(set.classes.len() + extra_names.len());
+            extra_names.push(class);
+        }
+    }
+    for class in set.classes.iter().chain(&extra_names) {
         rows.push((paths.len()..paths.len() + class.images.len()).collect::<Vec<_>>());
         paths.extend(class.images.iter().cloned());
     }
     let tensors = Tensors::load(&paths, &recipe, progress)?;
     let pick = |ids: &[usize]| ids.iter().map(|&c| rows[c].clone()).collect::<Vec<_>>();
-    let train_bank = Bank::build(&tensors, &pick(&split.train), config.rotations, shape);
+    let train_bank = Bank::build(&tensors, &pick(&train_classes), config.rotations, shape);
     let val_bank = Bank::build(&tensors, &pick(&split.val), config.rotations, shape);
     let val_shape = EpisodeShape {
         k_way: config.shape.k_way.min(val_bank.classes.len()),
@@ -730,7 +903,12 @@ fn train(
     // Model and optimiser, fresh or restored.
     let mut varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let objective = objective(run, &train_bank.classes, distance, vb)?;
+    let teach = Teach {
+        bank: &train_bank,
+        tensors: &tensors,
+        progress,
+    };
+    let objective = objective(run, teach, distance, vb)?;
     crate::nn::init::seeded_init(&varmap, config.seed)?;
     let restoring = resume && files.state().exists();
     if let (Some(init), false) = (&config.init, restoring) {
@@ -781,7 +959,7 @@ fn train(
         training: serde_json::json!({
             "run": config,
             "split": { "seed": split.seed, "val_classes": split.val.iter().map(|&c| &set.classes[c].name).collect::<Vec<_>>() },
-            "classes": set.classes.iter().map(|c| &c.name).collect::<Vec<_>>(),
+            "classes": set.classes.iter().chain(&extra_names).map(|c| &c.name).collect::<Vec<_>>(),
             "episodes_done": state.episode,
             "best_val_accuracy": state.best_val,
             "best_episode": state.best_episode,
@@ -816,6 +994,8 @@ fn train(
         )
     };
     let batches = Batches {
+        bank: &train_bank,
+        shape,
         classes: &train_bank.classes,
         gather: &gather,
     };

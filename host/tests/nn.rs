@@ -104,6 +104,7 @@ fn small_protonet(varmap: &VarMap, distance: Distance) -> ProtoNet {
         in_channels: 1,
         hidden: 3,
         input_size: 16,
+        embedding: None,
     };
     let encoder = config.build(vb).unwrap();
     // Seeded, so the tests see the same model every run.

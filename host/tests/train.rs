@@ -50,11 +50,13 @@ fn config(data: &Path, episodes: usize) -> TrainConfig {
             in_channels: 1,
             hidden: 16,
             input_size: 28,
+            embedding: None,
         },
         recipe: Recipe::OMNIGLOT_28.into(),
         distance: "l2".into(),
         seed: 1,
         init: None,
+        extra_train: Vec::new(),
     }
 }
 
@@ -372,6 +374,7 @@ fn init_starts_from_the_checkpoint_encoder() {
             in_channels: 1,
             hidden: 8,
             input_size: 28,
+            embedding: None,
         },
         ..config(&data, 1)
     };

@@ -31,5 +31,5 @@ pub use distance::Distance;
 pub use error::{CoreError, DetectError, GalleryError, PreprocessError, StoreError};
 pub use finetune::CosineClassifier;
 pub use gallery::{Gallery, Identity, Match, Name, NAME_CAP};
-pub use openset::{Decision, OpenSet};
+pub use openset::{Decision, GalleryThresholds, GalleryThresholdsError, OpenSet};
 pub use preprocess::{Crop, Frame, PixelFormat, Recipe, Resize};

@@ -19,3 +19,7 @@ pub const TRAINING: &str = "fewshot.training";
 pub const QUANTIZATION: &str = "fewshot.quantization";
 /// How the threshold was chosen (target false-accept rate, data, rates), JSON.
 pub const THRESHOLD_CALIBRATION: &str = "fewshot.threshold_calibration";
+/// Thresholds for galleries of several sizes, each for a target false-accept
+/// rate per stranger against the whole gallery: JSON list of objects with
+/// `gallery` (people enrolled), `threshold`, `target_far`, `far`, `tar`.
+pub const GALLERY_THRESHOLDS: &str = "fewshot.gallery_thresholds";

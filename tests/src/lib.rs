@@ -32,6 +32,18 @@ pub fn python() -> String {
 /// `characters` Greek characters of `images_background_small1`, in `dir`, so
 /// batch norm has real running statistics. Returns the best checkpoint.
 pub fn tiny_checkpoint(dir: &Path, characters: usize, hidden: usize, episodes: usize) -> PathBuf {
+    tiny_checkpoint_embedding(dir, characters, hidden, episodes, None)
+}
+
+/// [`tiny_checkpoint`] with a linear embedding of `embedding` dimensions on
+/// the flattened features (as distilled students have).
+pub fn tiny_checkpoint_embedding(
+    dir: &Path,
+    characters: usize,
+    hidden: usize,
+    episodes: usize,
+    embedding: Option<usize>,
+) -> PathBuf {
     let greek = data_dir().join("omniglot/images_background_small1/Greek");
     let data = dir.join("data/Greek");
     std::fs::create_dir_all(&data).unwrap();
@@ -59,11 +71,13 @@ pub fn tiny_checkpoint(dir: &Path, characters: usize, hidden: usize, episodes: u
             in_channels: 1,
             hidden,
             input_size: 28,
+            embedding,
         },
         recipe: Recipe::OMNIGLOT_28.into(),
         distance: "l2".into(),
         seed: 3,
         init: None,
+        extra_train: Vec::new(),
     };
     train_protonet(&config, &dir.join("run"), false, StopAt::default(), false).unwrap();
     dir.join("run/best.safetensors")

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use fewshot_core::Recipe;
-use fewshot_e2e::{data_dir, tiny_checkpoint};
+use fewshot_e2e::{data_dir, tiny_checkpoint, tiny_checkpoint_embedding};
 use fewshot_firmware::encoder::{EncoderError, OnnxEncoder};
 use fewshot_host::data::preprocess_file;
 use fewshot_host::embed::Embedder;
@@ -193,6 +193,60 @@ fn onnxruntime_agrees_with_tract() {
         }
     }
     assert!(keys.iter().any(|k| k == "fewshot.recipe"));
+}
+
+/// An encoder with a linear embedding (a distilled student's) exports as
+/// Conv-4 then Gemm: candle, tract and onnxruntime agree in f32, and the int8
+/// form (f32 embedding on the dequantized features) stays close.
+#[test]
+fn a_linear_embedding_exports_and_agrees_across_runtimes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tiny_checkpoint_embedding(tmp.path(), 6, 8, 20, Some(24));
+    let onnx = tmp.path().join("tiny.onnx");
+    export_f32(&weights, &onnx).unwrap();
+    let candle = CandleEmbedder::load(&weights).unwrap();
+    let device = OnnxEncoder::load(&onnx).unwrap();
+    assert_eq!((candle.dim(), device.dim()), (24, 24));
+    let r = device.recipe();
+    let inputs = sanskrit(&r, 4);
+    let (rows, _) = onnxruntime(&onnx, &inputs, &r);
+    let (mut worst_candle, mut worst_rt) = (0.0f32, 0.0f64);
+    for (got, input) in rows.iter().zip(&inputs) {
+        let tract = device.embed(input).unwrap();
+        let exact = candle.embed(input).unwrap();
+        for ((g, t), c) in got.iter().zip(&tract).zip(&exact) {
+            worst_candle = worst_candle.max((t - c).abs());
+            worst_rt = worst_rt.max((g - f64::from(*t)).abs());
+        }
+    }
+    assert!(worst_candle <= 1e-4, "candle vs tract {worst_candle}");
+    assert!(worst_rt <= 1e-5, "onnxruntime vs tract {worst_rt}");
+
+    let int8 = tmp.path().join("tiny-int8.onnx");
+    let calibration = data_dir().join("omniglot/images_background_small1/Greek");
+    let options = Int8Options {
+        images: 200,
+        ..Int8Options::DEFAULT
+    };
+    export_int8(&weights, &int8, &calibration, options).unwrap();
+    let quantized = OnnxEncoder::load(&int8).unwrap();
+    let (mut err, mut norm) = (0.0f64, 0.0f64);
+    for input in &inputs {
+        for (q, e) in quantized
+            .embed(input)
+            .unwrap()
+            .iter()
+            .zip(device.embed(input).unwrap())
+        {
+            err += f64::from(q - e).powi(2);
+            norm += f64::from(e).powi(2);
+        }
+    }
+    assert!(
+        (err / norm).sqrt() < 0.05,
+        "int8 is {:.3} off f32",
+        (err / norm).sqrt()
+    );
 }
 
 /// Int8 exports in both forms: tract and onnxruntime agree within one
@@ -429,4 +483,136 @@ fn the_committed_aligned_face_model_agrees_across_runtimes() {
     let stored: f32 = model.metadata()["fewshot.threshold"].parse().unwrap();
     assert_eq!(model.door_config(None).unwrap().threshold, stored);
     assert_eq!(model.distance(), fewshot_core::Distance::Cosine);
+}
+
+/// `--gallery-far`: for a gallery of every enrollable person, the stored
+/// threshold lets in at most the target share of stranger probes (counted
+/// here independently, in f64, with the device's embeddings); the device reads
+/// the thresholds back and the door takes them unless given a threshold.
+#[test]
+fn gallery_thresholds_meet_their_false_accept_rate_and_reach_the_door() {
+    use fewshot_host::export::threshold::{calibrate_gallery, set_metadata};
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tiny_checkpoint(tmp.path(), 6, 8, 20);
+    let onnx = tmp.path().join("tiny.onnx");
+    export_f32(&weights, &onnx).unwrap();
+    // Ten characters enrolled (20 images each), six strangers (2 images each).
+    let tagalog = data_dir().join("omniglot/images_background_small2/Tagalog");
+    let people = tmp.path().join("people");
+    let mut chars: Vec<_> = std::fs::read_dir(&tagalog)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    chars.sort();
+    for (i, c) in chars.iter().take(16).enumerate() {
+        let to = people.join(c.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        let mut images: Vec<_> = std::fs::read_dir(c)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        images.sort();
+        for p in images.iter().take(if i < 10 { 20 } else { 2 }) {
+            std::os::unix::fs::symlink(p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let target = 0.05;
+    let points = calibrate_gallery(&onnx, &people, target, &[4, 10], 2).unwrap();
+    assert_eq!(
+        points.iter().map(|p| p.gallery).collect::<Vec<_>>(),
+        vec![4, 10]
+    );
+    assert_eq!((points[0].trials, points[1].trials), (20, 1));
+    let full = &points[1];
+
+    // Independently: prototypes of the first two images, nearest distances.
+    let device = OnnxEncoder::load(&onnx).unwrap();
+    let r = device.recipe();
+    let embed = |p: &Path| -> Vec<f64> {
+        let e = device.embed(&preprocess_file(p, &r).unwrap()).unwrap();
+        e.iter().map(|&v| f64::from(v)).collect()
+    };
+    let set =
+        fewshot_host::data::ClassSet::load(&people, fewshot_host::data::Layout::Flat).unwrap();
+    let mut protos = Vec::new();
+    let (mut genuine, mut strangers) = (Vec::new(), Vec::new());
+    for class in &set.classes {
+        if class.images.len() >= 3 {
+            let (a, b) = (embed(&class.images[0]), embed(&class.images[1]));
+            protos.push(
+                a.iter()
+                    .zip(&b)
+                    .map(|(x, y)| (x + y) / 2.0)
+                    .collect::<Vec<f64>>(),
+            );
+        }
+    }
+    let nearest = |e: &[f64]| -> (usize, f64) {
+        protos
+            .iter()
+            .map(|p| p.iter().zip(e).map(|(x, y)| (x - y).powi(2)).sum::<f64>())
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap()
+    };
+    let mut id = 0;
+    for class in &set.classes {
+        if class.images.len() >= 3 {
+            for p in &class.images[2..] {
+                let (i, d) = nearest(&embed(p));
+                genuine.push((i == id, d));
+            }
+            id += 1;
+        } else {
+            strangers.extend(class.images.iter().map(|p| nearest(&embed(p)).1));
+        }
+    }
+    assert_eq!(full.stranger_probes, strangers.len());
+    let t = f64::from(full.threshold) * (1.0 + 1e-6);
+    let far = strangers.iter().filter(|d| **d <= t).count() as f64 / strangers.len() as f64;
+    let tar = genuine.iter().filter(|(ok, d)| *ok && *d <= t).count() as f64 / genuine.len() as f64;
+    assert!(far <= target, "FAR {far} above the target {target}");
+    assert!(
+        (far - full.far).abs() < 1e-9 && (tar - full.tar).abs() < 1e-3,
+        "{far} {tar} vs {full:?}"
+    );
+
+    // Stored, read back by the device, taken by the door unless overridden.
+    set_metadata(
+        &onnx,
+        &[(
+            "fewshot.gallery_thresholds",
+            serde_json::to_string(&points).unwrap(),
+        )],
+    )
+    .unwrap();
+    let device = OnnxEncoder::load(&onnx).unwrap();
+    let stored = device.gallery_thresholds().unwrap();
+    assert_eq!(
+        stored.points().collect::<Vec<_>>(),
+        vec![(4, points[0].threshold), (10, points[1].threshold)]
+    );
+    let given = device.door_config(Some(1.0)).unwrap();
+    assert_eq!((given.threshold, given.gallery_thresholds), (1.0, None));
+    // With a pair threshold stored too, the door takes both (the pair one
+    // for enrollment agreement).
+    set_metadata(&onnx, &[("fewshot.threshold", "0.5".into())]).unwrap();
+    let config = OnnxEncoder::load(&onnx).unwrap().door_config(None).unwrap();
+    assert_eq!(config.gallery_thresholds, Some(stored));
+    assert_eq!(config.threshold, 0.5);
+
+    // Malformed thresholds are refused by name.
+    set_metadata(
+        &onnx,
+        &[(
+            "fewshot.gallery_thresholds",
+            r#"[{"gallery": 5, "threshold": 0.1}, {"gallery": 3, "threshold": 0.2}]"#.into(),
+        )],
+    )
+    .unwrap();
+    let err = OnnxEncoder::load(&onnx).err().unwrap().to_string();
+    assert!(
+        err.contains("fewshot.gallery_thresholds") && err.contains("increasing"),
+        "{err}"
+    );
 }

@@ -188,6 +188,7 @@ fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
         in_channels: args.channels,
         hidden: args.hidden,
         input_size: args.size,
+        embedding: None,
     };
     let net = ProtoNet {
         encoder: encoder.build(vb)?,

@@ -5,17 +5,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::builder::TypedValueParser;
 use clap::Args;
-use fewshot_core::prototype::mean_into;
-use fewshot_core::{nearest, Distance};
+use fewshot_core::Distance;
 use fewshot_host::data::{ClassSet, Layout};
+use fewshot_host::eval::door::DoorSet;
 use fewshot_host::eval::finetuned_prototypes;
-use fewshot_host::stats::{open_set_roc, tar_at_far};
+use fewshot_host::stats::tar_at_far;
 use serde_json::json;
 
 use super::model::{Defaults, ModelArgs};
-
-/// Identities with at least this many images are enrolled; the rest are strangers.
-const MIN_ENROLLED_IMAGES: usize = 3;
 
 /// Arguments of `fewshot door-eval`.
 #[derive(Debug, Args)]
@@ -64,44 +61,17 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
         None => args.distance.or(model.distance()).unwrap_or(Distance::L2),
     };
     let k = args.enroll_shots;
-
-    // Rows: enrolment shots of each enrolled identity, its genuine probes, then strangers.
-    let mut paths: Vec<PathBuf> = Vec::new();
-    let mut enrolled: Vec<(String, Vec<usize>)> = Vec::new();
-    let mut genuine: Vec<(usize, usize)> = Vec::new(); // (row, identity)
-    let mut strangers: Vec<usize> = Vec::new();
-    let push = |paths: &mut Vec<PathBuf>, p: &PathBuf| {
-        paths.push(p.clone());
-        paths.len() - 1
+    let extra = match &args.strangers {
+        Some(dir) => Some(ClassSet::load(
+            &super::resolve(dir, "--strangers")?,
+            Layout::Flat,
+        )?),
+        None => None,
     };
-    for class in &set.classes {
-        if class.images.len() >= MIN_ENROLLED_IMAGES {
-            let id = enrolled.len();
-            let shots = class.images[..k]
-                .iter()
-                .map(|p| push(&mut paths, p))
-                .collect();
-            enrolled.push((class.name.clone(), shots));
-            genuine.extend(class.images[k..].iter().map(|p| (push(&mut paths, p), id)));
-        } else {
-            strangers.extend(class.images.iter().map(|p| push(&mut paths, p)));
-        }
-    }
-    if let Some(dir) = &args.strangers {
-        let dir = super::resolve(dir, "--strangers")?;
-        for class in ClassSet::load(&dir, Layout::Flat)?.classes {
-            strangers.extend(class.images.iter().map(|p| push(&mut paths, p)));
-        }
-    }
-    if enrolled.is_empty() {
-        anyhow::bail!(
-            "{}: no identity has {MIN_ENROLLED_IMAGES} or more images to enroll",
-            root.display()
-        );
-    }
+    let door = DoorSet::new(&set, extra.as_ref(), k).with_context(|| root.display().to_string())?;
+    let enrolled = &door.enrolled;
 
-    let emb = super::embed_files(model.as_ref(), &paths, super::progress())?;
-    let dim = emb.dim;
+    let emb = super::embed_files(model.as_ref(), &door.paths, super::progress())?;
     let prototypes = match &finetune {
         // Transductive: every probe, genuine or stranger, is an unlabelled query.
         Some(f) => {
@@ -110,39 +80,26 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
                 .enumerate()
                 .flat_map(|(id, (_, shots))| shots.iter().map(move |&r| (r, id as u32)))
                 .unzip();
-            let probes: Vec<usize> = genuine
+            let probes: Vec<usize> = door
+                .genuine
                 .iter()
                 .map(|&(row, _)| row)
-                .chain(strangers.iter().copied())
+                .chain(door.strangers.iter().copied())
                 .collect();
             finetuned_prototypes(&emb, &support, &labels, &probes, enrolled.len(), f)?
         }
-        None => {
-            let mut prototypes = vec![0.0f32; enrolled.len() * dim];
-            for ((_, shots), proto) in enrolled.iter().zip(prototypes.chunks_mut(dim)) {
-                mean_into(shots.iter().map(|&r| emb.row(r)), proto)?;
-            }
-            prototypes
-        }
+        None => door.prototypes(&emb)?,
     };
-    let nearest_of = |row: usize| nearest(emb.row(row), prototypes.chunks(dim), distance);
-    let genuine_scores: Vec<(f32, bool)> = genuine
-        .iter()
-        .map(|&(row, id)| nearest_of(row).map(|n| (n.distance, n.index == id)))
-        .collect::<Result<_, _>>()?;
-    let stranger_scores: Vec<f32> = strangers
-        .iter()
-        .map(|&row| nearest_of(row).map(|n| n.distance))
-        .collect::<Result<_, _>>()?;
+    let scores = door.scores(&emb, &prototypes, distance)?;
+    let (genuine_scores, stranger_scores) = (&scores.genuine, &scores.strangers);
     if genuine_scores.is_empty() {
         anyhow::bail!(
             "{}: enrolled identities have no images left to probe with",
             root.display()
         );
     }
-    let rank1 =
-        genuine_scores.iter().filter(|(_, ok)| *ok).count() as f64 / genuine_scores.len() as f64;
-    let roc = open_set_roc(&genuine_scores, &stranger_scores);
+    let rank1 = scores.rank1();
+    let roc = scores.roc();
     let at = |far| {
         if stranger_scores.is_empty() {
             None
@@ -151,20 +108,23 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
         }
     };
     let (at2, at3) = (at(1e-2), at(1e-3));
-    // The operating point: the given threshold or the model's own.
-    let operating = args.threshold.or(model.threshold()).map(|t| {
-        let tar = genuine_scores
-            .iter()
-            .filter(|(d, ok)| *ok && *d <= t)
-            .count() as f64
-            / genuine_scores.len() as f64;
-        let far = stranger_scores.iter().filter(|d| **d <= t).count() as f64
-            / stranger_scores.len().max(1) as f64;
-        let source = if args.threshold.is_some() {
-            "given"
-        } else {
-            "the model's"
-        };
+    // The operating point: the given threshold, the model's for this
+    // gallery's size, or its pair threshold.
+    let operating = match (
+        args.threshold,
+        model.gallery_thresholds(),
+        model.threshold(),
+    ) {
+        (Some(t), _, _) => Some((t, "given".to_string())),
+        (None, Some(g), _) => Some((
+            g.for_gallery(enrolled.len()),
+            format!("the model's for {} people", enrolled.len()),
+        )),
+        (None, None, Some(t)) => Some((t, "the model's".to_string())),
+        _ => None,
+    }
+    .map(|(t, source)| {
+        let (tar, far) = scores.at_threshold(t);
         (t, tar, far, source)
     });
     let name = model.name();
@@ -191,10 +151,10 @@ pub fn run(args: DoorEvalArgs) -> anyhow::Result<()> {
             "tar_at_far_1e-3": at3.map(|p| p.tar),
             "threshold_at_far_1e-3": at3.map(|p| p.threshold),
             "roc_png": args.roc,
-            "threshold": operating.map(|o| o.0),
-            "threshold_source": operating.map(|o| o.3),
-            "tar_at_threshold": operating.map(|o| o.1),
-            "far_at_threshold": operating.map(|o| o.2),
+            "threshold": operating.as_ref().map(|o| o.0),
+            "threshold_source": operating.as_ref().map(|o| o.3.clone()),
+            "tar_at_threshold": operating.as_ref().map(|o| o.1),
+            "far_at_threshold": operating.as_ref().map(|o| o.2),
         }))?;
     } else {
         println!(

@@ -36,6 +36,19 @@ pub struct ExportArgs {
     /// Identity folders the model never trained on (e.g. from `fewshot split`).
     #[arg(long, requires = "threshold_far")]
     threshold_data: Option<PathBuf>,
+    /// Also store thresholds for door galleries of --gallery-sizes people, each
+    /// letting in at most this share of strangers (0.01 = 1 %) against the whole
+    /// gallery, measured with the door protocol on --threshold-data; the door uses
+    /// the one for its gallery's size.
+    #[arg(long, requires = "threshold_data")]
+    gallery_far: Option<f64>,
+    /// Gallery sizes for --gallery-far (comma-separated, increasing, at most 8;
+    /// each at most the people of --threshold-data with 3 images or more).
+    #[arg(long, value_delimiter = ',', default_value = "10,50,272")]
+    gallery_sizes: Vec<usize>,
+    /// Enrollment shots per person for --gallery-far (the door's K).
+    #[arg(long, default_value_t = 2)]
+    gallery_shots: usize,
     /// Operators of the int8 graph.
     #[arg(long, value_enum, default_value_t = Int8Options::DEFAULT.form)]
     int8_form: Int8Form,
@@ -72,6 +85,34 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             println!(
                 "wrote {} ({size} bytes, f32, batch norm folded)",
                 args.out.display()
+            );
+        }
+    }
+    if let (Some(far), Some(data)) = (args.gallery_far, &args.threshold_data) {
+        let data = fewshot_host::data::resolve(data)?;
+        let points = threshold::calibrate_gallery(
+            &args.out,
+            &data,
+            far,
+            &args.gallery_sizes,
+            args.gallery_shots,
+        )?;
+        let pairs: Vec<(usize, f32)> = points.iter().map(|p| (p.gallery, p.threshold)).collect();
+        fewshot_core::GalleryThresholds::new(&pairs)
+            .map_err(|e| anyhow::anyhow!("--gallery-sizes: {e}"))?;
+        threshold::set_metadata(
+            &args.out,
+            &[(meta::GALLERY_THRESHOLDS, serde_json::to_string(&points)?)],
+        )?;
+        for p in &points {
+            println!(
+                "gallery of {}: threshold {} for FAR ≤ {far} per stranger: FAR {:.3} %, TAR {:.2} % ({} galleries, {} stranger probes)",
+                p.gallery,
+                p.threshold,
+                100.0 * p.far,
+                100.0 * p.tar,
+                p.trials,
+                p.stranger_probes
             );
         }
     }

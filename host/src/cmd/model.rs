@@ -74,12 +74,16 @@ impl ModelArgs {
                 let path = std::path::Path::new(path);
                 if !path.is_file() {
                     anyhow::bail!(
-                        "--model {}: no such checkpoint (expected `pixels`, a .safetensors checkpoint or an .onnx export)",
+                        "--model {}: no such checkpoint (expected `pixels`, a .safetensors checkpoint, an .onnx export or a .tflite face encoder)",
                         path.display()
                     );
                 }
                 if path.extension().is_some_and(|e| e == "onnx") {
                     return Ok(Box::new(OnnxEmbedder::load(path)?));
+                }
+                if path.extension().is_some_and(|e| e == "tflite") {
+                    // A face encoder from elsewhere (MobileFaceNet's input).
+                    return Ok(Box::new(fewshot_host::distill::Teacher::load(path, None)?));
                 }
                 Ok(Box::new(CandleEmbedder::load(path)?))
             }

@@ -11,8 +11,8 @@ use fewshot_host::episode::EpisodeShape;
 use fewshot_host::nn::encoder::EncoderConfig;
 use fewshot_host::nn::siamese::{EmbeddingDistance, Mining};
 use fewshot_host::train::{
-    train_cosface, train_protonet, train_siamese, CosFaceConfig, RunFiles, SiameseConfig,
-    SiameseLoss, StopAt, TrainConfig, TrainState,
+    train_cosface, train_distill, train_protonet, train_siamese, CosFaceConfig, DistillConfig,
+    RunFiles, SiameseConfig, SiameseLoss, StopAt, TrainConfig, TrainState,
 };
 
 use super::model::{Defaults, ModelArgs};
@@ -29,6 +29,49 @@ pub enum TrainCommand {
     /// (Koch et al., 2015) or the triplet loss (Schroff et al., 2015) with random
     /// triplets or batch-hard mining (Hermans et al., 2017).
     Siamese(SiameseArgs),
+    /// Distillation (Hinton et al., 2015, on embeddings): the student learns the unit
+    /// embedding a teacher face encoder gives each image and its mirror image (targets
+    /// computed once and cached); no identity labels needed.
+    Distill(DistillArgs),
+}
+
+/// Arguments of `fewshot train distill`. Defaults suit faces: LFW-devtrain (and any
+/// --extra-train folders), MobileFaceNet as the teacher, the student's input from the
+/// input flags (e.g. --align --size 64 --channels 3).
+#[derive(Debug, Args)]
+pub struct DistillArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The teacher: an ONNX model exported by `fewshot export`, or a TensorFlow Lite face
+    /// encoder taking MobileFaceNet's input (112×112 RGB aligned, (x − 127.5) / 128;
+    /// needs a build with `--features tflite`).
+    #[arg(long, default_value = "models/mobilefacenet.tflite")]
+    teacher: PathBuf,
+    /// Images per training batch (--episodes counts batches).
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Weight of the term on the batch's cosine-similarity structure (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    relation: f64,
+    /// More class folders to train on, never held out for validation (repeatable),
+    /// e.g. faces/celeba-10k.
+    #[arg(long, value_name = "DIR")]
+    extra_train: Vec<PathBuf>,
+    /// No brightness/contrast jitter or shifts (flips stay: each has its own target).
+    #[arg(long)]
+    no_augment: bool,
+    /// Largest random shift in pixels (the teacher's target is of the unshifted face).
+    #[arg(long, default_value_t = 0)]
+    max_shift: usize,
+    /// Largest brightness offset.
+    #[arg(long, default_value_t = FaceAugment::FACES.brightness)]
+    brightness: f32,
+    /// Largest relative contrast change.
+    #[arg(long, default_value_t = FaceAugment::FACES.contrast)]
+    contrast: f32,
+    /// Distance of validation.
+    #[arg(long, value_parser = super::parse_distance, default_value = "cosine")]
+    distance: Distance,
 }
 
 /// Arguments of `fewshot train protonet`.
@@ -298,6 +341,42 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             )?;
             report(&args.common, &config, &state)
         }
+        TrainCommand::Distill(args) => {
+            let mut config = args
+                .common
+                .config(false, None, args.distance, Defaults::Faces)?;
+            let teacher = super::resolve(&args.teacher, "--teacher")?;
+            let loaded = fewshot_host::distill::Teacher::load(&teacher, None)?;
+            let EncoderConfig::Conv4 { embedding, .. } = &mut config.encoder;
+            *embedding = Some(fewshot_host::embed::Embedder::dim(&loaded));
+            for extra in &args.extra_train {
+                let dir = super::resolve(extra, "--extra-train")?;
+                config
+                    .extra_train
+                    .push(std::fs::canonicalize(&dir).unwrap_or(dir));
+            }
+            let distill = DistillConfig {
+                teacher: std::fs::canonicalize(&teacher).unwrap_or(teacher),
+                batch: args.batch,
+                relation: args.relation,
+                augment: (!args.no_augment).then_some(FaceAugment {
+                    max_shift: args.max_shift,
+                    flip: true,
+                    brightness: args.brightness,
+                    contrast: args.contrast,
+                }),
+            };
+            let stop = args.common.stop();
+            let state = train_distill(
+                &config,
+                &distill,
+                &args.common.out,
+                args.common.resume,
+                stop,
+                super::progress(),
+            )?;
+            report(&args.common, &config, &state)
+        }
     }
 }
 
@@ -350,6 +429,7 @@ impl CommonArgs {
                 in_channels: recipe.channels,
                 hidden: args.hidden,
                 input_size: recipe.width,
+                embedding: None,
             },
             recipe: recipe.into(),
             distance: distance.name().into(),
@@ -358,6 +438,7 @@ impl CommonArgs {
                 .init
                 .as_ref()
                 .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
+            extra_train: Vec::new(),
         })
     }
 

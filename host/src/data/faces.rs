@@ -141,13 +141,13 @@ fn open_index(path: &Path, cache_dir: Option<&Path>) -> Result<FaceIndex, String
 }
 
 /// 64-bit FNV-1a: names the cache file after the detector and its settings.
-fn fnv1a<'a>(bytes: impl Iterator<Item = &'a u8>) -> u64 {
+pub(crate) fn fnv1a<'a>(bytes: impl Iterator<Item = &'a u8>) -> u64 {
     bytes.fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
-fn cache_dir() -> Option<PathBuf> {
+pub(crate) fn cache_dir() -> Option<PathBuf> {
     std::env::var_os(CACHE_ENV)
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("fewshot")))
@@ -179,7 +179,7 @@ impl From<StoredFace> for Face {
     }
 }
 
-fn key_of(path: &Path) -> Result<String, DataError> {
+pub(crate) fn key_of(path: &Path) -> Result<String, DataError> {
     let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
     let abs = std::fs::canonicalize(path).map_err(|e| DataError::io(path, e))?;
     let mtime = meta

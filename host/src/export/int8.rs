@@ -18,7 +18,7 @@ use tract_onnx::pb::{tensor_proto::DataType, ModelProto, NodeProto, TensorProto}
 use super::calibrate::{measure, sample_images, Ranges};
 use super::{
     attr_int, conv_attrs, fold, load_checkpoint, metadata, node, pool_attrs, wrap, FoldedConv,
-    INPUT, OUTPUT,
+    LinearHead, INPUT,
 };
 use crate::data::preprocess_file;
 use crate::nn::checkpoint::write_atomic;
@@ -129,6 +129,7 @@ fn affine_init(init: &mut Vec<TensorProto>, prefix: &str, a: Affine) -> (String,
 pub fn model_proto(
     config: &crate::nn::checkpoint::ModelConfig,
     layers: &[FoldedConv],
+    head: Option<&LinearHead>,
     ranges: &Ranges,
     form: Int8Form,
 ) -> anyhow::Result<ModelProto> {
@@ -232,7 +233,8 @@ pub fn model_proto(
         }
         Int8Form::ConvInteger => x,
     };
-    nodes.push(node("Flatten", &[&last], OUTPUT, vec![attr_int("axis", 1)]));
+    // A linear embedding stays in f32 on the dequantized features.
+    super::finish(&last, head, &mut nodes, &mut init);
     let quant = serde_json::json!({
         "form": form,
         "weights": match form {
@@ -296,6 +298,7 @@ pub fn export_int8(
 ) -> anyhow::Result<Int8Export> {
     let (config, tensors) = load_checkpoint(weights)?;
     let layers = fold(&config, &tensors)?;
+    let head = super::linear_head(&config, &tensors)?;
     let recipe = config.recipe.recipe()?;
     let EncoderConfig::Conv4 {
         in_channels,
@@ -313,7 +316,7 @@ pub fn export_int8(
         &inputs,
         options.percentile,
     )?;
-    let proto = model_proto(&config, &layers, &ranges, options.form)?;
+    let proto = model_proto(&config, &layers, head.as_ref(), &ranges, options.form)?;
     let bytes = proto.encode_to_vec();
     write_atomic(out, &bytes)?;
     Ok(Int8Export {

@@ -172,6 +172,69 @@ pub fn fold(
     Ok(layers)
 }
 
+/// The linear embedding on the flattened features, `y = W x + b`.
+#[derive(Debug, Clone)]
+pub struct LinearHead {
+    /// Output size.
+    pub dim: usize,
+    /// Input size (the flattened features).
+    pub features: usize,
+    /// `(dim, features)` row-major.
+    pub weight: Vec<f32>,
+    /// One per output.
+    pub bias: Vec<f32>,
+}
+
+/// The checkpoint's linear embedding, if its encoder has one.
+pub fn linear_head(
+    config: &ModelConfig,
+    tensors: &HashMap<String, Tensor>,
+) -> anyhow::Result<Option<LinearHead>> {
+    let EncoderConfig::Conv4 { embedding, .. } = config.encoder;
+    let Some(dim) = embedding else {
+        return Ok(None);
+    };
+    let features = config.encoder.features();
+    let weight = values(tensors, "embed.weight")?;
+    let bias = values(tensors, "embed.bias")?;
+    if weight.len() != dim * features || bias.len() != dim {
+        bail!("embed: tensor sizes do not match a {features} → {dim} linear embedding");
+    }
+    Ok(Some(LinearHead {
+        dim,
+        features,
+        weight,
+        bias,
+    }))
+}
+
+/// Ends a graph at `x` (the last block's output): flattened, then through
+/// the linear embedding when there is one, into [`OUTPUT`].
+fn finish(
+    x: &str,
+    head: Option<&LinearHead>,
+    nodes: &mut Vec<NodeProto>,
+    init: &mut Vec<TensorProto>,
+) {
+    let Some(head) = head else {
+        nodes.push(node("Flatten", &[x], OUTPUT, vec![attr_int("axis", 1)]));
+        return;
+    };
+    nodes.push(node("Flatten", &[x], "features", vec![attr_int("axis", 1)]));
+    init.push(f32_tensor(
+        "embed.weight",
+        &[head.dim, head.features],
+        &head.weight,
+    ));
+    init.push(f32_tensor("embed.bias", &[head.dim], &head.bias));
+    nodes.push(node(
+        "Gemm",
+        &["features", "embed.weight", "embed.bias"],
+        OUTPUT,
+        vec![attr_int("transB", 1)],
+    ));
+}
+
 /// Attributes of the encoders' 3×3, padding 1 convolutions.
 fn conv_attrs() -> Vec<AttributeProto> {
     vec![
@@ -263,6 +326,7 @@ pub fn model_proto(
     tensors: &HashMap<String, Tensor>,
 ) -> anyhow::Result<ModelProto> {
     let layers = fold(config, tensors)?;
+    let head = linear_head(config, tensors)?;
     let mut nodes = Vec::new();
     let mut init = Vec::new();
     let mut x = INPUT.to_string();
@@ -284,7 +348,7 @@ pub fn model_proto(
         nodes.push(node("Relu", &[&pool], &relu, vec![]));
         x = relu;
     }
-    nodes.push(node("Flatten", &[&x], OUTPUT, vec![attr_int("axis", 1)]));
+    finish(&x, head.as_ref(), &mut nodes, &mut init);
     Ok(wrap(config, nodes, init, metadata(config, "f32", vec![])?))
 }
 

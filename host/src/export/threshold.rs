@@ -98,6 +98,29 @@ pub fn calibrate(
     })
 }
 
+/// Thresholds of the exported model `onnx` for door galleries of each size
+/// in `sizes`: the door protocol ([`crate::eval::door`]) on the identity
+/// folders `data` with `enroll_shots` shots, 20 seeded random galleries per
+/// size, each threshold letting in at most `target_far` of the strangers.
+pub fn calibrate_gallery(
+    onnx: &Path,
+    data: &Path,
+    target_far: f64,
+    sizes: &[usize],
+    enroll_shots: usize,
+) -> anyhow::Result<Vec<crate::eval::door::GalleryThreshold>> {
+    use crate::eval::door::{gallery_thresholds, DoorSet};
+    let model = OnnxEmbedder::load(onnx)?;
+    let set = ClassSet::load(data, Layout::Flat)?;
+    let door =
+        DoorSet::new(&set, None, enroll_shots).with_context(|| data.display().to_string())?;
+    let tensors = Tensors::load(&door.paths, &model.recipe(), false)?;
+    let emb = Embeddings::compute(&model, &tensors, 256, false)?;
+    let distance = model.distance().unwrap_or(fewshot_core::Distance::L2);
+    gallery_thresholds(&door, &emb, distance, sizes, target_far, 20, 0)
+        .with_context(|| format!("gallery thresholds on {}", data.display()))
+}
+
 /// Rewrites `onnx` (atomically) with `entries` set in its metadata.
 pub fn set_metadata(onnx: &Path, entries: &[(&str, String)]) -> anyhow::Result<()> {
     let bytes = std::fs::read(onnx).with_context(|| format!("reading {}", onnx.display()))?;

@@ -20,12 +20,23 @@ pub enum EncoderConfig {
         hidden: usize,
         /// Input side in pixels (square inputs).
         input_size: usize,
+        /// A linear embedding of this size on the flattened features (for
+        /// distillation to a teacher's embedding size); none: the features.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        embedding: Option<usize>,
     },
 }
 
 impl EncoderConfig {
     /// Embedding size for this configuration.
     pub fn dim(&self) -> usize {
+        match *self {
+            EncoderConfig::Conv4 { embedding, .. } => embedding.unwrap_or(self.features()),
+        }
+    }
+
+    /// Size of the flattened convolutional features (before any linear embedding).
+    pub fn features(&self) -> usize {
         match *self {
             EncoderConfig::Conv4 {
                 hidden, input_size, ..
@@ -43,13 +54,21 @@ impl EncoderConfig {
                 in_channels,
                 hidden,
                 input_size,
+                embedding,
             } => {
                 if input_size < 16 {
                     candle_core::bail!(
                         "Conv-4 needs inputs of at least 16×16 pixels, got {input_size}"
                     );
                 }
-                Ok(Box::new(Conv4::new(in_channels, hidden, vb)?))
+                let mut conv4 = Conv4::new(in_channels, hidden, vb.clone())?;
+                if let Some(dim) = embedding {
+                    if dim == 0 {
+                        candle_core::bail!("the linear embedding needs at least one dimension");
+                    }
+                    conv4.embed = Some(candle_nn::linear(self.features(), dim, vb.pp("embed"))?);
+                }
+                Ok(Box::new(conv4))
             }
         }
     }
@@ -220,6 +239,8 @@ impl ConvBlock {
 #[derive(Debug, Clone)]
 pub struct Conv4 {
     blocks: Vec<ConvBlock>,
+    /// The linear embedding on the flattened features, if any.
+    embed: Option<candle_nn::Linear>,
 }
 
 impl Conv4 {
@@ -234,7 +255,10 @@ impl Conv4 {
                 )
             })
             .collect::<Result<_>>()?;
-        Ok(Conv4 { blocks })
+        Ok(Conv4 {
+            blocks,
+            embed: None,
+        })
     }
 }
 
@@ -244,6 +268,10 @@ impl Encoder for Conv4 {
         for block in &self.blocks {
             x = block.forward_t(&x, train)?;
         }
-        x.flatten_from(1)
+        let features = x.flatten_from(1)?;
+        match &self.embed {
+            Some(linear) => candle_core::Module::forward(linear, &features),
+            None => Ok(features),
+        }
     }
 }

@@ -1,4 +1,7 @@
-//! Few-shot evaluation: N-way K-shot episodes and Lake's one-shot runs.
+//! Few-shot evaluation: N-way K-shot episodes and Lake's one-shot runs;
+//! the door's open-set protocol in [`door`].
+
+pub mod door;
 
 use fewshot_core::prototype::mean_into;
 use fewshot_core::{nearest, CoreError, Distance};

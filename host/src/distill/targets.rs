@@ -1,0 +1,263 @@
+//! Teacher targets: the teacher's unit embedding of every training image and
+//! of its mirror image, computed once and kept in an append-only cache file.
+//!
+//! The cache is `<cache>/teacher-<id>.bin` (`<cache>` as for the face index:
+//! `FEWSHOT_CACHE`, else `$XDG_CACHE_HOME/fewshot`, else `~/.cache/fewshot`;
+//! `<id>` hashes the teacher file and its recipe). It starts with a header
+//! (`FSTEACH1`, the embedding size as `u32`) and holds one record per image:
+//! the key's length (`u32`), the key (path, size and modification time, as
+//! the face index), then `2 × dim` little-endian `f32` (image, mirror). A
+//! record cut short by a crash is dropped when the file is next opened.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use super::teacher::Teacher;
+use crate::augment::{hflip, Shape};
+use crate::data::{faces, preprocess_file};
+use crate::embed::Embedder;
+
+const MAGIC: &[u8; 8] = b"FSTEACH1";
+/// Images preprocessed and embedded (then stored) at a time.
+const CHUNK: usize = 128;
+
+/// Teacher targets of a list of images, in its order.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// Embedding size.
+    pub dim: usize,
+    /// `n × 2 × dim` values: each image's unit embedding, then its mirror's.
+    pub data: Vec<f32>,
+}
+
+impl Targets {
+    /// Image `i`'s target (`mirror`: of its mirror image).
+    pub fn row(&self, i: usize, mirror: bool) -> &[f32] {
+        let start = (2 * i + usize::from(mirror)) * self.dim;
+        &self.data[start..start + self.dim]
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.data.len() / (2 * self.dim).max(1)
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// The cache folder targets go to by default (the face index's).
+pub fn default_cache() -> Option<PathBuf> {
+    faces::cache_dir()
+}
+
+/// The teacher's targets for `paths`: read from the cache file in `cache`
+/// where it has them, computed (with a progress bar) and appended to it
+/// where not. Without a cache folder they are computed every time.
+pub fn teacher_targets(
+    teacher: &Teacher,
+    paths: &[PathBuf],
+    cache: Option<&Path>,
+    progress: bool,
+) -> anyhow::Result<Targets> {
+    let dim = teacher.dim();
+    let file = cache.map(|d| d.join(format!("teacher-{:016x}.bin", teacher.id())));
+    let mut known = match &file {
+        Some(f) => read_cache(f, dim)?,
+        None => HashMap::new(),
+    };
+    let keys: Vec<String> = paths
+        .iter()
+        .map(|p| faces::key_of(p))
+        .collect::<Result<_, _>>()?;
+    let missing: Vec<usize> = (0..paths.len())
+        .filter(|&i| !known.contains_key(&keys[i]))
+        .collect();
+    if !missing.is_empty() {
+        let bar = if progress {
+            let bar = ProgressBar::new(missing.len() as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "teacher {bar:40} {pos}/{len} images ({elapsed}, eta {eta}) {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_message("(image and mirror; cached for the next run)");
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let mut writer = match &file {
+            Some(f) => Some(open_for_append(f, dim)?),
+            None => None,
+        };
+        let recipe = teacher.recipe();
+        let shape = Shape {
+            channels: recipe.channels,
+            height: recipe.height,
+            width: recipe.width,
+        };
+        for chunk in missing.chunks(CHUNK) {
+            let crops: Vec<Vec<f32>> = chunk
+                .par_iter()
+                .map(|&i| {
+                    let crop = preprocess_file(&paths[i], &recipe)?;
+                    let mirror = hflip(&crop, shape);
+                    Ok([crop, mirror].concat())
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let embedded = teacher
+                .embed(&crops.concat())
+                .with_context(|| format!("teacher {}", teacher.name()))?;
+            for (j, &i) in chunk.iter().enumerate() {
+                let mut row = embedded[2 * j * dim..2 * (j + 1) * dim].to_vec();
+                for half in row.chunks_mut(dim) {
+                    normalize(half);
+                }
+                if let Some(w) = &mut writer {
+                    write_record(w, &keys[i], &row).with_context(|| {
+                        format!("writing the teacher cache {}", file_name(&file))
+                    })?;
+                }
+                known.insert(keys[i].clone(), row);
+            }
+            if let Some(w) = &mut writer {
+                w.flush()
+                    .with_context(|| format!("writing the teacher cache {}", file_name(&file)))?;
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+    }
+    let mut data = Vec::with_capacity(paths.len() * 2 * dim);
+    for key in &keys {
+        data.extend_from_slice(&known[key]);
+    }
+    Ok(Targets { dim, data })
+}
+
+fn file_name(file: &Option<PathBuf>) -> String {
+    file.as_ref()
+        .map_or_else(String::new, |f| f.display().to_string())
+}
+
+/// Scales `v` to unit length (a zero vector stays zero).
+fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// The complete records of a cache file, and the length they end at.
+fn parse(bytes: &[u8], dim: usize) -> Option<(HashMap<String, Vec<f32>>, usize)> {
+    if bytes.len() < 12 || &bytes[..8] != MAGIC {
+        return None;
+    }
+    let stored = u32::from_le_bytes(bytes[8..12].try_into().ok()?) as usize;
+    if stored != dim {
+        return None;
+    }
+    let mut map = HashMap::new();
+    let mut at = 12;
+    while let Some(len) = bytes.get(at..at + 4) {
+        let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+        let end = at + 4 + len + 8 * dim;
+        if end > bytes.len() {
+            break;
+        }
+        let Ok(key) = std::str::from_utf8(&bytes[at + 4..at + 4 + len]) else {
+            break;
+        };
+        let values = bytes[at + 4 + len..end]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        map.insert(key.to_string(), values);
+        at = end;
+    }
+    Some((map, at))
+}
+
+/// Reads a cache file; a missing or foreign file reads as empty.
+fn read_cache(path: &Path, dim: usize) -> anyhow::Result<HashMap<String, Vec<f32>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(parse(&bytes, dim).map(|(m, _)| m).unwrap_or_default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
+        Err(e) => Err(e).with_context(|| format!("reading the teacher cache {}", path.display())),
+    }
+}
+
+/// Opens the cache for appending: cuts a record a crash left unfinished,
+/// and starts the file afresh when it is missing or not a cache of `dim`.
+fn open_for_append(path: &Path, dim: usize) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+    let ctx = || format!("opening the teacher cache {}", path.display());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(ctx)?;
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(ctx),
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path)
+        .with_context(ctx)?;
+    let keep = parse(&bytes, dim).map_or(0, |(_, end)| end);
+    file.set_len(keep as u64).with_context(ctx)?;
+    let mut w = std::io::BufWriter::new(file);
+    use std::io::Seek;
+    w.seek(std::io::SeekFrom::Start(keep as u64))
+        .with_context(ctx)?;
+    if keep == 0 {
+        w.write_all(MAGIC).with_context(ctx)?;
+        w.write_all(&(dim as u32).to_le_bytes()).with_context(ctx)?;
+    }
+    Ok(w)
+}
+
+fn write_record(w: &mut impl Write, key: &str, values: &[f32]) -> std::io::Result<()> {
+    w.write_all(&(key.len() as u32).to_le_bytes())?;
+    w.write_all(key.as_bytes())?;
+    for v in values {
+        w.write_all(&v.to_le_bytes())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_a_cut_record_is_dropped() {
+        let dim = 2;
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend(2u32.to_le_bytes());
+        write_record(&mut bytes, "a", &[1.0, 0.0, 0.0, 1.0]).unwrap();
+        let whole = bytes.len();
+        write_record(&mut bytes, "bb", &[0.5, 0.5, -0.5, 0.5]).unwrap();
+        let (map, end) = parse(&bytes, dim).unwrap();
+        assert_eq!(end, bytes.len());
+        assert_eq!(map["a"], vec![1.0, 0.0, 0.0, 1.0]);
+        assert_eq!(map["bb"], vec![0.5, 0.5, -0.5, 0.5]);
+        // A crash in the middle of the second record: the first survives.
+        let (map, end) = parse(&bytes[..bytes.len() - 3], dim).unwrap();
+        assert_eq!(end, whole);
+        assert_eq!(map.len(), 1);
+        // Another embedding size or another file: not this cache.
+        assert!(parse(&bytes, 3).is_none());
+        assert!(parse(b"not a cache file", dim).is_none());
+    }
+}

@@ -1,0 +1,266 @@
+//! A teacher: any face encoder that tract runs (ONNX, or TensorFlow Lite with
+//! the `tflite` feature), seen as an [`Embedder`] that embeds in batches.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fewshot_core::preprocess::RecipeSpec;
+use fewshot_core::{Crop, FaceTemplate, Recipe, Resize};
+use prost::Message;
+use rayon::prelude::*;
+use tract_onnx::prelude::*;
+
+use crate::embed::{check_shape, EmbedError, Embedder};
+
+/// MobileFaceNet's input: the face aligned onto the ArcFace template at
+/// 112×112 RGB, bilinear, `(x − 127.5) / 128`.
+pub const MOBILEFACENET: Recipe = Recipe {
+    width: 112,
+    height: 112,
+    channels: 3,
+    crop: Crop::Aligned(FaceTemplate::ARCFACE),
+    resize: Resize::Bilinear,
+    invert: false,
+    mean: [0.5; 3],
+    std: [128.0 / 255.0; 3],
+};
+
+/// Images per run for models whose batch size is free.
+const BATCH: usize = 16;
+
+/// Errors of loading or running a teacher; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TeacherError {
+    /// The file could not be read.
+    #[error("teacher {}: {source}", path.display())]
+    Io {
+        /// The model file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a model tract can run with this input.
+    #[error("teacher {}: {message}", path.display())]
+    Model {
+        /// The model file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// How the model lays out its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `(batch, channels, height, width)` (ONNX).
+    Nchw,
+    /// `(batch, height, width, channels)` (TensorFlow Lite).
+    Nhwc,
+}
+
+/// A loaded teacher model.
+pub struct Teacher {
+    path: PathBuf,
+    plan: Arc<TypedRunnableModel>,
+    recipe: Recipe,
+    layout: Layout,
+    batch: usize,
+    dim: usize,
+    id: u64,
+}
+
+impl Teacher {
+    /// Loads `path` (`.onnx` or `.tflite`). `recipe` is the preprocessing
+    /// its inputs need; when `None`, an ONNX model exported by `fewshot
+    /// export` gives its own and a `.tflite` file gets [`MOBILEFACENET`].
+    pub fn load(path: &Path, recipe: Option<Recipe>) -> Result<Teacher, TeacherError> {
+        let err = |message: String| TeacherError::Model {
+            path: path.to_path_buf(),
+            message,
+        };
+        let bytes = std::fs::read(path).map_err(|source| TeacherError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let (model, recipe) = match ext.as_str() {
+            "onnx" => {
+                let proto = tract_onnx::pb::ModelProto::decode(&bytes[..])
+                    .map_err(|e| err(format!("not an ONNX model: {e}")))?;
+                let recipe = match recipe {
+                    Some(r) => r,
+                    None => recipe_of(&proto).map_err(&err)?,
+                };
+                let shape = [BATCH, recipe.channels, recipe.height, recipe.width];
+                let model = tract_onnx::onnx()
+                    .model_for_proto_model(&proto)
+                    .and_then(|m| m.with_input_fact(0, f32::fact(shape).into()))
+                    .and_then(|m| m.into_typed())
+                    .map_err(|e| err(format!("{e:#}")))?;
+                (model, recipe)
+            }
+            "tflite" => (
+                load_tflite(&bytes).map_err(&err)?,
+                recipe.unwrap_or(MOBILEFACENET),
+            ),
+            _ => return Err(err("expected a .onnx or .tflite file".into())),
+        };
+        recipe.validate().map_err(|e| err(format!("recipe: {e}")))?;
+        let fact = model
+            .input_fact(0)
+            .map_err(|e| err(format!("{e:#}")))?
+            .clone();
+        let dims: Vec<usize> = fact
+            .shape
+            .as_concrete()
+            .ok_or_else(|| err("the input shape is not fixed".into()))?
+            .to_vec();
+        let (c, h, w) = (recipe.channels, recipe.height, recipe.width);
+        let layout = match dims[..] {
+            [_, a, b, d] if (a, b, d) == (c, h, w) => Layout::Nchw,
+            [_, a, b, d] if (a, b, d) == (h, w, c) => Layout::Nhwc,
+            _ => {
+                return Err(err(format!(
+                    "takes input {dims:?}; its recipe gives {c}×{h}×{w} images"
+                )))
+            }
+        };
+        let plan = model
+            .into_optimized()
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| err(format!("{e:#}")))?;
+        // The version of how targets are made is part of their key.
+        let mut id_bytes = b"targets v1".to_vec();
+        id_bytes.extend(bytes);
+        id_bytes
+            .extend(serde_json::to_vec(&RecipeSpec::from(recipe)).map_err(|e| err(e.to_string()))?);
+        let mut teacher = Teacher {
+            path: path.to_path_buf(),
+            plan,
+            recipe,
+            layout,
+            batch: dims[0],
+            dim: 0,
+            id: crate::data::faces::fnv1a(id_bytes.iter()),
+        };
+        let probe = teacher
+            .run_batch(&vec![0.0; recipe.len()], 1)
+            .map_err(|e| err(e.to_string()))?;
+        teacher.dim = probe.len();
+        if teacher.dim == 0 {
+            return Err(err("produces an empty embedding".into()));
+        }
+        Ok(teacher)
+    }
+
+    /// A hash of the model file and its recipe: what cached targets are keyed by.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Runs one batch of `n ≤ batch` images (CHW rows); returns `n × dim` values.
+    fn run_batch(&self, images: &[f32], n: usize) -> Result<Vec<f32>, EmbedError> {
+        let r = self.recipe;
+        let per = r.len();
+        let backend = |e: String| EmbedError::Backend(format!("{}: {e}", self.path.display()));
+        let mut input = vec![0.0f32; self.batch * per];
+        match self.layout {
+            Layout::Nchw => input[..n * per].copy_from_slice(&images[..n * per]),
+            Layout::Nhwc => {
+                let plane = r.height * r.width;
+                for (i, image) in images.chunks(per).take(n).enumerate() {
+                    let out = &mut input[i * per..(i + 1) * per];
+                    for ch in 0..r.channels {
+                        for p in 0..plane {
+                            out[p * r.channels + ch] = image[ch * plane + p];
+                        }
+                    }
+                }
+            }
+        }
+        let shape = match self.layout {
+            Layout::Nchw => [self.batch, r.channels, r.height, r.width],
+            Layout::Nhwc => [self.batch, r.height, r.width, r.channels],
+        };
+        let tensor = tract_ndarray::ArrayD::from_shape_vec(&shape[..], input)
+            .map_err(|e| backend(e.to_string()))?;
+        let out = self
+            .plan
+            .run(tvec!(Tensor::from(tensor).into()))
+            .map_err(|e| backend(format!("{e:#}")))?;
+        let view = out[0]
+            .to_plain_array_view::<f32>()
+            .map_err(|e| backend(e.to_string()))?;
+        let values: Vec<f32> = view.iter().copied().collect();
+        let dim = values.len() / self.batch;
+        Ok(values[..n * dim].to_vec())
+    }
+}
+
+impl Embedder for Teacher {
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn recipe(&self) -> Recipe {
+        self.recipe
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Face encoders compare unit embeddings.
+    fn distance(&self) -> Option<fewshot_core::Distance> {
+        Some(fewshot_core::Distance::Cosine)
+    }
+
+    /// Embeds in the model's batches, the batches in parallel.
+    fn embed(&self, images: &[f32]) -> Result<Vec<f32>, EmbedError> {
+        let per = self.recipe.len();
+        check_shape(images, per)?;
+        let chunks: Vec<Vec<f32>> = images
+            .par_chunks(per * self.batch)
+            .map(|chunk| self.run_batch(chunk, chunk.len() / per))
+            .collect::<Result<_, _>>()?;
+        Ok(chunks.concat())
+    }
+}
+
+/// The recipe an exported model records.
+fn recipe_of(proto: &tract_onnx::pb::ModelProto) -> Result<Recipe, String> {
+    let key = fewshot_core::model_meta::RECIPE;
+    let spec = proto
+        .metadata_props
+        .iter()
+        .find(|p| p.key == key)
+        .ok_or_else(|| {
+            format!(
+                "has no {key} metadata (not exported by `fewshot export`): give --teacher-recipe"
+            )
+        })?;
+    let spec: RecipeSpec =
+        serde_json::from_str(&spec.value).map_err(|e| format!("metadata {key}: {e}"))?;
+    spec.recipe().map_err(|e| format!("metadata {key}: {e}"))
+}
+
+#[cfg(feature = "tflite")]
+fn load_tflite(bytes: &[u8]) -> Result<TypedModel, String> {
+    use tract_tflite::prelude::Framework;
+    tract_tflite::tflite()
+        .model_for_read(&mut &bytes[..])
+        .map_err(|e| format!("{e:#}"))
+}
+
+#[cfg(not(feature = "tflite"))]
+fn load_tflite(_bytes: &[u8]) -> Result<TypedModel, String> {
+    Err(
+        "this build reads no TensorFlow Lite files: build with `--features tflite` \
+         (cargo build --release -p fewshot-host --features tflite)"
+            .into(),
+    )
+}

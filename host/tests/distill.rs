@@ -1,0 +1,285 @@
+//! Distillation on a few hundred real faces: the teacher's targets are its
+//! embeddings of each image and its mirror (and come back from the cache
+//! unchanged), and a short run moves the student towards the teacher and
+//! raises pair separation on held-out people over the untrained student.
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use fewshot_core::{Crop, FaceTemplate, Recipe, Resize};
+use fewshot_host::augment::{hflip, Shape};
+use fewshot_host::data::{ClassSet, Layout, Tensors};
+use fewshot_host::distill::{teacher_targets, Teacher};
+use fewshot_host::embed::Embedder;
+use fewshot_host::nn::checkpoint::CandleEmbedder;
+use fewshot_host::nn::encoder::EncoderConfig;
+use fewshot_host::stats::auc;
+use fewshot_host::train::{train_distill, DistillConfig, StopAt, TrainConfig};
+
+/// Points the process-wide face index at the data folder's detector and a
+/// fresh cache (once, before any test of this binary opens the index).
+fn setup() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let cache = tempfile::tempdir().unwrap().keep();
+        std::env::set_var("FEWSHOT_DATA", common::data_dir());
+        std::env::set_var("FEWSHOT_CACHE", cache);
+    });
+}
+
+/// The committed aligned face model: an ONNX teacher every build can run.
+fn teacher_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/face-aligned.onnx")
+}
+
+/// A folder of links to the first `people` LFW people with at least two
+/// images, at most four images each.
+fn faces(dir: &Path, people: usize) {
+    setup();
+    let lfw = common::data_dir().join("faces/lfw-devtrain");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&lfw)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", lfw.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    let mut taken = 0;
+    for person in names {
+        let mut images: Vec<PathBuf> = std::fs::read_dir(&person)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        if images.len() < 2 {
+            continue;
+        }
+        images.sort();
+        let to = dir.join(person.file_name().unwrap());
+        std::fs::create_dir_all(&to).unwrap();
+        for image in images.iter().take(4) {
+            std::os::unix::fs::symlink(image, to.join(image.file_name().unwrap())).unwrap();
+        }
+        taken += 1;
+        if taken == people {
+            break;
+        }
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn targets_are_the_teachers_embeddings_of_image_and_mirror_and_survive_the_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("faces");
+    faces(&data, 3);
+    let set = ClassSet::load(&data, Layout::Auto).unwrap();
+    let paths: Vec<PathBuf> = set.classes.iter().flat_map(|c| c.images.clone()).collect();
+    let teacher = Teacher::load(&teacher_path(), None).unwrap();
+    let cache = tmp.path().join("cache");
+    let targets = teacher_targets(&teacher, &paths, Some(&cache), false).unwrap();
+    assert_eq!((targets.len(), targets.dim), (paths.len(), teacher.dim()));
+
+    // Independently: the teacher's embedding of each crop and of the crop
+    // flipped, scaled to unit length.
+    let recipe = teacher.recipe();
+    let crops = Tensors::load(&paths, &recipe, false).unwrap();
+    let shape = Shape {
+        channels: recipe.channels,
+        height: recipe.height,
+        width: recipe.width,
+    };
+    for (i, _) in paths.iter().enumerate() {
+        let image = teacher.embed(crops.row(i)).unwrap();
+        let mirror = teacher.embed(&hflip(crops.row(i), shape)).unwrap();
+        for (want, got) in [
+            (&image, targets.row(i, false)),
+            (&mirror, targets.row(i, true)),
+        ] {
+            let norm: f32 = got.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "target {i} has norm {norm}");
+            assert!(
+                cosine(want, got) > 0.99999,
+                "target {i} is not the teacher's embedding"
+            );
+        }
+        assert!(
+            cosine(targets.row(i, false), targets.row(i, true)) < 0.9999,
+            "mirror target {i} equals the image's"
+        );
+    }
+
+    // A second call reads the cache: same values, file unchanged.
+    let file = std::fs::read_dir(&cache)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let before = std::fs::read(&file).unwrap();
+    let again = teacher_targets(&teacher, &paths, Some(&cache), false).unwrap();
+    assert_eq!(again.data, targets.data);
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+
+    // A record cut short by a crash is dropped and computed again.
+    std::fs::write(&file, &before[..before.len() - 10]).unwrap();
+    let repaired = teacher_targets(&teacher, &paths, Some(&cache), false).unwrap();
+    assert_eq!(repaired.data, targets.data);
+    assert_eq!(std::fs::read(&file).unwrap().len(), before.len());
+}
+
+/// Mean student-teacher cosine and same/different pair AUC over the
+/// validation people's images.
+fn measure(student: &CandleEmbedder, teacher: &Teacher, val: &[Vec<PathBuf>]) -> (f64, f64) {
+    let paths: Vec<PathBuf> = val.iter().flatten().cloned().collect();
+    let person: Vec<usize> = val
+        .iter()
+        .enumerate()
+        .flat_map(|(p, images)| images.iter().map(move |_| p))
+        .collect();
+    let s = student
+        .embed(
+            &Tensors::load(&paths, &student.recipe(), false)
+                .unwrap()
+                .data,
+        )
+        .unwrap();
+    let t = teacher
+        .embed(
+            &Tensors::load(&paths, &teacher.recipe(), false)
+                .unwrap()
+                .data,
+        )
+        .unwrap();
+    let (sd, td) = (student.dim(), teacher.dim());
+    let n = paths.len();
+    let mean_cos = (0..n)
+        .map(|i| f64::from(cosine(&s[i * sd..(i + 1) * sd], &t[i * td..(i + 1) * td])))
+        .sum::<f64>()
+        / n as f64;
+    let (mut same, mut different) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        for j in i + 1..n {
+            // Distances: 1 − cosine.
+            let c = 1.0 - cosine(&s[i * sd..(i + 1) * sd], &s[j * sd..(j + 1) * sd]);
+            if person[i] == person[j] {
+                same.push(c);
+            } else {
+                different.push(c);
+            }
+        }
+    }
+    (mean_cos, auc(&same, &different).unwrap())
+}
+
+#[test]
+fn a_short_run_moves_the_student_towards_the_teacher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("faces");
+    faces(&data, 60);
+    let teacher = Teacher::load(&teacher_path(), None).unwrap();
+    let recipe = Recipe {
+        width: 32,
+        height: 32,
+        channels: 1,
+        crop: Crop::Aligned(FaceTemplate::ARCFACE),
+        resize: Resize::Area,
+        invert: false,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    };
+    let config = |lr: f64| TrainConfig {
+        data: data.clone(),
+        shape: fewshot_host::episode::EpisodeShape {
+            k_way: 5,
+            n_shot: 1,
+            q_queries: 1,
+        },
+        episodes: 120,
+        lr,
+        lr_step: 1000,
+        lr_gamma: 0.5,
+        val_every: 120,
+        val_episodes: 0,
+        val_fraction: 0.25,
+        rotations: false,
+        affine: None,
+        encoder: EncoderConfig::Conv4 {
+            in_channels: 1,
+            hidden: 16,
+            input_size: 32,
+            embedding: Some(teacher.dim()),
+        },
+        recipe: recipe.into(),
+        distance: "cosine".into(),
+        seed: 2,
+        init: None,
+        extra_train: Vec::new(),
+    };
+    let distill = DistillConfig {
+        teacher: teacher_path(),
+        batch: 32,
+        relation: 0.0,
+        augment: None,
+    };
+    // lr 0: the untrained (seeded) student.
+    let run = |name: &str, lr: f64| {
+        let out = tmp.path().join(name);
+        train_distill(&config(lr), &distill, &out, false, StopAt::default(), false).unwrap();
+        CandleEmbedder::load(&out.join("best.safetensors")).unwrap()
+    };
+    let untrained = run("untrained", 0.0);
+    let trained = run("trained", 3e-3);
+
+    // The validation people: the classes the run held out.
+    let record = untrained.config().training.clone();
+    let val_names: Vec<String> = record["split"]["val_classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(val_names.len() >= 10, "{val_names:?}");
+    let set = ClassSet::load(&data, Layout::Auto).unwrap();
+    let val: Vec<Vec<PathBuf>> = set
+        .classes
+        .iter()
+        .filter(|c| val_names.contains(&c.name))
+        .map(|c| c.images.clone())
+        .collect();
+    let (cos0, auc0) = measure(&untrained, &teacher, &val);
+    let (cos1, auc1) = measure(&trained, &teacher, &val);
+    eprintln!(
+        "student-teacher cosine {cos0:.3} → {cos1:.3}; validation pair AUC {auc0:.3} → {auc1:.3}"
+    );
+    assert!(
+        cos1 > cos0 + 0.2,
+        "student-teacher cosine {cos0:.3} → {cos1:.3}"
+    );
+    assert!(
+        auc1 > auc0 + 0.03,
+        "validation pair AUC {auc0:.3} → {auc1:.3}"
+    );
+
+    // A student whose embedding size is not the teacher's is refused.
+    let mut wrong = config(3e-3);
+    wrong.encoder = EncoderConfig::Conv4 {
+        in_channels: 1,
+        hidden: 16,
+        input_size: 32,
+        embedding: Some(7),
+    };
+    let err = train_distill(
+        &wrong,
+        &distill,
+        &tmp.path().join("wrong"),
+        false,
+        StopAt::default(),
+        false,
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("dimensions"), "{err:#}");
+}
