@@ -63,6 +63,7 @@ pub struct OnnxEncoder {
     distance: Distance,
     threshold: Option<f32>,
     gallery_thresholds: Option<fewshot_core::GalleryThresholds>,
+    flip_average: bool,
     metadata: HashMap<String, String>,
     path: PathBuf,
 }
@@ -116,6 +117,16 @@ impl OnnxEncoder {
             ),
             None => None,
         };
+        let flip_average = match metadata.get(model_meta::FLIP_AVERAGE).map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(meta_err(
+                    model_meta::FLIP_AVERAGE,
+                    format!("expected true or false, got {other:?}"),
+                ))
+            }
+        };
         let gallery_thresholds = match metadata.get(model_meta::GALLERY_THRESHOLDS) {
             Some(text) => Some(
                 parse_gallery_thresholds(text)
@@ -137,6 +148,7 @@ impl OnnxEncoder {
             distance,
             threshold,
             gallery_thresholds,
+            flip_average,
             metadata,
             path: path.to_path_buf(),
         };
@@ -154,6 +166,8 @@ impl OnnxEncoder {
     }
 
     /// Embeds one preprocessed image (`recipe().len()` values, CHW).
+    /// With [`model_meta::FLIP_AVERAGE`], the mean of the embeddings of the
+    /// input and of its mirror image.
     pub fn embed(&self, input: &[f32]) -> Result<Vec<f32>, EncoderError> {
         let r = self.recipe;
         if input.len() != r.len() {
@@ -162,11 +176,30 @@ impl OnnxEncoder {
                 found: input.len(),
             });
         }
-        let tensor = tract_ndarray::Array4::from_shape_vec(
-            (1, r.channels, r.height, r.width),
-            input.to_vec(),
-        )
-        .map_err(|e| EncoderError::Run(e.to_string()))?;
+        let mut out = self.run(input.to_vec())?;
+        if self.flip_average {
+            let mut mirror = input.to_vec();
+            for row in mirror.chunks_mut(r.width) {
+                row.reverse();
+            }
+            for (o, m) in out.iter_mut().zip(self.run(mirror)?) {
+                *o = (*o + m) / 2.0;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether embeddings average the input's and its mirror image's.
+    pub fn flip_average(&self) -> bool {
+        self.flip_average
+    }
+
+    /// One run of the model on one CHW image.
+    fn run(&self, input: Vec<f32>) -> Result<Vec<f32>, EncoderError> {
+        let r = self.recipe;
+        let tensor =
+            tract_ndarray::Array4::from_shape_vec((1, r.channels, r.height, r.width), input)
+                .map_err(|e| EncoderError::Run(e.to_string()))?;
         let out = self
             .plan
             .run(tvec!(Tensor::from(tensor).into()))

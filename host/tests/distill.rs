@@ -6,7 +6,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use fewshot_core::{Crop, FaceTemplate, Recipe, Resize};
 use fewshot_host::augment::{hflip, Shape};
 use fewshot_host::data::{ClassSet, Layout, Tensors};
 use fewshot_host::distill::{teacher_targets, Teacher};
@@ -181,16 +180,7 @@ fn a_short_run_moves_the_student_towards_the_teacher() {
     let data = tmp.path().join("faces");
     faces(&data, 60);
     let teacher = Teacher::load(&teacher_path(), None).unwrap();
-    let recipe = Recipe {
-        width: 32,
-        height: 32,
-        channels: 1,
-        crop: Crop::Aligned(FaceTemplate::ARCFACE),
-        resize: Resize::Area,
-        invert: false,
-        mean: [0.0; 3],
-        std: [1.0; 3],
-    };
+    let recipe = common::aligned_grey(32);
     let config = |lr: f64| TrainConfig {
         data: data.clone(),
         shape: fewshot_host::episode::EpisodeShape {
@@ -198,11 +188,11 @@ fn a_short_run_moves_the_student_towards_the_teacher() {
             n_shot: 1,
             q_queries: 1,
         },
-        episodes: 120,
+        episodes: 80,
         lr,
         lr_step: 1000,
         lr_gamma: 0.5,
-        val_every: 120,
+        val_every: 80,
         val_episodes: 0,
         val_fraction: 0.25,
         rotations: false,

@@ -3,22 +3,13 @@
 //! image without a face.
 mod common;
 
-use fewshot_core::{Crop, FaceTemplate, Recipe, Resize};
+use fewshot_core::{FaceTemplate, Recipe};
 use fewshot_firmware::camera::load_image;
 use fewshot_firmware::detect::{FaceDetector, DEFAULT_DETECTOR};
 use fewshot_host::data::faces::{fallback_landmarks, FaceIndex, Found};
 
 fn aligned() -> Recipe {
-    Recipe {
-        width: 64,
-        height: 64,
-        channels: 1,
-        crop: Crop::Aligned(FaceTemplate::ARCFACE),
-        resize: Resize::Area,
-        invert: false,
-        mean: [0.0; 3],
-        std: [1.0; 3],
-    }
+    common::aligned_grey(64)
 }
 
 #[test]

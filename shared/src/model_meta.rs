@@ -23,3 +23,6 @@ pub const THRESHOLD_CALIBRATION: &str = "fewshot.threshold_calibration";
 /// rate per stranger against the whole gallery: JSON list of objects with
 /// `gallery` (people enrolled), `threshold`, `target_far`, `far`, `tar`.
 pub const GALLERY_THRESHOLDS: &str = "fewshot.gallery_thresholds";
+/// `true` when the embedding is the mean of the model's outputs for the input
+/// and for its mirror image (two runs per face); absent or `false`: one run.
+pub const FLIP_AVERAGE: &str = "fewshot.flip_average";

@@ -247,6 +247,23 @@ fn a_linear_embedding_exports_and_agrees_across_runtimes() {
         "int8 is {:.3} off f32",
         (err / norm).sqrt()
     );
+    // onnxruntime runs the int8 head (per-row DequantizeLinear) as tract does.
+    let (rows, _) = onnxruntime(&int8, &inputs, &r);
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (got, input) in rows.iter().zip(&inputs) {
+        for (g, t) in got.iter().zip(quantized.embed(input).unwrap()) {
+            diff += (g - f64::from(t)).powi(2);
+            norm += f64::from(t).powi(2);
+        }
+    }
+    eprintln!(
+        "int8 head: onnxruntime vs tract relative {:.2e}",
+        (diff / norm).sqrt()
+    );
+    assert!(
+        (diff / norm).sqrt() < 1e-3,
+        "onnxruntime vs tract on the int8 head"
+    );
 }
 
 /// Int8 exports in both forms: tract and onnxruntime agree within one
@@ -615,4 +632,40 @@ fn gallery_thresholds_meet_their_false_accept_rate_and_reach_the_door() {
         err.contains("fewshot.gallery_thresholds") && err.contains("increasing"),
         "{err}"
     );
+}
+
+/// `--flip-average`: the device's embedding is the mean of the plain model's
+/// embeddings of the input and of its mirror image; a bad flag is named.
+#[test]
+fn flip_averaged_embeddings_are_the_mean_of_image_and_mirror() {
+    use fewshot_host::export::threshold::set_metadata;
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tiny_checkpoint(tmp.path(), 6, 8, 20);
+    let plain_path = tmp.path().join("plain.onnx");
+    let flip_path = tmp.path().join("flip.onnx");
+    export_f32(&weights, &plain_path).unwrap();
+    export_f32(&weights, &flip_path).unwrap();
+    set_metadata(&flip_path, &[("fewshot.flip_average", "true".into())]).unwrap();
+    let plain = OnnxEncoder::load(&plain_path).unwrap();
+    let flip = OnnxEncoder::load(&flip_path).unwrap();
+    assert!(flip.flip_average() && !plain.flip_average());
+    let r = plain.recipe();
+    for input in sanskrit(&r, 3) {
+        let mirror: Vec<f32> = input
+            .chunks(r.width)
+            .flat_map(|row| row.iter().rev().copied())
+            .collect();
+        let (a, b) = (plain.embed(&input).unwrap(), plain.embed(&mirror).unwrap());
+        let got = flip.embed(&input).unwrap();
+        for ((g, x), y) in got.iter().zip(&a).zip(&b) {
+            assert!(
+                (g - (x + y) / 2.0).abs() <= 1e-5 * (1.0 + g.abs()),
+                "{g} vs {x} {y}"
+            );
+        }
+        assert_ne!(a, b, "the mirror image embeds differently");
+    }
+    set_metadata(&flip_path, &[("fewshot.flip_average", "yes".into())]).unwrap();
+    let err = OnnxEncoder::load(&flip_path).err().unwrap().to_string();
+    assert!(err.contains("fewshot.flip_average"), "{err}");
 }

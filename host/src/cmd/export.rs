@@ -44,11 +44,16 @@ pub struct ExportArgs {
     gallery_far: Option<f64>,
     /// Gallery sizes for --gallery-far (comma-separated, increasing, at most 8;
     /// each at most the people of --threshold-data with 3 images or more).
-    #[arg(long, value_delimiter = ',', default_value = "10,50,272")]
+    #[arg(long, value_delimiter = ',', default_value = "10,50")]
     gallery_sizes: Vec<usize>,
     /// Enrollment shots per person for --gallery-far (the door's K).
     #[arg(long, default_value_t = 2)]
     gallery_shots: usize,
+    /// Embed each face as the mean of the model's embeddings of it and of its mirror
+    /// image (two runs per face on the device; stored as fewshot.flip_average, so the
+    /// thresholds below are measured with it).
+    #[arg(long)]
+    flip_average: bool,
     /// Operators of the int8 graph.
     #[arg(long, value_enum, default_value_t = Int8Options::DEFAULT.form)]
     int8_form: Int8Form,
@@ -87,6 +92,10 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
                 args.out.display()
             );
         }
+    }
+    if args.flip_average {
+        threshold::set_metadata(&args.out, &[(meta::FLIP_AVERAGE, "true".into())])?;
+        println!("embeddings average the face and its mirror image (two runs per face)");
     }
     if let (Some(far), Some(data)) = (args.gallery_far, &args.threshold_data) {
         let data = fewshot_host::data::resolve(data)?;

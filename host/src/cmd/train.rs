@@ -284,12 +284,12 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
                 batch: args.batch,
                 scale: args.scale,
                 margin: args.margin,
-                augment: (!args.no_augment).then_some(FaceAugment {
-                    max_shift: args.max_shift,
-                    flip: true,
-                    brightness: args.brightness,
-                    contrast: args.contrast,
-                }),
+                augment: face_augment(
+                    args.no_augment,
+                    args.max_shift,
+                    args.brightness,
+                    args.contrast,
+                ),
             };
             let stop = args.common.stop();
             let state = train_cosface(
@@ -359,12 +359,12 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
                 teacher: std::fs::canonicalize(&teacher).unwrap_or(teacher),
                 batch: args.batch,
                 relation: args.relation,
-                augment: (!args.no_augment).then_some(FaceAugment {
-                    max_shift: args.max_shift,
-                    flip: true,
-                    brightness: args.brightness,
-                    contrast: args.contrast,
-                }),
+                augment: face_augment(
+                    args.no_augment,
+                    args.max_shift,
+                    args.brightness,
+                    args.contrast,
+                ),
             };
             let stop = args.common.stop();
             let state = train_distill(
@@ -378,6 +378,21 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             report(&args.common, &config, &state)
         }
     }
+}
+
+/// The face augmentation the flags ask for (flips always; none with `--no-augment`).
+fn face_augment(
+    no_augment: bool,
+    max_shift: usize,
+    brightness: f32,
+    contrast: f32,
+) -> Option<FaceAugment> {
+    (!no_augment).then_some(FaceAugment {
+        max_shift,
+        flip: true,
+        brightness,
+        contrast,
+    })
 }
 
 impl CommonArgs {

@@ -18,7 +18,7 @@ use tract_onnx::pb::{tensor_proto::DataType, ModelProto, NodeProto, TensorProto}
 use super::calibrate::{measure, sample_images, Ranges};
 use super::{
     attr_int, conv_attrs, fold, load_checkpoint, metadata, node, pool_attrs, wrap, FoldedConv,
-    LinearHead, INPUT,
+    LinearHead, INPUT, OUTPUT,
 };
 use crate::data::preprocess_file;
 use crate::nn::checkpoint::write_atomic;
@@ -123,6 +123,59 @@ fn affine_init(init: &mut Vec<TensorProto>, prefix: &str, a: Affine) -> (String,
     init.push(f32s(&s, &[], &[a.scale]));
     init.push(tensor(&z, &[], DataType::Uint8, vec![a.zero_point]));
     (s, z)
+}
+
+/// Ends the graph at `x` with the linear embedding `head`: its weights
+/// stored as int8 with one scale per output row (`DequantizeLinear` along
+/// axis 0), the product and bias in f32.
+fn int8_head(x: &str, head: &LinearHead, nodes: &mut Vec<NodeProto>, init: &mut Vec<TensorProto>) {
+    let mut q = Vec::with_capacity(head.weight.len());
+    let mut scales = Vec::with_capacity(head.dim);
+    for row in head.weight.chunks(head.features) {
+        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = if max > 0.0 {
+            max / CONV_INTEGER_WEIGHT_MAX
+        } else {
+            1.0
+        };
+        q.extend(row.iter().map(|v| {
+            (v / scale)
+                .round_ties_even()
+                .clamp(-CONV_INTEGER_WEIGHT_MAX, CONV_INTEGER_WEIGHT_MAX) as i8 as u8
+        }));
+        scales.push(scale);
+    }
+    init.push(tensor(
+        "embed.weight.q",
+        &[head.dim, head.features],
+        DataType::Int8,
+        q,
+    ));
+    init.push(f32s("embed.weight.scale", &[head.dim], &scales));
+    init.push(tensor(
+        "embed.weight.zero_point",
+        &[head.dim],
+        DataType::Int8,
+        vec![0; head.dim],
+    ));
+    init.push(f32s("embed.bias", &[head.dim], &head.bias));
+    nodes.push(node("Flatten", &[x], "features", vec![attr_int("axis", 1)]));
+    nodes.push(node(
+        "DequantizeLinear",
+        &[
+            "embed.weight.q",
+            "embed.weight.scale",
+            "embed.weight.zero_point",
+        ],
+        "embed.weight",
+        vec![attr_int("axis", 0)],
+    ));
+    nodes.push(node(
+        "Gemm",
+        &["features", "embed.weight", "embed.bias"],
+        OUTPUT,
+        vec![attr_int("transB", 1)],
+    ));
 }
 
 /// Builds the int8 model of the folded `layers` with the calibrated `ranges`.
@@ -233,8 +286,12 @@ pub fn model_proto(
         }
         Int8Form::ConvInteger => x,
     };
-    // A linear embedding stays in f32 on the dequantized features.
-    super::finish(&last, head, &mut nodes, &mut init);
+    // A linear embedding: int8 weights (one scale per output) dequantized
+    // to f32, on the dequantized features.
+    match head {
+        Some(head) => int8_head(&last, head, &mut nodes, &mut init),
+        None => super::finish(&last, None, &mut nodes, &mut init),
+    }
     let quant = serde_json::json!({
         "form": form,
         "weights": match form {

@@ -22,3 +22,18 @@ pub fn data_dir() -> PathBuf {
         candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(" and ")
     );
 }
+
+/// The aligned grey face recipe at `size`×`size` (ArcFace template, area resize).
+pub fn aligned_grey(size: usize) -> fewshot_core::Recipe {
+    use fewshot_core::{Crop, FaceTemplate, Recipe, Resize};
+    Recipe {
+        width: size,
+        height: size,
+        channels: 1,
+        crop: Crop::Aligned(FaceTemplate::ARCFACE),
+        resize: Resize::Area,
+        invert: false,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+    }
+}
