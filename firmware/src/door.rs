@@ -51,7 +51,7 @@ pub const CAPACITY: usize = 64;
 
 /// Embedding sizes a door can be built for (the gallery's size is fixed at
 /// compile time; the model's metadata picks one of these at run time).
-pub const SUPPORTED_DIMS: [usize; 8] = [8, 16, 32, 64, 128, 256, 512, 1024];
+pub const SUPPORTED_DIMS: [usize; 9] = [8, 16, 32, 64, 128, 192, 256, 512, 1024];
 
 /// The door's gallery for `DIM`-dimensional embeddings.
 pub type DoorGallery<const DIM: usize> = Gallery<CAPACITY, DIM>;

@@ -322,3 +322,45 @@ fn the_face_demo_finds_faces_and_reports_frames_without_one() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-yunet.onnx"));
 }
+
+/// The README's distilled face door: a 192-d model, enrolled by its pair
+/// threshold, opening by its threshold for the gallery's size (that of 10
+/// people for one enrolled): the genuine photo is within it, the stranger not.
+#[test]
+fn the_distilled_face_model_runs_the_face_demo_by_its_gallery_threshold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gallery = tmp.path().join("faces.fsgl");
+    let ev = json_events(&[
+        "--model",
+        "models/face-distilled.onnx",
+        "--gallery",
+        gallery.to_str().unwrap(),
+        "--script",
+        "firmware/scripts/face-demo.txt",
+        "--json",
+    ]);
+    assert_eq!(
+        names(&ev),
+        [
+            "booted",
+            "enroll_started",
+            "enrolled",
+            "opened",
+            "refused",
+            "no_face"
+        ]
+    );
+    let model = fewshot_firmware::encoder::OnnxEncoder::load(
+        &repo_root().join("models/face-distilled.onnx"),
+    )
+    .unwrap();
+    let for_one = model.gallery_thresholds().unwrap().for_gallery(1);
+    let pair = model.threshold().unwrap();
+    assert!(for_one < pair, "{for_one} {pair}");
+    let opened = ev[3]["distance"].as_f64().unwrap() as f32;
+    let refused = ev[4]["distance"].as_f64().unwrap() as f32;
+    assert!(
+        opened <= for_one && refused > for_one,
+        "{opened} {refused} {for_one}"
+    );
+}

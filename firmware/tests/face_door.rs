@@ -27,9 +27,13 @@ fn face_args() -> FaceArgs {
     }
 }
 
-type FaceSim = Simulator<1024, DoorEncoder, MemStorage, Recorder>;
+type FaceSim<const DIM: usize = 1024> = Simulator<DIM, DoorEncoder, MemStorage, Recorder>;
 
-fn door(model: &Path, min_eye_px: f32, config: impl FnOnce(&mut Config)) -> (FaceSim, Recorder) {
+fn door<const DIM: usize>(
+    model: &Path,
+    min_eye_px: f32,
+    config: impl FnOnce(&mut Config),
+) -> (FaceSim<DIM>, Recorder) {
     let args = FaceArgs {
         min_eye_px,
         ..face_args()
@@ -43,8 +47,8 @@ fn door(model: &Path, min_eye_px: f32, config: impl FnOnce(&mut Config)) -> (Fac
     c.max_rejections = u32::MAX;
     config(&mut c);
     let events = Recorder::new();
-    let sim = Simulator::<1024, _, _, _>::boot(encoder, MemStorage::default(), events.clone(), c)
-        .unwrap();
+    let sim =
+        Simulator::<DIM, _, _, _>::boot(encoder, MemStorage::default(), events.clone(), c).unwrap();
     (sim, events)
 }
 
@@ -77,11 +81,13 @@ fn decision(events: &[Event]) -> Option<Option<u32>> {
     })
 }
 
-#[test]
-fn a_face_anywhere_in_the_frame_gets_the_decision_of_the_photo() {
+/// 20 ORL people enrolled from one photo each; 80 probes (60 genuine, 20
+/// strangers) shown alone and placed in a 640×480 scene: how often the two
+/// decisions agree, of how many, and how often the photo alone opened for
+/// the right person.
+fn off_centre<const DIM: usize>(model: &Path) -> (usize, usize, usize) {
     let tmp = tempfile::tempdir().unwrap();
-    let model = aligned_model();
-    let (mut sim, events) = door(&model, 16.0, |c| c.enroll_shots = 1);
+    let (mut sim, events) = door::<DIM>(model, 16.0, |c| c.enroll_shots = 1);
     // 20 ORL people enrolled from their first photo.
     let mut ids = Vec::new();
     for p in 1..=20 {
@@ -138,6 +144,12 @@ fn a_face_anywhere_in_the_frame_gets_the_decision_of_the_photo() {
             opened_right += 1;
         }
     }
+    (same, total, opened_right)
+}
+
+#[test]
+fn a_face_anywhere_in_the_frame_gets_the_decision_of_the_photo() {
+    let (same, total, opened_right) = off_centre::<1024>(&aligned_model());
     eprintln!("same decision for {same} of {total} probes; the photos alone opened for the right person {opened_right} of 60 times");
     assert_eq!(total, 80);
     // The goal is the same decision in at least 98 % of cases; the committed
@@ -157,7 +169,7 @@ fn a_face_anywhere_in_the_frame_gets_the_decision_of_the_photo() {
 fn no_face_two_faces_and_a_small_face() {
     let tmp = tempfile::tempdir().unwrap();
     let model = aligned_model();
-    let (mut sim, events) = door(&model, 16.0, |c| c.enroll_shots = 1);
+    let (mut sim, events) = door::<1024>(&model, 16.0, |c| c.enroll_shots = 1);
     let empty = scene(tmp.path(), "empty", 120, &[]);
 
     // Enrollment skips frames without a face and takes the next face.
@@ -227,7 +239,7 @@ fn no_face_two_faces_and_a_small_face() {
 
     // A face too small to recognise (eyes about 50 px apart, 60 asked for):
     // refused with its eye distance.
-    let (mut strict, events) = door(&model, 60.0, |_| {});
+    let (mut strict, events) = door::<1024>(&model, 60.0, |_| {});
     assert!(matches!(&events.take()[..], [Event::Booted { .. }]));
     let small = scene(tmp.path(), "small", 90, &[(&orl(1, 2), 300, 200, 150)]);
     strict.step(&Command::Frame(small)).unwrap();
@@ -261,4 +273,24 @@ fn an_aligning_model_without_a_detector_file_is_refused_by_name() {
     // A plain model stays plain: no detector is loaded unless asked.
     let plain = DoorEncoder::load(&common::model_path(), &face_args(), &data_dir()).unwrap();
     assert!(matches!(plain, DoorEncoder::Plain(_)));
+}
+
+/// The distilled model (`models/face-distilled.onnx`, 192-d, opening by its
+/// threshold for the gallery's size) on the same frames.
+#[test]
+fn the_distilled_model_gets_the_decision_of_the_photo_off_centre() {
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/face-distilled.onnx");
+    let (same, total, opened_right) = off_centre::<192>(&model);
+    eprintln!("distilled: same decision for {same} of {total} probes; the photos alone opened for the right person {opened_right} of 60 times");
+    assert_eq!(total, 80);
+    // Below the 98 % goal too: 75 of 80 (2026-12-01). This model opens by
+    // its stricter threshold for the gallery's size (that of 50 people for
+    // these 20), where more genuine probes sit near the threshold, and it was
+    // trained without shifted crops, so the landmarks' 1-2 px of jitter moves
+    // them across it. The bound guards against a geometry error (which agrees
+    // far less often), not the goal.
+    assert!(
+        same * 100 >= 90 * total,
+        "same decision for only {same} of {total}"
+    );
 }

@@ -34,7 +34,10 @@ fn main() -> anyhow::Result<()> {
         height: recipe.height,
         width: recipe.width,
     };
-    let set = ClassSet::load(&resolve(&PathBuf::from("faces/lfw-devtrain"))?, Layout::Auto)?;
+    let set = ClassSet::load(
+        &resolve(&PathBuf::from("faces/lfw-devtrain"))?,
+        Layout::Auto,
+    )?;
     let pairs: Vec<_> = set
         .classes
         .iter()

@@ -141,6 +141,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         32 => run.go::<32>(encoder),
         64 => run.go::<64>(encoder),
         128 => run.go::<128>(encoder),
+        192 => run.go::<192>(encoder),
         256 => run.go::<256>(encoder),
         512 => run.go::<512>(encoder),
         1024 => run.go::<1024>(encoder),

@@ -82,6 +82,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         32 => go::<32>(args, encoder, config),
         64 => go::<64>(args, encoder, config),
         128 => go::<128>(args, encoder, config),
+        192 => go::<192>(args, encoder, config),
         256 => go::<256>(args, encoder, config),
         512 => go::<512>(args, encoder, config),
         1024 => go::<1024>(args, encoder, config),

@@ -115,7 +115,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         )?;
         for p in &points {
             println!(
-                "gallery of {}: threshold {} for FAR ≤ {far} per stranger: FAR {:.3} %, TAR {:.2} % ({} galleries, {} stranger probes)",
+                "gallery of {}: threshold {} for FAR ≤ {far} per stranger: FAR {:.3} %, TAR {:.2} % ({} random galleries, {} stranger probes)",
                 p.gallery,
                 p.threshold,
                 100.0 * p.far,

@@ -224,9 +224,10 @@ pub struct GalleryThreshold {
     pub stranger_probes: usize,
 }
 
-/// For each size in `sizes`: `trials` random galleries of that many of the
-/// enrolled people (seeded), their probes pooled, and the threshold with the
-/// highest TAR whose share of strangers let in is at most `target_far`.
+/// For each size in `sizes` (increasing): `trials` random galleries of that
+/// many of the enrolled people (seeded), their probes pooled, and the
+/// threshold with the highest TAR whose share of strangers let in is at most
+/// `target_far`, or the previous size's if that is stricter.
 pub fn gallery_thresholds(
     door: &DoorSet,
     emb: &Embeddings,
@@ -241,7 +242,7 @@ pub fn gallery_thresholds(
     }
     let prototypes = door.prototypes(emb)?;
     let people = door.enrolled.len();
-    let mut out = Vec::new();
+    let mut out: Vec<GalleryThreshold> = Vec::new();
     for &size in sizes {
         if size > people || size == 0 {
             return Err(DoorEvalError::GalleryTooLarge {
@@ -262,12 +263,19 @@ pub fn gallery_thresholds(
             return Err(DoorEvalError::NoStrangers);
         }
         let point = tar_at_far(&pooled.roc(), target_far).ok_or(CoreError::NonFinite)?;
+        // A larger gallery never gets a laxer threshold (each stranger meets
+        // more people): where sampling says otherwise, the smaller's holds.
+        let threshold = match out.last() {
+            Some(prev) if prev.threshold < point.threshold => prev.threshold,
+            _ => point.threshold,
+        };
+        let (tar, far) = pooled.at_threshold(threshold);
         out.push(GalleryThreshold {
             gallery: size,
-            threshold: point.threshold,
+            threshold,
             target_far,
-            far: point.far,
-            tar: point.tar,
+            far,
+            tar,
             trials: runs,
             stranger_probes: pooled.strangers.len(),
         });
