@@ -267,30 +267,35 @@ fn a_corrupt_gallery_file_is_kept_aside_and_the_door_starts_empty() {
     assert!(!gallery.exists());
 }
 
-#[test]
-fn the_face_demo_finds_faces_and_reports_frames_without_one() {
-    let tmp = tempfile::tempdir().unwrap();
-    let gallery = tmp.path().join("faces.fsgl");
+/// The README's face demo script with `model`: its events, checked to be
+/// enroll, open for the genuine photo, refuse the stranger, no face.
+fn face_demo(model: &str, gallery: &Path) -> Vec<Value> {
     let ev = json_events(&[
         "--model",
-        "models/face-aligned.onnx",
+        model,
         "--gallery",
         gallery.to_str().unwrap(),
         "--script",
         "firmware/scripts/face-demo.txt",
         "--json",
     ]);
-    assert_eq!(
-        names(&ev),
-        [
-            "booted",
-            "enroll_started",
-            "enrolled",
-            "opened",
-            "refused",
-            "no_face"
-        ]
-    );
+    let expected = [
+        "booted",
+        "enroll_started",
+        "enrolled",
+        "opened",
+        "refused",
+        "no_face",
+    ];
+    assert_eq!(names(&ev), expected, "{model}");
+    ev
+}
+
+#[test]
+fn the_face_demo_finds_faces_and_reports_frames_without_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gallery = tmp.path().join("faces.fsgl");
+    let ev = face_demo("models/face-aligned.onnx", &gallery);
     // The decisions carry the face's box, inside the 92×112 ORL photo.
     for e in &ev[3..5] {
         let b: Vec<f64> = e["box"]
@@ -330,26 +335,7 @@ fn the_face_demo_finds_faces_and_reports_frames_without_one() {
 fn the_distilled_face_model_runs_the_face_demo_by_its_gallery_threshold() {
     let tmp = tempfile::tempdir().unwrap();
     let gallery = tmp.path().join("faces.fsgl");
-    let ev = json_events(&[
-        "--model",
-        "models/face-distilled.onnx",
-        "--gallery",
-        gallery.to_str().unwrap(),
-        "--script",
-        "firmware/scripts/face-demo.txt",
-        "--json",
-    ]);
-    assert_eq!(
-        names(&ev),
-        [
-            "booted",
-            "enroll_started",
-            "enrolled",
-            "opened",
-            "refused",
-            "no_face"
-        ]
-    );
+    let ev = face_demo("models/face-distilled.onnx", &gallery);
     let model = fewshot_firmware::encoder::OnnxEncoder::load(
         &repo_root().join("models/face-distilled.onnx"),
     )
