@@ -273,3 +273,37 @@ fn a_short_run_moves_the_student_towards_the_teacher() {
     .unwrap_err();
     assert!(format!("{err:#}").contains("dimensions"), "{err:#}");
 }
+
+#[test]
+fn bad_teachers_are_refused_by_name() {
+    let data = common::data_dir();
+    // An ONNX model without this project's metadata (the face detector).
+    let yunet = data.join("models/yunet_s_dynamic.onnx");
+    let err = Teacher::load(&yunet, None).err().unwrap().to_string();
+    assert!(
+        err.contains("yunet_s_dynamic.onnx") && err.contains("fewshot.recipe"),
+        "{err}"
+    );
+    // Neither ONNX nor TensorFlow Lite.
+    let err = Teacher::load(&data.join("README.md"), None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("README.md") && err.contains(".onnx or .tflite"),
+        "{err}"
+    );
+    // A missing file.
+    let err = Teacher::load(Path::new("no-such-teacher.onnx"), None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("no-such-teacher.onnx"), "{err}");
+    // A TensorFlow Lite file: read with the `tflite` feature, else the
+    // error says how to build it.
+    let tflite = data.join("models/mobilefacenet.tflite");
+    match Teacher::load(&tflite, None) {
+        Ok(t) => assert_eq!(t.dim(), 192),
+        Err(e) => assert!(e.to_string().contains("--features tflite"), "{e}"),
+    }
+}

@@ -20,8 +20,9 @@ pub enum Defaults {
 #[derive(Debug, Clone, Args)]
 pub struct ModelArgs {
     /// Embedding function: `pixels` (the preprocessed pixels themselves), a
-    /// checkpoint (`best.safetensors` with its `best.json` beside it), or an
-    /// exported `.onnx` model (run by the device's tract loader).
+    /// checkpoint (`best.safetensors` with its `best.json` beside it), an
+    /// exported `.onnx` model (run by the device's tract loader), or a `.tflite`
+    /// face encoder taking MobileFaceNet's input (a build with `--features tflite`).
     #[arg(long, default_value = "pixels")]
     pub model: String,
     /// Pixel baseline: output side in pixels (default 28 for Omniglot, 32 for faces).

@@ -240,7 +240,7 @@ fn recipe_of(proto: &tract_onnx::pb::ModelProto) -> Result<Recipe, String> {
         .find(|p| p.key == key)
         .ok_or_else(|| {
             format!(
-                "has no {key} metadata (not exported by `fewshot export`): give --teacher-recipe"
+                "has no {key} metadata: an ONNX teacher must be exported by `fewshot export` (a face encoder from elsewhere: a .tflite file with MobileFaceNet's input)"
             )
         })?;
     let spec: RecipeSpec =
