@@ -70,9 +70,9 @@ pub fn teacher_targets(
 ) -> anyhow::Result<Targets> {
     let dim = teacher.dim();
     let file = cache.map(|d| d.join(format!("teacher-{:016x}.bin", teacher.id())));
-    let mut known = match &file {
+    let (mut known, complete) = match &file {
         Some(f) => read_cache(f, dim)?,
-        None => HashMap::new(),
+        None => (HashMap::new(), 0),
     };
     let keys: Vec<String> = paths
         .iter()
@@ -96,7 +96,7 @@ pub fn teacher_targets(
             ProgressBar::hidden()
         };
         let mut writer = match &file {
-            Some(f) => Some(open_for_append(f, dim)?),
+            Some(f) => Some(open_for_append(f, dim, complete)?),
             None => None,
         };
         let recipe = teacher.recipe();
@@ -187,34 +187,35 @@ fn parse(bytes: &[u8], dim: usize) -> Option<(HashMap<String, Vec<f32>>, usize)>
     Some((map, at))
 }
 
-/// Reads a cache file; a missing or foreign file reads as empty.
-fn read_cache(path: &Path, dim: usize) -> anyhow::Result<HashMap<String, Vec<f32>>> {
+/// Reads a cache file: its records, and the length their complete ones end
+/// at; a missing or foreign file reads as empty (length 0).
+fn read_cache(path: &Path, dim: usize) -> anyhow::Result<(HashMap<String, Vec<f32>>, usize)> {
     match std::fs::read(path) {
-        Ok(bytes) => Ok(parse(&bytes, dim).map(|(m, _)| m).unwrap_or_default()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
+        Ok(bytes) => Ok(parse(&bytes, dim).unwrap_or_default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((HashMap::new(), 0)),
         Err(e) => Err(e).with_context(|| format!("reading the teacher cache {}", path.display())),
     }
 }
 
-/// Opens the cache for appending: cuts a record a crash left unfinished,
-/// and starts the file afresh when it is missing or not a cache of `dim`.
-fn open_for_append(path: &Path, dim: usize) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
+/// Opens the cache for appending after its first `keep` bytes (where its
+/// complete records end, from [`read_cache`]): cuts a record a crash left
+/// unfinished, and starts the file afresh when `keep` is 0 (missing, or not
+/// a cache of `dim`).
+fn open_for_append(
+    path: &Path,
+    dim: usize,
+    keep: usize,
+) -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
     let ctx = || format!("opening the teacher cache {}", path.display());
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(ctx)?;
     }
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(ctx),
-    };
     let file = OpenOptions::new()
         .create(true)
         .write(true)
         .truncate(false)
         .open(path)
         .with_context(ctx)?;
-    let keep = parse(&bytes, dim).map_or(0, |(_, end)| end);
     file.set_len(keep as u64).with_context(ctx)?;
     let mut w = std::io::BufWriter::new(file);
     use std::io::Seek;
