@@ -2,6 +2,7 @@
 //! between the figures, and clear errors for bad input.
 mod common;
 
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
@@ -147,6 +148,27 @@ fn bad_input_gives_clear_errors() {
     std::fs::write(&pairs, "1\nAaron_Peirsol 1 2\nbroken line\n").unwrap();
     let (ok, _, err) = fewshot(&["verify", "--pairs", pairs.to_str().unwrap()]);
     assert!(!ok && err.contains("pairs.txt:3"), "{err}");
+    // Int8 export: the default form takes no calibration, the others need it.
+    let ckpt = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/omniglot-protonet-small1.safetensors"
+    );
+    let out = tmp.path().join("int8.onnx");
+    let out = out.to_str().unwrap();
+    let export = |extra: &[&str]| {
+        let mut args = vec!["export", "--model", ckpt, "--out", out, "--int8"];
+        args.extend_from_slice(extra);
+        fewshot(&args)
+    };
+    let (ok, _, err) = export(&["--int8-form", "conv-integer"]);
+    assert!(!ok && err.contains("--calibration DIR"), "{err}");
+    let (ok, _, err) = export(&["--calibration", "omniglot/images_background_small1"]);
+    assert!(!ok && err.contains("takes no calibration images"), "{err}");
+    assert!(!Path::new(out).exists(), "nothing written on a bad flag");
+    let (ok, stdout, err) = export(&[]);
+    assert!(ok && stdout.contains("weight-only"), "{stdout}{err}");
+    let model = fewshot_firmware::encoder::OnnxEncoder::load(Path::new(out)).unwrap();
+    assert!(model.metadata()[fewshot_core::model_meta::QUANTIZATION].contains("weight-only"));
     for (ok, _, err) in [
         fewshot(&["eval", "--data", "no/such"]),
         fewshot(&["verify", "--pairs", "x"]),

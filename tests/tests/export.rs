@@ -226,9 +226,10 @@ fn a_linear_embedding_exports_and_agrees_across_runtimes() {
     let calibration = data_dir().join("omniglot/images_background_small1/Greek");
     let options = Int8Options {
         images: 200,
+        form: Int8Form::ConvInteger,
         ..Int8Options::DEFAULT
     };
-    export_int8(&weights, &int8, &calibration, options).unwrap();
+    export_int8(&weights, &int8, Some(&calibration), options).unwrap();
     let quantized = OnnxEncoder::load(&int8).unwrap();
     let (mut err, mut norm) = (0.0f64, 0.0f64);
     for input in &inputs {
@@ -285,13 +286,14 @@ fn int8_exports_agree_across_runtimes_and_with_f32() {
             form,
             percentile: 100.0,
         };
-        let done = export_int8(&weights, &path, &calibration, options).unwrap();
-        assert_eq!(done.ranges.images, 200);
+        let done = export_int8(&weights, &path, Some(&calibration), options).unwrap();
+        let ranges = done.ranges.expect("calibrated ranges");
+        assert_eq!(ranges.images, 200);
         let device = OnnxEncoder::load(&path).unwrap();
         assert_eq!(device.metadata()["fewshot.weights"], "int8");
         assert!(device.metadata().contains_key("fewshot.quantization"));
         // One step of the last block's uint8 output.
-        let step = f64::from(done.ranges.blocks[3]) / 255.0;
+        let step = f64::from(ranges.blocks[3]) / 255.0;
         let (rows, _) = onnxruntime(&path, &inputs, &r);
         let (mut worst_rt, mut err, mut norm) = (0.0f64, 0.0f64, 0.0f64);
         for (got, input) in rows.iter().zip(&inputs) {
@@ -318,6 +320,110 @@ fn int8_exports_agree_across_runtimes_and_with_f32() {
             (err / norm).sqrt()
         );
     }
+}
+
+/// The initialisers of an ONNX file by name.
+fn initializers(path: &Path) -> std::collections::HashMap<String, tract_onnx::pb::TensorProto> {
+    let proto = tract_onnx::pb::ModelProto::decode(&std::fs::read(path).unwrap()[..]).unwrap();
+    proto
+        .graph
+        .unwrap()
+        .initializer
+        .into_iter()
+        .map(|t| (t.name.clone(), t))
+        .collect()
+}
+
+fn f32_values(t: &tract_onnx::pb::TensorProto) -> Vec<f32> {
+    t.raw_data
+        .chunks(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// The `weight-only` form (the default): no calibration; the file stores every
+/// convolution's and the head's weights as int8 with one scale per output
+/// channel (each weight within half a step of the f32 export's, the largest at
+/// ±127), the rest in f32; tract and onnxruntime compute the same f32
+/// arithmetic on the dequantized weights, close to the f32 model.
+#[test]
+fn weight_only_int8_stores_int8_weights_and_computes_in_f32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = tiny_checkpoint_embedding(tmp.path(), 6, 8, 20, Some(16));
+    let f32_model = tmp.path().join("tiny.onnx");
+    export_f32(&weights, &f32_model).unwrap();
+    let path = tmp.path().join("tiny-weight-only.onnx");
+    let done = export_int8(&weights, &path, None, Int8Options::DEFAULT).unwrap();
+    assert!(done.ranges.is_none(), "weight-only takes no calibration");
+    let err = export_int8(
+        &weights,
+        &tmp.path().join("x.onnx"),
+        None,
+        Int8Options {
+            form: Int8Form::ConvInteger,
+            ..Int8Options::DEFAULT
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("needs calibration"), "{err}");
+
+    let exact = initializers(&f32_model);
+    let quant = initializers(&path);
+    let blocks = (0..4).map(|b| format!("block{b}.weight"));
+    for name in blocks.chain(["embed.weight".to_string()]) {
+        let w = f32_values(&exact[&name]);
+        let q = &quant[&format!("{name}.q")];
+        assert_eq!(
+            q.data_type,
+            tract_onnx::pb::tensor_proto::DataType::Int8 as i32
+        );
+        let scales = f32_values(&quant[&format!("{name}.scale")]);
+        let per = w.len() / scales.len();
+        for (c, (row, qrow)) in w.chunks(per).zip(q.raw_data.chunks(per)).enumerate() {
+            let s = f64::from(scales[c]);
+            let max = row.iter().fold(0.0f64, |m, v| m.max(f64::from(*v).abs()));
+            assert!(
+                (s * 127.0 - max).abs() <= 1e-6 * max,
+                "{name} channel {c}: scale {s}, max {max}"
+            );
+            let mut widest = 0;
+            for (v, &b) in row.iter().zip(qrow) {
+                let q = i32::from(b as i8);
+                widest = widest.max(q.abs());
+                assert!(
+                    (f64::from(*v) - s * f64::from(q)).abs() <= s * 0.5 + 1e-9,
+                    "{name} channel {c}: {v} stored as {q} × {s}"
+                );
+            }
+            assert_eq!(widest, 127, "{name} channel {c} uses the full range");
+        }
+        assert!(!quant.contains_key(&name), "{name} is not stored in f32");
+    }
+
+    let reference = OnnxEncoder::load(&f32_model).unwrap();
+    let device = OnnxEncoder::load(&path).unwrap();
+    assert_eq!(device.metadata()["fewshot.weights"], "int8");
+    assert!(device.metadata()["fewshot.quantization"].contains("weight-only"));
+    let r = reference.recipe();
+    let inputs = sanskrit(&r, 6);
+    let (rows, _) = onnxruntime(&path, &inputs, &r);
+    let (mut rt, mut err, mut norm) = (0.0f64, 0.0f64, 0.0f64);
+    for (got, input) in rows.iter().zip(&inputs) {
+        let tract = device.embed(input).unwrap();
+        let exact = reference.embed(input).unwrap();
+        for ((g, t), e) in got.iter().zip(&tract).zip(&exact) {
+            rt += (g - f64::from(*t)).powi(2);
+            err += (f64::from(*t) - f64::from(*e)).powi(2);
+            norm += f64::from(*e).powi(2);
+        }
+    }
+    let (rt, err) = ((rt / norm).sqrt(), (err / norm).sqrt());
+    eprintln!("weight-only: onnxruntime vs tract relative {rt:.2e}; vs f32 {err:.4}");
+    assert!(
+        rt < 1e-5,
+        "onnxruntime vs tract: {rt} (both compute in f32)"
+    );
+    assert!(err < 0.02, "weight-only is {err} off the f32 model");
 }
 
 /// `--threshold-far`: the stored threshold accepts at most the target share of

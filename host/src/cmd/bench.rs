@@ -27,12 +27,18 @@ pub enum BenchCommand {
 /// Arguments of `fewshot bench encoder`.
 #[derive(Debug, Args)]
 pub struct EncoderArgs {
-    /// Exported model (.onnx).
-    #[arg(long)]
-    model: std::path::PathBuf,
-    /// Timed runs (the median is reported).
+    /// Exported model (.onnx). Repeat to compare several: they are timed in
+    /// turns (--rounds rounds of --runs runs each), so that the machine's
+    /// drift from minute to minute falls on all of them alike.
+    #[arg(long, required = true)]
+    model: Vec<std::path::PathBuf>,
+    /// Timed runs (the median is reported; with several models, per round).
     #[arg(long, default_value_t = 300)]
     runs: usize,
+    /// With several models: rounds of --runs runs each (the median of the
+    /// rounds' medians is reported, with their range).
+    #[arg(long, default_value_t = 15)]
+    rounds: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -85,31 +91,26 @@ pub fn run(command: BenchCommand) -> anyhow::Result<()> {
 }
 
 fn encoder(args: EncoderArgs) -> anyhow::Result<()> {
-    let model = fewshot_firmware::encoder::OnnxEncoder::load(&args.model)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let input: Vec<f32> = (0..model.recipe().len())
-        .map(|_| rng.random_range(0.0..1.0))
-        .collect();
+    if args.model.len() > 1 {
+        return compare_encoders(&args);
+    }
+    let path = &args.model[0];
+    let model = fewshot_firmware::encoder::OnnxEncoder::load(path)?;
+    let input = random_input(&model);
     for _ in 0..10 {
         model.embed(&input)?;
     }
-    let mut times = Vec::with_capacity(args.runs);
-    for _ in 0..args.runs.max(1) {
-        let start = Instant::now();
-        std::hint::black_box(model.embed(std::hint::black_box(&input))?);
-        times.push(start.elapsed().as_secs_f64() * 1e6);
-    }
-    times.sort_by(f64::total_cmp);
+    let times = time_runs(&model, &input, args.runs)?;
     let median = times[times.len() / 2];
     if args.profile {
-        profile_tract(&args.model, &input, model.recipe(), args.runs)?;
+        profile_tract(path, &input, model.recipe(), args.runs)?;
     }
-    let size = std::fs::metadata(&args.model).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     if args.json {
         super::print_json(&json!({
             "bench": "encoder",
             "runtime": "tract",
-            "model": args.model,
+            "model": path,
             "file_bytes": size,
             "runs": times.len(),
             "median_us": median,
@@ -118,11 +119,90 @@ fn encoder(args: EncoderArgs) -> anyhow::Result<()> {
     } else {
         println!(
             "{}: {} bytes; tract, batch 1: median {median:.0} µs per image over {} runs (min {:.0})",
-            args.model.display(),
+            path.display(),
             size,
             times.len(),
             times[0]
         );
+    }
+    Ok(())
+}
+
+/// A seeded random input of the model's size.
+fn random_input(model: &fewshot_firmware::encoder::OnnxEncoder) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    (0..model.recipe().len())
+        .map(|_| rng.random_range(0.0..1.0))
+        .collect()
+}
+
+/// `runs` timed embeddings of `input`, µs, sorted.
+fn time_runs(
+    model: &fewshot_firmware::encoder::OnnxEncoder,
+    input: &[f32],
+    runs: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut times = Vec::with_capacity(runs.max(1));
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        std::hint::black_box(model.embed(std::hint::black_box(input))?);
+        times.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times)
+}
+
+/// Several models timed in turns: each round runs every model `runs` times.
+fn compare_encoders(args: &EncoderArgs) -> anyhow::Result<()> {
+    if args.profile {
+        anyhow::bail!("--profile takes one --model");
+    }
+    let models = args
+        .model
+        .iter()
+        .map(|p| fewshot_firmware::encoder::OnnxEncoder::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let inputs: Vec<Vec<f32>> = models.iter().map(random_input).collect();
+    for (model, input) in models.iter().zip(&inputs) {
+        for _ in 0..10 {
+            model.embed(input)?;
+        }
+    }
+    let mut medians = vec![Vec::new(); models.len()];
+    for _ in 0..args.rounds.max(1) {
+        for ((model, input), m) in models.iter().zip(&inputs).zip(&mut medians) {
+            let times = time_runs(model, input, args.runs)?;
+            m.push(times[times.len() / 2]);
+        }
+    }
+    let mut rows = Vec::new();
+    for (path, m) in args.model.iter().zip(&mut medians) {
+        m.sort_by(f64::total_cmp);
+        let (median, lo, hi) = (m[m.len() / 2], m[0], m[m.len() - 1]);
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if args.json {
+            rows.push(json!({
+                "bench": "encoder",
+                "runtime": "tract",
+                "model": path,
+                "file_bytes": size,
+                "rounds": m.len(),
+                "runs_per_round": args.runs.max(1),
+                "median_us": median,
+                "round_median_min_us": lo,
+                "round_median_max_us": hi,
+            }));
+        } else {
+            println!(
+                "{}: {size} bytes; tract, batch 1: median {median:.0} µs per image (the median of {} rounds' medians of {} runs, range {lo:.0}-{hi:.0})",
+                path.display(),
+                m.len(),
+                args.runs.max(1)
+            );
+        }
+    }
+    if args.json {
+        super::print_json(&serde_json::Value::Array(rows))?;
     }
     Ok(())
 }
@@ -160,12 +240,14 @@ fn profile_tract(
     println!("tract plan, mean µs per run by node:");
     for id in order.into_iter().filter(|&i| spent[i] > 0.0) {
         let node = &plan.model().nodes()[id];
+        let info = node.op().info().unwrap_or_default().join("; ");
         println!(
-            "{:>9.1} µs {:>5.1}%  {} ({})",
+            "{:>9.1} µs {:>5.1}%  {} ({}) {}",
             spent[id] / runs.max(1) as f64,
             100.0 * spent[id] / total,
             node.name,
-            node.op().name()
+            node.op().name(),
+            info
         );
     }
     Ok(())

@@ -15,11 +15,13 @@ pub struct ExportArgs {
     /// Where to write the ONNX model.
     #[arg(long)]
     out: PathBuf,
-    /// Quantize to int8: int8 weights per output channel, uint8 activations.
-    #[arg(long, requires = "calibration")]
+    /// Quantize to int8: int8 weights per output channel (and, in the
+    /// `qlinear` and `conv-integer` forms, uint8 activations).
+    #[arg(long)]
     int8: bool,
     /// Folder of real images (any depth) whose activation ranges set the int8
-    /// scales; relative paths are taken under the data folder.
+    /// activation scales (`qlinear`, `conv-integer`); relative paths are taken
+    /// under the data folder.
     #[arg(long, requires = "int8")]
     calibration: Option<PathBuf>,
     /// How many calibration images to use (a seeded sample of the folder).
@@ -54,9 +56,18 @@ pub struct ExportArgs {
     /// thresholds below are measured with it).
     #[arg(long)]
     flip_average: bool,
-    /// Operators of the int8 graph.
-    #[arg(long, value_enum, default_value_t = Int8Options::DEFAULT.form)]
+    /// Operators of the int8 graph: `weight-only` runs at f32 speed on every CPU;
+    /// `conv-integer` is faster only where tract has fast int8 kernels (AVX-512 VNNI,
+    /// ARM dot product) and 20× slower on some AVX2 CPUs (models/README.md).
+    #[arg(long, value_enum, default_value_t = Int8Options::DEFAULT.form, requires = "int8")]
     int8_form: Int8Form,
+}
+
+/// The form's name on the command line.
+fn form_name(form: Int8Form) -> String {
+    clap::ValueEnum::to_possible_value(&form)
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_else(|| format!("{form:?}"))
 }
 
 /// Runs `fewshot export`.
@@ -64,34 +75,54 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     if !args.model.is_file() {
         anyhow::bail!("--model {}: no such checkpoint", args.model.display());
     }
-    match args.calibration {
-        Some(folder) if args.int8 => {
-            let folder = fewshot_host::data::resolve(&folder)?;
-            let options = Int8Options {
-                images: args.calibration_images,
-                form: args.int8_form,
-                percentile: args.calibration_percentile,
-            };
-            let done = export_int8(&args.model, &args.out, &folder, options)?;
-            println!(
-                "wrote {} ({} bytes, int8 {:?}, calibrated on {} images: input {:?}, block ranges {:?} at percentile {})",
+    if args.int8 {
+        let form = args.int8_form;
+        let folder = match &args.calibration {
+            Some(folder) => Some(fewshot_host::data::resolve(folder)?),
+            None if form.needs_calibration() => anyhow::bail!(
+                "--int8-form {}: give --calibration DIR, images whose activation ranges set the int8 scales",
+                form_name(form)
+            ),
+            None => None,
+        };
+        if folder.is_some() && !form.needs_calibration() {
+            anyhow::bail!(
+                "--calibration: the {} form quantizes weights only and takes no calibration images \
+                 (drop it, or choose --int8-form conv-integer or qlinear)",
+                form_name(form)
+            );
+        }
+        let options = Int8Options {
+            images: args.calibration_images,
+            form,
+            percentile: args.calibration_percentile,
+        };
+        let done = export_int8(&args.model, &args.out, folder.as_deref(), options)?;
+        match &done.ranges {
+            Some(ranges) => println!(
+                "wrote {} ({} bytes, int8 {}, calibrated on {} images: input {:?}, block ranges {:?} at percentile {})",
                 args.out.display(),
                 done.bytes,
-                args.int8_form,
-                done.ranges.images,
-                done.ranges.input,
-                done.ranges.blocks,
-                done.ranges.percentile
-            );
+                form_name(form),
+                ranges.images,
+                ranges.input,
+                ranges.blocks,
+                ranges.percentile
+            ),
+            None => println!(
+                "wrote {} ({} bytes, int8 weights, f32 arithmetic: {})",
+                args.out.display(),
+                done.bytes,
+                form_name(form)
+            ),
         }
-        _ => {
-            fewshot_host::export::export_f32(&args.model, &args.out)?;
-            let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
-            println!(
-                "wrote {} ({size} bytes, f32, batch norm folded)",
-                args.out.display()
-            );
-        }
+    } else {
+        fewshot_host::export::export_f32(&args.model, &args.out)?;
+        let size = std::fs::metadata(&args.out).map(|m| m.len()).unwrap_or(0);
+        println!(
+            "wrote {} ({size} bytes, f32, batch norm folded)",
+            args.out.display()
+        );
     }
     if args.flip_average {
         threshold::set_metadata(&args.out, &[(meta::FLIP_AVERAGE, "true".into())])?;

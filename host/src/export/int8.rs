@@ -1,7 +1,12 @@
 //! Int8 export: per-output-channel symmetric int8 weights, uint8 activations
 //! with scales from calibrated ranges, rounding half to even.
 //!
-//! Two graph forms, chosen with [`Int8Form`]:
+//! Three graph forms, chosen with [`Int8Form`]:
+//! - `weight-only` (the default): int8 weights, `DequantizeLinear` to f32
+//!   constants that the runtime folds when it loads the model, then the f32
+//!   graph. A third of the f32 file, and exactly as fast as f32 wherever the
+//!   runtime runs f32 well (tract's AVX2 int8 kernel is 20× slower than its
+//!   f32 one on some x86 CPUs: see `models/README.md`).
 //! - `qlinear`: `QuantizeLinear`, then per block `QLinearConv` (uint8 in and
 //!   out, ReLU folded into the output's zero point 0 and saturation) and
 //!   `MaxPool` on uint8; `DequantizeLinear` at the end. Integer from the first
@@ -28,6 +33,8 @@ use crate::nn::encoder::EncoderConfig;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Int8Form {
+    /// Int8 weights dequantized to f32 constants at load; f32 arithmetic.
+    WeightOnly,
     /// `QLinearConv` with uint8 activations between blocks.
     Qlinear,
     /// `ConvInteger` with the rest of each block in f32.
@@ -183,9 +190,15 @@ pub fn model_proto(
     config: &crate::nn::checkpoint::ModelConfig,
     layers: &[FoldedConv],
     head: Option<&LinearHead>,
-    ranges: &Ranges,
+    ranges: Option<&Ranges>,
     form: Int8Form,
 ) -> anyhow::Result<ModelProto> {
+    let Some(ranges) = ranges else {
+        if form != Int8Form::WeightOnly {
+            bail!("the {form:?} form needs calibrated activation ranges");
+        }
+        return weight_only_proto(config, layers, head);
+    };
     if ranges.blocks.len() != layers.len() {
         bail!(
             "calibration covers {} blocks, the model has {}",
@@ -204,7 +217,7 @@ pub fn model_proto(
         let p = |s: &str| format!("block{b}.{s}");
         let weight_max = match form {
             Int8Form::Qlinear => QLINEAR_WEIGHT_MAX,
-            Int8Form::ConvInteger => CONV_INTEGER_WEIGHT_MAX,
+            Int8Form::ConvInteger | Int8Form::WeightOnly => CONV_INTEGER_WEIGHT_MAX,
         };
         let q = quantize_conv(layer, input.scale, weight_max);
         let (cout, cin) = (layer.cout, layer.cin);
@@ -243,6 +256,7 @@ pub fn model_proto(
                 x = pool;
                 input = output;
             }
+            Int8Form::WeightOnly => bail!("the weight-only form takes no activation ranges"),
             Int8Form::ConvInteger => {
                 let conv = p("conv");
                 nodes.push(node("ConvInteger", &[&x, &wn, &x_z], &conv, conv_attrs()));
@@ -284,7 +298,7 @@ pub fn model_proto(
             nodes.push(node("DequantizeLinear", &[&x, &x_s, &x_z], &deq, vec![]));
             deq
         }
-        Int8Form::ConvInteger => x,
+        Int8Form::ConvInteger | Int8Form::WeightOnly => x,
     };
     // A linear embedding: int8 weights (one scale per output) dequantized
     // to f32, on the dequantized features.
@@ -296,7 +310,7 @@ pub fn model_proto(
         "form": form,
         "weights": match form {
             Int8Form::Qlinear => "int8 in [-63, 63] (7-bit, reduced range), symmetric per output channel, round half to even",
-            Int8Form::ConvInteger => "int8, symmetric per output channel, round half to even",
+            Int8Form::ConvInteger | Int8Form::WeightOnly => INT8_WEIGHTS,
         },
         "activations": if ranges.percentile < 100.0 {
             format!("uint8, affine, percentile {} calibration", ranges.percentile)
@@ -308,6 +322,16 @@ pub fn model_proto(
         "input_range": [ranges.input.0, ranges.input.1],
         "block_max": ranges.blocks,
     });
+    int8_model(config, nodes, init, &quant)
+}
+
+/// The int8 model around `nodes` and `init`, `quant` its quantization record.
+fn int8_model(
+    config: &crate::nn::checkpoint::ModelConfig,
+    nodes: Vec<NodeProto>,
+    init: Vec<TensorProto>,
+    quant: &serde_json::Value,
+) -> anyhow::Result<ModelProto> {
     let props = metadata(
         config,
         "int8",
@@ -316,11 +340,65 @@ pub fn model_proto(
     Ok(wrap(config, nodes, init, props))
 }
 
+/// How the weights of the full-range forms are quantized.
+const INT8_WEIGHTS: &str = "int8, symmetric per output channel, round half to even";
+
+/// The `weight-only` model: each block's int8 weights (one scale per output
+/// channel) go through `DequantizeLinear` into the f32 graph of the f32 export.
+fn weight_only_proto(
+    config: &crate::nn::checkpoint::ModelConfig,
+    layers: &[FoldedConv],
+    head: Option<&LinearHead>,
+) -> anyhow::Result<ModelProto> {
+    let mut nodes: Vec<NodeProto> = Vec::new();
+    let mut init = Vec::new();
+    let mut x = INPUT.to_string();
+    for (b, layer) in layers.iter().enumerate() {
+        let p = |s: &str| format!("block{b}.{s}");
+        // The input scale only sets the integer bias, which this form does not use.
+        let q = quantize_conv(layer, 1.0, CONV_INTEGER_WEIGHT_MAX);
+        let (cout, cin) = (layer.cout, layer.cin);
+        let (wq, ws, wz, wn) = (
+            p("weight.q"),
+            p("weight.scale"),
+            p("weight.zero_point"),
+            p("weight"),
+        );
+        init.push(tensor(
+            &wq,
+            &[cout, cin, 3, 3],
+            DataType::Int8,
+            q.weight.iter().map(|&v| v as u8).collect(),
+        ));
+        init.push(f32s(&ws, &[cout], &q.weight_scale));
+        init.push(tensor(&wz, &[cout], DataType::Int8, vec![0; cout]));
+        nodes.push(node(
+            "DequantizeLinear",
+            &[&wq, &ws, &wz],
+            &wn,
+            vec![attr_int("axis", 0)],
+        ));
+        let bn = p("bias");
+        init.push(f32s(&bn, &[cout], &layer.bias));
+        x = super::conv_block(b, &x, &wn, &bn, &mut nodes);
+    }
+    match head {
+        Some(head) => int8_head(&x, head, &mut nodes, &mut init),
+        None => super::finish(&x, None, &mut nodes, &mut init),
+    }
+    let quant = serde_json::json!({
+        "form": Int8Form::WeightOnly,
+        "weights": INT8_WEIGHTS,
+        "activations": "f32 (the weights are dequantized once, when the model loads)",
+    });
+    int8_model(config, nodes, init, &quant)
+}
+
 /// What [`export_int8`] did.
 #[derive(Debug, Clone)]
 pub struct Int8Export {
-    /// The calibrated ranges.
-    pub ranges: Ranges,
+    /// The calibrated ranges (none for the `weight-only` form).
+    pub ranges: Option<Ranges>,
     /// Size of the written file in bytes.
     pub bytes: usize,
 }
@@ -337,25 +415,63 @@ pub struct Int8Options {
 }
 
 impl Int8Options {
-    /// 1 000 images, `conv-integer`, max calibration (`fewshot export`'s defaults).
+    /// 1 000 images, `weight-only`, max calibration (`fewshot export`'s defaults).
     pub const DEFAULT: Int8Options = Int8Options {
         images: 1000,
-        form: Int8Form::ConvInteger,
+        form: Int8Form::WeightOnly,
         percentile: 100.0,
     };
 }
 
-/// Exports the checkpoint `weights` to `out` as an int8 model, calibrated on
-/// images from `calibration`.
+impl Int8Form {
+    /// Whether the form quantizes activations, so needs calibration images.
+    pub fn needs_calibration(self) -> bool {
+        self != Int8Form::WeightOnly
+    }
+}
+
+/// Exports the checkpoint `weights` to `out` as an int8 model; the forms that
+/// quantize activations are calibrated on images from `calibration`.
 pub fn export_int8(
     weights: &Path,
     out: &Path,
-    calibration: &Path,
+    calibration: Option<&Path>,
     options: Int8Options,
 ) -> anyhow::Result<Int8Export> {
     let (config, tensors) = load_checkpoint(weights)?;
     let layers = fold(&config, &tensors)?;
     let head = super::linear_head(&config, &tensors)?;
+    let ranges = match calibration {
+        Some(folder) if options.form.needs_calibration() => {
+            Some(calibrate_ranges(&config, &layers, folder, options)?)
+        }
+        None if options.form.needs_calibration() => {
+            bail!("the {:?} int8 form needs calibration images", options.form)
+        }
+        _ => None,
+    };
+    let proto = model_proto(
+        &config,
+        &layers,
+        head.as_ref(),
+        ranges.as_ref(),
+        options.form,
+    )?;
+    let bytes = proto.encode_to_vec();
+    write_atomic(out, &bytes)?;
+    Ok(Int8Export {
+        ranges,
+        bytes: bytes.len(),
+    })
+}
+
+/// Activation ranges of the folded `layers` over a sample of `calibration`.
+fn calibrate_ranges(
+    config: &crate::nn::checkpoint::ModelConfig,
+    layers: &[FoldedConv],
+    calibration: &Path,
+    options: Int8Options,
+) -> anyhow::Result<Ranges> {
     let recipe = config.recipe.recipe()?;
     let EncoderConfig::Conv4 {
         in_channels,
@@ -367,19 +483,12 @@ pub fn export_int8(
         .iter()
         .map(|p| preprocess_file(p, &recipe))
         .collect::<Result<Vec<_>, _>>()?;
-    let ranges = measure(
-        &layers,
+    measure(
+        layers,
         (in_channels, input_size, input_size),
         &inputs,
         options.percentile,
-    )?;
-    let proto = model_proto(&config, &layers, head.as_ref(), &ranges, options.form)?;
-    let bytes = proto.encode_to_vec();
-    write_atomic(out, &bytes)?;
-    Ok(Int8Export {
-        ranges,
-        bytes: bytes.len(),
-    })
+    )
 }
 
 #[cfg(test)]
