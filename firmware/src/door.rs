@@ -330,6 +330,10 @@ where
             &Event::Booted {
                 identities: gallery.len(),
                 threshold: config.threshold,
+                gallery_threshold: config
+                    .gallery_thresholds
+                    .as_ref()
+                    .map(|t| t.point_for(gallery.len())),
                 distance: config.distance.name(),
             },
         );

@@ -14,8 +14,12 @@ pub enum Event {
     Booted {
         /// Identities in the gallery.
         identities: usize,
-        /// Largest accepted distance.
+        /// The pair threshold: the largest accepted distance, unless
+        /// `gallery_threshold` is given; enrollment agreement uses it.
         threshold: f32,
+        /// With the model's thresholds per gallery size: the one the door
+        /// opens by at this gallery's size, as (calibrated size, threshold).
+        gallery_threshold: Option<(usize, f32)>,
         /// Distance name (`l2`, `cosine`, `dot`).
         distance: &'static str,
     },
@@ -145,8 +149,17 @@ impl Event {
             Event::Booted {
                 identities,
                 threshold,
+                gallery_threshold,
                 distance,
-            } => json!({"identities": identities, "threshold": threshold, "distance": distance}),
+            } => {
+                let mut v =
+                    json!({"identities": identities, "threshold": threshold, "distance": distance});
+                if let Some((size, t)) = gallery_threshold {
+                    v["gallery_threshold"] = json!(t);
+                    v["gallery_threshold_size"] = json!(size);
+                }
+                v
+            }
             Event::GalleryCorrupt { message, kept_at } => {
                 json!({"message": message, "kept_at": kept_at})
             }
@@ -190,9 +203,19 @@ impl Event {
             Event::Booted {
                 identities,
                 threshold,
+                gallery_threshold: None,
                 distance,
             } => format!(
                 "booted: {identities} identities enrolled, {distance} distance, threshold {threshold}"
+            ),
+            Event::Booted {
+                identities,
+                threshold,
+                gallery_threshold: Some((size, t)),
+                distance,
+            } => format!(
+                "booted: {identities} identities enrolled, {distance} distance, opens at {t} \
+                 (the model's threshold for up to {size} people), pair threshold {threshold}"
             ),
             Event::GalleryCorrupt { message, kept_at } => format!(
                 "stored gallery unreadable ({message}); kept at {kept_at}; starting locked with an empty gallery"

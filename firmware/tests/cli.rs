@@ -340,9 +340,19 @@ fn the_distilled_face_model_runs_the_face_demo_by_its_gallery_threshold() {
         &repo_root().join("models/face-distilled.onnx"),
     )
     .unwrap();
-    let for_one = model.gallery_thresholds().unwrap().for_gallery(1);
+    let thresholds = model.gallery_thresholds().unwrap();
+    let for_one = thresholds.for_gallery(1);
     let pair = model.threshold().unwrap();
     assert!(for_one < pair, "{for_one} {pair}");
+    // Booting with an empty gallery reports both: the pair threshold and the
+    // one it opens by (the smallest calibrated gallery's).
+    let (size, first) = thresholds.points().next().unwrap();
+    assert_eq!(ev[0]["threshold"].as_f64().unwrap() as f32, pair);
+    assert_eq!(ev[0]["gallery_threshold"].as_f64().unwrap() as f32, first);
+    assert_eq!(
+        ev[0]["gallery_threshold_size"].as_u64().unwrap() as usize,
+        size
+    );
     let opened = ev[3]["distance"].as_f64().unwrap() as f32;
     let refused = ev[4]["distance"].as_f64().unwrap() as f32;
     assert!(

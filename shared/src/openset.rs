@@ -107,9 +107,15 @@ impl GalleryThresholds {
     /// than the calibration asks); beyond the largest size, the largest's
     /// (whose false-accept rate is then exceeded).
     pub fn for_gallery(&self, enrolled: usize) -> f32 {
-        (0..self.len)
+        self.point_for(enrolled).1
+    }
+
+    /// The `(calibrated size, threshold)` point [`Self::for_gallery`] uses.
+    pub fn point_for(&self, enrolled: usize) -> (usize, f32) {
+        let i = (0..self.len)
             .find(|&i| self.sizes[i] as usize >= enrolled)
-            .map_or(self.thresholds[self.len - 1], |i| self.thresholds[i])
+            .unwrap_or(self.len - 1);
+        (self.sizes[i] as usize, self.thresholds[i])
     }
 
     /// The `(gallery size, threshold)` points.
@@ -131,6 +137,8 @@ mod tests {
         assert_eq!(t.for_gallery(50), 0.4);
         assert_eq!(t.for_gallery(200), 0.3);
         assert_eq!(t.for_gallery(5000), 0.3);
+        assert_eq!(t.point_for(11), (50, 0.4));
+        assert_eq!(t.point_for(5000), (272, 0.3));
         assert_eq!(t.points().count(), 3);
         use GalleryThresholdsError as E;
         assert_eq!(GalleryThresholds::new(&[]), Err(E::Count(0)));
