@@ -2,6 +2,7 @@
 //! the door's open-set protocol in [`door`].
 
 pub mod door;
+pub mod pairs;
 
 use fewshot_core::prototype::mean_into;
 use fewshot_core::{nearest, CoreError, Distance};
