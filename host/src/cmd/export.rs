@@ -57,8 +57,8 @@ pub struct ExportArgs {
     #[arg(long)]
     flip_average: bool,
     /// Operators of the int8 graph: `weight-only` runs at f32 speed on every CPU;
-    /// `conv-integer` is faster only where tract has fast int8 kernels (AVX-512 VNNI,
-    /// ARM dot product) and 20× slower on some AVX2 CPUs (models/README.md).
+    /// `conv-integer` and `qlinear` were slower than f32 in tract on every CPU measured
+    /// (1.2× on AVX-512 VNNI, 30× on AVX2 without it: models/README.md).
     #[arg(long, value_enum, default_value_t = Int8Options::DEFAULT.form, requires = "int8")]
     int8_form: Int8Form,
 }

@@ -5,7 +5,7 @@
 //! - `weight-only` (the default): int8 weights, `DequantizeLinear` to f32
 //!   constants that the runtime folds when it loads the model, then the f32
 //!   graph. A third of the f32 file, and exactly as fast as f32 wherever the
-//!   runtime runs f32 well (tract's AVX2 int8 kernel is 20× slower than its
+//!   runtime runs f32 well (tract's AVX2 int8 kernel is 30× slower than its
 //!   f32 one on some x86 CPUs: see `models/README.md`).
 //! - `qlinear`: `QuantizeLinear`, then per block `QLinearConv` (uint8 in and
 //!   out, ReLU folded into the output's zero point 0 and saturation) and
@@ -81,28 +81,75 @@ pub const QLINEAR_WEIGHT_MAX: f32 = 63.0;
 /// Largest weight magnitude of the `conv-integer` form (full int8).
 pub const CONV_INTEGER_WEIGHT_MAX: f32 = 127.0;
 
+/// Symmetric int8 rows: each `per`-long row of `values` scaled so that its
+/// largest magnitude is `weight_max` (an all-zero row gets scale 1), rounded
+/// half to even. Returns the codes and each row's scale.
+fn quantize_rows(values: &[f32], per: usize, weight_max: f32) -> (Vec<i8>, Vec<f32>) {
+    let mut codes = Vec::with_capacity(values.len());
+    let mut scales = Vec::with_capacity(values.len() / per.max(1));
+    for row in values.chunks(per) {
+        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let scale = if max > 0.0 { max / weight_max } else { 1.0 };
+        codes.extend(
+            row.iter()
+                .map(|v| (v / scale).round_ties_even().clamp(-weight_max, weight_max) as i8),
+        );
+        scales.push(scale);
+    }
+    (codes, scales)
+}
+
 /// Quantizes one folded convolution whose input has scale `input_scale`,
 /// with weights in `[-weight_max, weight_max]`.
 pub fn quantize_conv(layer: &FoldedConv, input_scale: f32, weight_max: f32) -> QuantConv {
-    let per = layer.cin * 9;
-    let mut q = QuantConv {
-        weight: Vec::with_capacity(layer.weight.len()),
-        weight_scale: Vec::with_capacity(layer.cout),
-        bias: Vec::with_capacity(layer.cout),
-    };
-    for (o, w) in layer.weight.chunks(per).enumerate() {
-        let max = w.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let scale = if max > 0.0 { max / weight_max } else { 1.0 };
-        q.weight.extend(
-            w.iter()
-                .map(|v| (v / scale).round_ties_even().clamp(-weight_max, weight_max) as i8),
-        );
-        q.weight_scale.push(scale);
-        let b = f64::from(layer.bias[o]) / (f64::from(input_scale) * f64::from(scale));
-        q.bias
-            .push(b.round_ties_even().clamp(i32::MIN as f64, i32::MAX as f64) as i32);
+    let (weight, weight_scale) = quantize_rows(&layer.weight, layer.cin * 9, weight_max);
+    let bias = layer
+        .bias
+        .iter()
+        .zip(&weight_scale)
+        .map(|(&b, &scale)| {
+            let b = f64::from(b) / (f64::from(input_scale) * f64::from(scale));
+            b.round_ties_even().clamp(i32::MIN as f64, i32::MAX as f64) as i32
+        })
+        .collect();
+    QuantConv {
+        weight,
+        weight_scale,
+        bias,
     }
-    q
+}
+
+/// Stores `values` (`dims`, rows along axis 0) as full-range int8 with one
+/// scale per row, and adds the `DequantizeLinear` that makes them the f32
+/// tensor `name` again (which runtimes fold into a constant at load).
+fn dequantized_weights(
+    name: &str,
+    dims: &[usize],
+    values: &[f32],
+    nodes: &mut Vec<NodeProto>,
+    init: &mut Vec<TensorProto>,
+) {
+    let rows = dims[0];
+    let (codes, scales) = quantize_rows(values, values.len() / rows, CONV_INTEGER_WEIGHT_MAX);
+    let (q, s, z) = (
+        format!("{name}.q"),
+        format!("{name}.scale"),
+        format!("{name}.zero_point"),
+    );
+    init.push(tensor(
+        &q,
+        dims,
+        DataType::Int8,
+        codes.iter().map(|&v| v as u8).collect(),
+    ));
+    init.push(f32s(&s, &[rows], &scales));
+    init.push(tensor(&z, &[rows], DataType::Int8, vec![0; rows]));
+    nodes.push(node(
+        "DequantizeLinear",
+        &[&q, &s, &z],
+        name,
+        vec![attr_int("axis", 0)],
+    ));
 }
 
 fn tensor(name: &str, dims: &[usize], data_type: DataType, raw_data: Vec<u8>) -> TensorProto {
@@ -136,47 +183,15 @@ fn affine_init(init: &mut Vec<TensorProto>, prefix: &str, a: Affine) -> (String,
 /// stored as int8 with one scale per output row (`DequantizeLinear` along
 /// axis 0), the product and bias in f32.
 fn int8_head(x: &str, head: &LinearHead, nodes: &mut Vec<NodeProto>, init: &mut Vec<TensorProto>) {
-    let mut q = Vec::with_capacity(head.weight.len());
-    let mut scales = Vec::with_capacity(head.dim);
-    for row in head.weight.chunks(head.features) {
-        let max = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let scale = if max > 0.0 {
-            max / CONV_INTEGER_WEIGHT_MAX
-        } else {
-            1.0
-        };
-        q.extend(row.iter().map(|v| {
-            (v / scale)
-                .round_ties_even()
-                .clamp(-CONV_INTEGER_WEIGHT_MAX, CONV_INTEGER_WEIGHT_MAX) as i8 as u8
-        }));
-        scales.push(scale);
-    }
-    init.push(tensor(
-        "embed.weight.q",
-        &[head.dim, head.features],
-        DataType::Int8,
-        q,
-    ));
-    init.push(f32s("embed.weight.scale", &[head.dim], &scales));
-    init.push(tensor(
-        "embed.weight.zero_point",
-        &[head.dim],
-        DataType::Int8,
-        vec![0; head.dim],
-    ));
-    init.push(f32s("embed.bias", &[head.dim], &head.bias));
     nodes.push(node("Flatten", &[x], "features", vec![attr_int("axis", 1)]));
-    nodes.push(node(
-        "DequantizeLinear",
-        &[
-            "embed.weight.q",
-            "embed.weight.scale",
-            "embed.weight.zero_point",
-        ],
+    dequantized_weights(
         "embed.weight",
-        vec![attr_int("axis", 0)],
-    ));
+        &[head.dim, head.features],
+        &head.weight,
+        nodes,
+        init,
+    );
+    init.push(f32s("embed.bias", &[head.dim], &head.bias));
     nodes.push(node(
         "Gemm",
         &["features", "embed.weight", "embed.bias"],
@@ -185,20 +200,19 @@ fn int8_head(x: &str, head: &LinearHead, nodes: &mut Vec<NodeProto>, init: &mut 
     ));
 }
 
-/// Builds the int8 model of the folded `layers` with the calibrated `ranges`.
+/// Builds the int8 model of the folded `layers` in a form that quantizes
+/// activations (`qlinear`, `conv-integer`), with the calibrated `ranges`;
+/// the `weight-only` form is [`weight_only_proto`].
 pub fn model_proto(
     config: &crate::nn::checkpoint::ModelConfig,
     layers: &[FoldedConv],
     head: Option<&LinearHead>,
-    ranges: Option<&Ranges>,
+    ranges: &Ranges,
     form: Int8Form,
 ) -> anyhow::Result<ModelProto> {
-    let Some(ranges) = ranges else {
-        if form != Int8Form::WeightOnly {
-            bail!("the {form:?} form needs calibrated activation ranges");
-        }
-        return weight_only_proto(config, layers, head);
-    };
+    if !form.needs_calibration() {
+        bail!("the {form:?} form takes no activation ranges: weight_only_proto builds it");
+    }
     if ranges.blocks.len() != layers.len() {
         bail!(
             "calibration covers {} blocks, the model has {}",
@@ -256,7 +270,7 @@ pub fn model_proto(
                 x = pool;
                 input = output;
             }
-            Int8Form::WeightOnly => bail!("the weight-only form takes no activation ranges"),
+            Int8Form::WeightOnly => unreachable!("refused above"),
             Int8Form::ConvInteger => {
                 let conv = p("conv");
                 nodes.push(node("ConvInteger", &[&x, &wn, &x_z], &conv, conv_attrs()));
@@ -345,7 +359,7 @@ const INT8_WEIGHTS: &str = "int8, symmetric per output channel, round half to ev
 
 /// The `weight-only` model: each block's int8 weights (one scale per output
 /// channel) go through `DequantizeLinear` into the f32 graph of the f32 export.
-fn weight_only_proto(
+pub fn weight_only_proto(
     config: &crate::nn::checkpoint::ModelConfig,
     layers: &[FoldedConv],
     head: Option<&LinearHead>,
@@ -354,32 +368,10 @@ fn weight_only_proto(
     let mut init = Vec::new();
     let mut x = INPUT.to_string();
     for (b, layer) in layers.iter().enumerate() {
-        let p = |s: &str| format!("block{b}.{s}");
-        // The input scale only sets the integer bias, which this form does not use.
-        let q = quantize_conv(layer, 1.0, CONV_INTEGER_WEIGHT_MAX);
-        let (cout, cin) = (layer.cout, layer.cin);
-        let (wq, ws, wz, wn) = (
-            p("weight.q"),
-            p("weight.scale"),
-            p("weight.zero_point"),
-            p("weight"),
-        );
-        init.push(tensor(
-            &wq,
-            &[cout, cin, 3, 3],
-            DataType::Int8,
-            q.weight.iter().map(|&v| v as u8).collect(),
-        ));
-        init.push(f32s(&ws, &[cout], &q.weight_scale));
-        init.push(tensor(&wz, &[cout], DataType::Int8, vec![0; cout]));
-        nodes.push(node(
-            "DequantizeLinear",
-            &[&wq, &ws, &wz],
-            &wn,
-            vec![attr_int("axis", 0)],
-        ));
-        let bn = p("bias");
-        init.push(f32s(&bn, &[cout], &layer.bias));
+        let (wn, bn) = (format!("block{b}.weight"), format!("block{b}.bias"));
+        let dims = [layer.cout, layer.cin, 3, 3];
+        dequantized_weights(&wn, &dims, &layer.weight, &mut nodes, &mut init);
+        init.push(f32s(&bn, &[layer.cout], &layer.bias));
         x = super::conv_block(b, &x, &wn, &bn, &mut nodes);
     }
     match head {
@@ -441,22 +433,17 @@ pub fn export_int8(
     let (config, tensors) = load_checkpoint(weights)?;
     let layers = fold(&config, &tensors)?;
     let head = super::linear_head(&config, &tensors)?;
-    let ranges = match calibration {
-        Some(folder) if options.form.needs_calibration() => {
-            Some(calibrate_ranges(&config, &layers, folder, options)?)
+    let (proto, ranges) = match calibration {
+        _ if !options.form.needs_calibration() => {
+            (weight_only_proto(&config, &layers, head.as_ref())?, None)
         }
-        None if options.form.needs_calibration() => {
-            bail!("the {:?} int8 form needs calibration images", options.form)
+        Some(folder) => {
+            let ranges = calibrate_ranges(&config, &layers, folder, options)?;
+            let proto = model_proto(&config, &layers, head.as_ref(), &ranges, options.form)?;
+            (proto, Some(ranges))
         }
-        _ => None,
+        None => bail!("the {:?} int8 form needs calibration images", options.form),
     };
-    let proto = model_proto(
-        &config,
-        &layers,
-        head.as_ref(),
-        ranges.as_ref(),
-        options.form,
-    )?;
     let bytes = proto.encode_to_vec();
     write_atomic(out, &bytes)?;
     Ok(Int8Export {
