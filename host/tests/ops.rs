@@ -381,3 +381,262 @@ fn fused_conv_block_matches_conv_then_bn_relu_pool() {
         }
     }
 }
+
+/// Depthwise cases: (n, c, h, w, k, stride, padding), odd sizes and strides included.
+const DEPTHWISE: [(usize, usize, usize, usize, usize, usize, usize); 6] = [
+    (2, 3, 5, 7, 3, 1, 1),
+    (3, 4, 8, 8, 3, 2, 1),
+    (2, 2, 7, 5, 3, 2, 1),
+    (1, 5, 4, 4, 4, 1, 0),
+    (2, 3, 6, 5, 3, 3, 2),
+    (4, 1, 3, 3, 1, 1, 0),
+];
+
+#[test]
+fn depthwise_conv_matches_candle_grouped_conv() {
+    use fewshot_host::nn::depthwise::DepthwiseConv;
+    for (case, &(n, c, h, w, k, stride, padding)) in DEPTHWISE.iter().enumerate() {
+        let s = 500 + case as u64 * 10;
+        let x = tensor(&[n, c, h, w], s);
+        let wt = tensor(&[c, 1, k, k], s + 1);
+        let op = |channel_major| DepthwiseConv {
+            stride,
+            padding,
+            channel_major,
+        };
+        let fused = x.apply_op2(&wt, op(false)).unwrap();
+        let reference = x.conv2d(&wt, padding, stride, 1, c).unwrap();
+        assert_eq!(fused.dims(), reference.dims(), "case {case}");
+        let d = max_diff(&fused, &reference);
+        assert!(d < 1e-12, "case {case} forward: {d}");
+        // Channel-major: (C, N, H, W) in and out.
+        let cm = x
+            .transpose(0, 1)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .apply_op2(&wt, op(true))
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap();
+        let d = max_diff(&cm, &reference);
+        assert!(d < 1e-12, "case {case} channel-major forward: {d}");
+    }
+}
+
+#[test]
+fn depthwise_conv_gradient_matches_finite_differences() {
+    use fewshot_host::nn::depthwise::DepthwiseConv;
+    for (case, &(n, c, h, w, k, stride, padding)) in DEPTHWISE.iter().enumerate() {
+        let s = 600 + case as u64 * 10;
+        let dims = if case % 2 == 1 {
+            [c, n, h, w]
+        } else {
+            [n, c, h, w]
+        };
+        let x = Var::from_tensor(&tensor(&dims, s)).unwrap();
+        let wt = Var::from_tensor(&tensor(&[c, 1, k, k], s + 1)).unwrap();
+        // Odd cases in the channel-major layout (x is then (C, N, H, W)).
+        let op = DepthwiseConv {
+            stride,
+            padding,
+            channel_major: case % 2 == 1,
+        };
+        let out_dims = x.as_tensor().apply_op2(wt.as_tensor(), op).unwrap();
+        let dy = tensor(out_dims.dims(), s + 2);
+        let f = |x: &Tensor, w: &Tensor| {
+            (x.apply_op2(w, op).unwrap() * &dy)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+        };
+        let grads = f(x.as_tensor(), wt.as_tensor()).backward().unwrap();
+        for (var, is_x) in [(&x, true), (&wt, false)] {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let base = var.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+            for i in 0..base.len() {
+                let at = |d: f64| {
+                    let mut v = base.clone();
+                    v[i] += d;
+                    let t = Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap();
+                    let out = if is_x {
+                        f(&t, wt.as_tensor())
+                    } else {
+                        f(x.as_tensor(), &t)
+                    };
+                    out.to_scalar::<f64>().unwrap()
+                };
+                let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
+                assert!(
+                    (numeric - g[i]).abs() < 1e-6 + 1e-6 * numeric.abs(),
+                    "case {case} {} [{i}]: {} vs {numeric}",
+                    if is_x { "dx" } else { "dw" },
+                    g[i]
+                );
+            }
+        }
+    }
+}
+
+/// The mobile encoder's fused layer (1×1 or depthwise convolution, batch norm
+/// with batch statistics, optional ReLU, on `(C, N, H, W)`) against the same
+/// composition of candle ops: outputs, batch statistics and every gradient.
+#[test]
+fn fused_conv_bn_act_matches_candle_composition() {
+    use fewshot_host::nn::depthwise::DepthwiseConv;
+    use fewshot_host::nn::fused::{ConvBnAct, LayerConv};
+    // (cin, cout, n, h, w, conv, relu)
+    let cases = [
+        (3, 5, 2, 4, 3, LayerConv::Pointwise, true),
+        (4, 2, 3, 2, 2, LayerConv::Pointwise, false),
+        (
+            3,
+            3,
+            2,
+            5,
+            6,
+            LayerConv::Depthwise {
+                kernel: 3,
+                stride: 2,
+                padding: 1,
+            },
+            true,
+        ),
+        (
+            4,
+            4,
+            3,
+            4,
+            4,
+            LayerConv::Depthwise {
+                kernel: 3,
+                stride: 1,
+                padding: 1,
+            },
+            false,
+        ),
+    ];
+    for (case, &(cin, cout, n, h, w, conv, relu)) in cases.iter().enumerate() {
+        let s = 700 + case as u64 * 10;
+        let x = Var::from_tensor(&tensor(&[cin, n, h, w], s)).unwrap();
+        let wdims = match conv {
+            LayerConv::Pointwise => vec![cout, cin],
+            LayerConv::Depthwise { kernel, .. } => vec![cout, 1, kernel, kernel],
+        };
+        let wt = Var::from_tensor(&tensor(&wdims, s + 1)).unwrap();
+        let gamma = Var::from_tensor(&tensor(&[cout], s + 2)).unwrap();
+        let beta = Var::from_tensor(&tensor(&[cout], s + 3)).unwrap();
+        // Fused.
+        let params = Tensor::cat(
+            &[
+                wt.as_tensor().flatten_all().unwrap(),
+                gamma.as_tensor().clone(),
+                beta.as_tensor().clone(),
+            ],
+            0,
+        )
+        .unwrap();
+        let packed = x
+            .as_tensor()
+            .apply_op2(&params, ConvBnAct::new(conv, cout, relu, 1e-5))
+            .unwrap();
+        let len = packed.elem_count() - 2 * cout;
+        let fused = packed.narrow(0, 0, len).unwrap();
+        // Reference: candle ops in NCHW.
+        let xn = x.as_tensor().transpose(0, 1).unwrap();
+        let z = match conv {
+            LayerConv::Pointwise => xn
+                .conv2d(
+                    &wt.as_tensor().reshape((cout, cin, 1, 1)).unwrap(),
+                    0,
+                    1,
+                    1,
+                    1,
+                )
+                .unwrap(),
+            LayerConv::Depthwise {
+                stride, padding, ..
+            } => xn
+                .contiguous()
+                .unwrap()
+                .apply_op2(
+                    wt.as_tensor(),
+                    DepthwiseConv {
+                        stride,
+                        padding,
+                        channel_major: false,
+                    },
+                )
+                .unwrap(),
+        };
+        let mean = z
+            .mean_keepdim(0)
+            .unwrap()
+            .mean_keepdim(2)
+            .unwrap()
+            .mean_keepdim(3)
+            .unwrap();
+        let centred = z.broadcast_sub(&mean).unwrap();
+        let var = centred
+            .sqr()
+            .unwrap()
+            .mean_keepdim(0)
+            .unwrap()
+            .mean_keepdim(2)
+            .unwrap()
+            .mean_keepdim(3)
+            .unwrap();
+        let shape = (1, cout, 1, 1);
+        let mut y = centred
+            .broadcast_div(&(var.clone() + 1e-5).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&gamma.as_tensor().reshape(shape).unwrap())
+            .unwrap()
+            .broadcast_add(&beta.as_tensor().reshape(shape).unwrap())
+            .unwrap();
+        if relu {
+            y = y.relu().unwrap();
+        }
+        let reference = y.transpose(0, 1).unwrap().flatten_all().unwrap();
+        let d = max_diff(&fused, &reference);
+        assert!(d < 1e-10, "case {case} forward: {d}");
+        let stats = packed.narrow(0, len, 2 * cout).unwrap();
+        let want = Tensor::cat(
+            &[mean.flatten_all().unwrap(), var.flatten_all().unwrap()],
+            0,
+        )
+        .unwrap();
+        assert!(max_diff(&stats, &want) < 1e-12, "case {case} statistics");
+        let dy = tensor(&[len], s + 4);
+        let ga = (&fused * &dy)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gb = (&reference * &dy)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, v) in [
+            ("dx", &x),
+            ("dw", &wt),
+            ("dgamma", &gamma),
+            ("dbeta", &beta),
+        ] {
+            let d = max_diff(
+                ga.get(v.as_tensor()).unwrap(),
+                gb.get(v.as_tensor()).unwrap(),
+            );
+            assert!(d < 1e-9, "case {case} {name}: {d}");
+        }
+    }
+}

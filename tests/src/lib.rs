@@ -44,6 +44,23 @@ pub fn tiny_checkpoint_embedding(
     episodes: usize,
     embedding: Option<usize>,
 ) -> PathBuf {
+    let encoder = EncoderConfig::Conv4 {
+        in_channels: 1,
+        hidden,
+        input_size: 28,
+        embedding,
+    };
+    tiny_checkpoint_with(dir, characters, encoder, Recipe::OMNIGLOT_28, episodes)
+}
+
+/// [`tiny_checkpoint`] of any encoder and input recipe.
+pub fn tiny_checkpoint_with(
+    dir: &Path,
+    characters: usize,
+    encoder: EncoderConfig,
+    recipe: Recipe,
+    episodes: usize,
+) -> PathBuf {
     let greek = data_dir().join("omniglot/images_background_small1/Greek");
     let data = dir.join("data/Greek");
     std::fs::create_dir_all(&data).unwrap();
@@ -67,13 +84,8 @@ pub fn tiny_checkpoint_embedding(
         val_fraction: 0.0,
         rotations: true,
         affine: None,
-        encoder: EncoderConfig::Conv4 {
-            in_channels: 1,
-            hidden,
-            input_size: 28,
-            embedding,
-        },
-        recipe: Recipe::OMNIGLOT_28.into(),
+        encoder,
+        recipe: recipe.into(),
         distance: "l2".into(),
         seed: 3,
         init: None,

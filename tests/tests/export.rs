@@ -801,3 +801,97 @@ fn flip_averaged_embeddings_are_the_mean_of_image_and_mirror() {
     let err = OnnxEncoder::load(&flip_path).err().unwrap().to_string();
     assert!(err.contains("fewshot.flip_average"), "{err}");
 }
+
+/// The MobileFaceNet-style encoder (depthwise and pointwise convolutions, skip
+/// connections, the global depthwise convolution, the embedding's batch norm)
+/// exports with every batch norm folded: tract and onnxruntime give candle's
+/// embeddings; the weight-only int8 file stays close; the forms that quantize
+/// activations refuse it by name.
+#[test]
+fn the_mobile_encoder_exports_and_agrees_across_runtimes() {
+    use fewshot_e2e::tiny_checkpoint_with;
+    use fewshot_host::nn::encoder::EncoderConfig;
+    let tmp = tempfile::tempdir().unwrap();
+    let encoder = EncoderConfig::Mobile {
+        in_channels: 1,
+        width: 8,
+        input_size: 32,
+        embedding: 12,
+    };
+    let recipe = Recipe {
+        width: 32,
+        height: 32,
+        ..Recipe::OMNIGLOT_28
+    };
+    let weights = tiny_checkpoint_with(tmp.path(), 6, encoder, recipe, 20);
+    let onnx = tmp.path().join("mobile.onnx");
+    export_f32(&weights, &onnx).unwrap();
+    let candle = CandleEmbedder::load(&weights).unwrap();
+    let device = OnnxEncoder::load(&onnx).unwrap();
+    assert_eq!((candle.dim(), device.dim()), (12, 12));
+    let r = device.recipe();
+    assert_eq!((r.width, r.channels), (32, 1));
+    let inputs = sanskrit(&r, 4);
+    let (rows, _) = onnxruntime(&onnx, &inputs, &r);
+    let (mut worst_candle, mut worst_rt, mut scale) = (0.0f32, 0.0f64, 0.0f32);
+    for (got, input) in rows.iter().zip(&inputs) {
+        let tract = device.embed(input).unwrap();
+        let exact = candle.embed(input).unwrap();
+        for ((g, t), c) in got.iter().zip(&tract).zip(&exact) {
+            worst_candle = worst_candle.max((t - c).abs());
+            worst_rt = worst_rt.max((g - f64::from(*t)).abs());
+            scale = scale.max(c.abs());
+        }
+    }
+    assert!(scale > 0.1, "embeddings are not all near zero ({scale})");
+    assert!(
+        worst_candle <= 1e-4 * scale.max(1.0),
+        "candle vs tract {worst_candle}"
+    );
+    assert!(
+        worst_rt <= 1e-5 * f64::from(scale.max(1.0)),
+        "onnxruntime vs tract {worst_rt}"
+    );
+
+    let int8 = tmp.path().join("mobile-int8.onnx");
+    export_int8(&weights, &int8, None, Int8Options::DEFAULT).unwrap();
+    let quantized = OnnxEncoder::load(&int8).unwrap();
+    assert_eq!(quantized.metadata()["fewshot.weights"], "int8");
+    let (mut err, mut norm) = (0.0f64, 0.0f64);
+    for input in &inputs {
+        let q = quantized.embed(input).unwrap();
+        for (a, b) in q.iter().zip(device.embed(input).unwrap()) {
+            err += f64::from(a - b).powi(2);
+            norm += f64::from(b).powi(2);
+        }
+    }
+    let rel = (err / norm).sqrt();
+    eprintln!("mobile weight-only int8 vs f32: relative {rel:.4}");
+    assert!(rel < 0.05, "weight-only int8 is {rel} off f32");
+    let quant = initializers(&int8);
+    for name in [
+        "stem_dw.w",
+        "stage0.0.expand.w",
+        "stage2.3.dw.w",
+        "gdc.w",
+        "embed.w",
+    ] {
+        assert_eq!(
+            quant[&format!("{name}.q")].data_type,
+            tract_onnx::pb::tensor_proto::DataType::Int8 as i32,
+            "{name}"
+        );
+        assert!(!quant.contains_key(name), "{name} is not stored in f32");
+    }
+    let refused = export_int8(
+        &weights,
+        &tmp.path().join("x.onnx"),
+        Some(&data_dir().join("omniglot/images_background_small1/Greek")),
+        Int8Options {
+            form: Int8Form::ConvInteger,
+            ..Int8Options::DEFAULT
+        },
+    )
+    .unwrap_err();
+    assert!(refused.to_string().contains("Conv-4 only"), "{refused}");
+}

@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 use fewshot_core::Distance;
 use fewshot_host::episode::EpisodeShape;
 use fewshot_host::nn::adam::Adam;
-use fewshot_host::nn::encoder::EncoderConfig;
 use fewshot_host::nn::init::seeded_init;
 use fewshot_host::nn::method::{EpisodeTensors, FewShotMethod, ProtoNet};
 use rand::{RngExt, SeedableRng};
@@ -65,9 +64,15 @@ pub struct TrainStepArgs {
     /// Input channels.
     #[arg(long, default_value_t = 1)]
     channels: usize,
-    /// Channels of each Conv-4 block.
+    /// The encoder's architecture.
+    #[arg(long, value_enum, default_value_t = super::train::ArchArg::Conv4)]
+    arch: super::train::ArchArg,
+    /// Channels of each Conv-4 block (`--arch mobile`: the stem's).
     #[arg(long, default_value_t = 64)]
     hidden: usize,
+    /// Embedding size of `--arch mobile`.
+    #[arg(long, default_value_t = 128)]
+    embedding: usize,
     /// Threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
@@ -266,12 +271,9 @@ fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
     };
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let encoder = EncoderConfig::Conv4 {
-        in_channels: args.channels,
-        hidden: args.hidden,
-        input_size: args.size,
-        embedding: None,
-    };
+    let encoder = args
+        .arch
+        .encoder(args.channels, args.hidden, args.size, args.embedding);
     let net = ProtoNet {
         encoder: encoder.build(vb)?,
         distance: Distance::L2,

@@ -109,6 +109,43 @@ pub enum MiningArg {
     BatchHard,
 }
 
+/// Encoder architectures on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ArchArg {
+    /// Four blocks of 3×3 convolution, batch norm, ReLU, 2×2 max pooling.
+    Conv4,
+    /// MobileFaceNet-style depthwise-separable bottlenecks, a global depthwise
+    /// convolution and a linear embedding (input side a multiple of 16).
+    Mobile,
+}
+
+impl ArchArg {
+    /// The encoder for `channels × size²` inputs: Conv-4 of `hidden` channels
+    /// (no linear embedding), or the mobile one of width `hidden` and `embedding`.
+    pub fn encoder(
+        self,
+        channels: usize,
+        hidden: usize,
+        size: usize,
+        embedding: usize,
+    ) -> EncoderConfig {
+        match self {
+            ArchArg::Conv4 => EncoderConfig::Conv4 {
+                in_channels: channels,
+                hidden,
+                input_size: size,
+                embedding: None,
+            },
+            ArchArg::Mobile => EncoderConfig::Mobile {
+                in_channels: channels,
+                width: hidden,
+                input_size: size,
+                embedding,
+            },
+        }
+    }
+}
+
 /// Embedding distances on the command line.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum DistanceArg {
@@ -232,9 +269,16 @@ pub struct CommonArgs {
     /// Fraction of classes held out for validation.
     #[arg(long, default_value_t = 0.1)]
     val_fraction: f64,
-    /// Channels of each Conv-4 block.
+    /// The encoder's architecture.
+    #[arg(long, value_enum, default_value_t = ArchArg::Conv4)]
+    arch: ArchArg,
+    /// Channels of each Conv-4 block; for `--arch mobile` the stem's channels,
+    /// which the stages scale with (64: MobileFaceNet's widths).
     #[arg(long, default_value_t = 64)]
     hidden: usize,
+    /// Embedding size of `--arch mobile` (distill: the teacher's).
+    #[arg(long, default_value_t = 128)]
+    embedding: usize,
     /// Seed of the class split, the initialisation order and the episodes.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -347,8 +391,9 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
                 .config(false, None, args.distance, Defaults::Faces)?;
             let teacher = super::resolve(&args.teacher, "--teacher")?;
             let loaded = fewshot_host::distill::Teacher::load(&teacher, None)?;
-            let EncoderConfig::Conv4 { embedding, .. } = &mut config.encoder;
-            *embedding = Some(fewshot_host::embed::Embedder::dim(&loaded));
+            config
+                .encoder
+                .set_embedding(fewshot_host::embed::Embedder::dim(&loaded));
             for extra in &args.extra_train {
                 let dir = super::resolve(extra, "--extra-train")?;
                 config
@@ -422,7 +467,7 @@ impl CommonArgs {
         let data = super::resolve(&data, "--data")?;
         let recipe = args.input.recipe(defaults)?;
         if recipe.width != recipe.height {
-            anyhow::bail!("Conv-4 training needs square inputs");
+            anyhow::bail!("training needs square inputs");
         }
         Ok(TrainConfig {
             data: std::fs::canonicalize(&data).unwrap_or(data),
@@ -440,12 +485,9 @@ impl CommonArgs {
             val_fraction: args.val_fraction,
             rotations,
             affine,
-            encoder: EncoderConfig::Conv4 {
-                in_channels: recipe.channels,
-                hidden: args.hidden,
-                input_size: recipe.width,
-                embedding: None,
-            },
+            encoder: args
+                .arch
+                .encoder(recipe.channels, args.hidden, recipe.width, args.embedding),
             recipe: recipe.into(),
             distance: distance.name().into(),
             seed: args.seed,

@@ -122,7 +122,7 @@ pub fn quantize_conv(layer: &FoldedConv, input_scale: f32, weight_max: f32) -> Q
 /// Stores `values` (`dims`, rows along axis 0) as full-range int8 with one
 /// scale per row, and adds the `DequantizeLinear` that makes them the f32
 /// tensor `name` again (which runtimes fold into a constant at load).
-fn dequantized_weights(
+pub(super) fn dequantized_weights(
     name: &str,
     dims: &[usize],
     values: &[f32],
@@ -378,12 +378,16 @@ pub fn weight_only_proto(
         Some(head) => int8_head(&x, head, &mut nodes, &mut init),
         None => super::finish(&x, None, &mut nodes, &mut init),
     }
-    let quant = serde_json::json!({
+    int8_model(config, nodes, init, &weight_only_record())
+}
+
+/// The quantization record of the `weight-only` form.
+pub(super) fn weight_only_record() -> serde_json::Value {
+    serde_json::json!({
         "form": Int8Form::WeightOnly,
         "weights": INT8_WEIGHTS,
         "activations": "f32 (the weights are dequantized once, when the model loads)",
-    });
-    int8_model(config, nodes, init, &quant)
+    })
 }
 
 /// What [`export_int8`] did.
@@ -431,6 +435,21 @@ pub fn export_int8(
     options: Int8Options,
 ) -> anyhow::Result<Int8Export> {
     let (config, tensors) = load_checkpoint(weights)?;
+    if let EncoderConfig::Mobile { .. } = config.encoder {
+        if options.form != Int8Form::WeightOnly {
+            bail!(
+                "the {:?} int8 form is written for Conv-4 only; export the mobile encoder with --int8-form weight-only",
+                options.form
+            );
+        }
+        let proto = super::mobile::model_proto(&config, &tensors, super::Weights::Int8)?;
+        let bytes = proto.encode_to_vec();
+        write_atomic(out, &bytes)?;
+        return Ok(Int8Export {
+            ranges: None,
+            bytes: bytes.len(),
+        });
+    }
     let layers = fold(&config, &tensors)?;
     let head = super::linear_head(&config, &tensors)?;
     let (proto, ranges) = match calibration {
@@ -460,11 +479,7 @@ fn calibrate_ranges(
     options: Int8Options,
 ) -> anyhow::Result<Ranges> {
     let recipe = config.recipe.recipe()?;
-    let EncoderConfig::Conv4 {
-        in_channels,
-        input_size,
-        ..
-    } = config.encoder;
+    let (in_channels, input_size) = config.encoder.input();
     let paths = sample_images(calibration, options.images, 0)?;
     let inputs = paths
         .iter()

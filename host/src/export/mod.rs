@@ -5,6 +5,7 @@
 
 pub mod calibrate;
 pub mod int8;
+pub mod mobile;
 pub mod threshold;
 
 use std::collections::HashMap;
@@ -33,6 +34,32 @@ const BN_EPS: f32 = 1e-5;
 
 /// Metadata keys every exported model carries.
 pub use fewshot_core::model_meta as meta;
+
+/// How an export stores a layer's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// As f32 initialisers.
+    F32,
+    /// As int8 with one scale per output row, through `DequantizeLinear`.
+    Int8,
+}
+
+impl Weights {
+    /// Adds the f32 tensor `name` (`dims`, rows along axis 0) to the graph.
+    fn emit(
+        self,
+        name: &str,
+        dims: &[usize],
+        values: &[f32],
+        nodes: &mut Vec<NodeProto>,
+        init: &mut Vec<TensorProto>,
+    ) {
+        match self {
+            Weights::F32 => init.push(f32_tensor(name, dims, values)),
+            Weights::Int8 => int8::dequantized_weights(name, dims, values, nodes, init),
+        }
+    }
+}
 
 fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
     AttributeProto {
@@ -107,6 +134,42 @@ fn values(tensors: &HashMap<String, Tensor>, name: &str) -> anyhow::Result<Vec<f
         .with_context(|| format!("tensor {name}"))
 }
 
+/// Folds batch norm `{prefix}.bn` into `weight` (`cout` rows) and `bias`
+/// (zeros when the layer has none): `γ (w·x + b − μ) / √(σ² + ε) + β`.
+pub(crate) fn fold_bn(
+    tensors: &HashMap<String, Tensor>,
+    prefix: &str,
+    mut weight: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    cout: usize,
+) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+    let p = |s: &str| format!("{prefix}.bn.{s}");
+    let (gamma, beta) = (values(tensors, &p("weight"))?, values(tensors, &p("bias"))?);
+    let (mean, var) = (
+        values(tensors, &p("running_mean"))?,
+        values(tensors, &p("running_var"))?,
+    );
+    let bias = bias.unwrap_or_else(|| vec![0.0; cout]);
+    if cout == 0
+        || weight.len() % cout != 0
+        || [&bias, &gamma, &beta, &mean, &var]
+            .iter()
+            .any(|v| v.len() != cout)
+    {
+        bail!("{prefix}: tensor sizes do not match a layer of {cout} outputs");
+    }
+    let per = weight.len() / cout;
+    let mut folded = vec![0.0f32; cout];
+    for o in 0..cout {
+        let s = gamma[o] / (var[o] + BN_EPS).sqrt();
+        weight[o * per..(o + 1) * per]
+            .iter_mut()
+            .for_each(|v| *v *= s);
+        folded[o] = (bias[o] - mean[o]) * s + beta[o];
+    }
+    Ok((weight, folded))
+}
+
 /// One convolution with batch norm folded in: `y = conv(x, weight) + bias`.
 #[derive(Debug, Clone)]
 pub struct FoldedConv {
@@ -130,38 +193,20 @@ pub fn fold(
         in_channels,
         hidden,
         ..
-    } = config.encoder;
+    } = config.encoder
+    else {
+        bail!("the checkpoint's encoder is not a Conv-4");
+    };
     let mut layers = Vec::new();
     for b in 0..4 {
         let cin = if b == 0 { in_channels } else { hidden };
         let p = |s: &str| format!("block{b}.{s}");
         let w = values(tensors, &p("conv.weight"))?;
         let bias = values(tensors, &p("conv.bias"))?;
-        let (gamma, beta) = (
-            values(tensors, &p("bn.weight"))?,
-            values(tensors, &p("bn.bias"))?,
-        );
-        let (mean, var) = (
-            values(tensors, &p("bn.running_mean"))?,
-            values(tensors, &p("bn.running_var"))?,
-        );
-        if w.len() != hidden * cin * 9
-            || [&bias, &gamma, &beta, &mean, &var]
-                .iter()
-                .any(|v| v.len() != hidden)
-        {
+        if w.len() != hidden * cin * 9 {
             bail!("block {b}: tensor sizes do not match a Conv-4 of {hidden} channels");
         }
-        // y = γ (conv(x) + b − μ) / √(σ² + ε) + β  =  conv'(x) + b'
-        let mut weight = w;
-        let mut folded = vec![0.0f32; hidden];
-        for o in 0..hidden {
-            let s = gamma[o] / (var[o] + BN_EPS).sqrt();
-            weight[o * cin * 9..(o + 1) * cin * 9]
-                .iter_mut()
-                .for_each(|v| *v *= s);
-            folded[o] = (bias[o] - mean[o]) * s + beta[o];
-        }
+        let (weight, folded) = fold_bn(tensors, &format!("block{b}"), w, Some(bias), hidden)?;
         layers.push(FoldedConv {
             cout: hidden,
             cin,
@@ -190,7 +235,9 @@ pub fn linear_head(
     config: &ModelConfig,
     tensors: &HashMap<String, Tensor>,
 ) -> anyhow::Result<Option<LinearHead>> {
-    let EncoderConfig::Conv4 { embedding, .. } = config.encoder;
+    let EncoderConfig::Conv4 { embedding, .. } = config.encoder else {
+        bail!("the checkpoint's encoder is not a Conv-4");
+    };
     let Some(dim) = embedding else {
         return Ok(None);
     };
@@ -295,11 +342,7 @@ fn metadata(
     weights: &str,
     extra: Vec<(&'static str, String)>,
 ) -> anyhow::Result<Vec<StringStringEntryProto>> {
-    let EncoderConfig::Conv4 {
-        in_channels,
-        input_size,
-        ..
-    } = config.encoder;
+    let (in_channels, input_size) = config.encoder.input();
     let mut props = vec![
         (meta::RECIPE, serde_json::to_string(&config.recipe)?),
         (meta::EMBEDDING_SIZE, config.encoder.dim().to_string()),
@@ -328,11 +371,11 @@ fn wrap(
     initializer: Vec<TensorProto>,
     metadata_props: Vec<StringStringEntryProto>,
 ) -> ModelProto {
-    let EncoderConfig::Conv4 {
-        in_channels,
-        input_size,
-        ..
-    } = config.encoder;
+    let (in_channels, input_size) = config.encoder.input();
+    let arch = match config.encoder {
+        EncoderConfig::Conv4 { .. } => "conv4",
+        EncoderConfig::Mobile { .. } => "mobile",
+    };
     ModelProto {
         ir_version: 8,
         opset_import: vec![OperatorSetIdProto {
@@ -343,7 +386,7 @@ fn wrap(
         producer_version: env!("CARGO_PKG_VERSION").into(),
         graph: Some(GraphProto {
             node: nodes,
-            name: format!("{}-conv4", config.method),
+            name: format!("{}-{arch}", config.method),
             initializer,
             input: vec![value_info(
                 INPUT,
@@ -357,11 +400,14 @@ fn wrap(
     }
 }
 
-/// Builds the f32 ONNX model of a checkpoint: Conv-4 with batch norm folded in.
+/// Builds the f32 ONNX model of a checkpoint, batch norm folded in.
 pub fn model_proto(
     config: &ModelConfig,
     tensors: &HashMap<String, Tensor>,
 ) -> anyhow::Result<ModelProto> {
+    if let EncoderConfig::Mobile { .. } = config.encoder {
+        return mobile::model_proto(config, tensors, Weights::F32);
+    }
     let layers = fold(config, tensors)?;
     let head = linear_head(config, tensors)?;
     let mut nodes = Vec::new();

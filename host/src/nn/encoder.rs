@@ -25,6 +25,18 @@ pub enum EncoderConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         embedding: Option<usize>,
     },
+    /// A MobileFaceNet-style network of depthwise-separable bottlenecks
+    /// ([`super::mobile`]), always ending in a linear embedding.
+    Mobile {
+        /// Input channels (1 grey, 3 RGB).
+        in_channels: usize,
+        /// Channels of the stem; the stages scale with it (64: MobileFaceNet's widths).
+        width: usize,
+        /// Input side in pixels (square inputs, a multiple of 16).
+        input_size: usize,
+        /// Embedding size.
+        embedding: usize,
+    },
 }
 
 impl EncoderConfig {
@@ -32,6 +44,31 @@ impl EncoderConfig {
     pub fn dim(&self) -> usize {
         match *self {
             EncoderConfig::Conv4 { embedding, .. } => embedding.unwrap_or(self.features()),
+            EncoderConfig::Mobile { embedding, .. } => embedding,
+        }
+    }
+
+    /// Input channels and side.
+    pub fn input(&self) -> (usize, usize) {
+        match *self {
+            EncoderConfig::Conv4 {
+                in_channels,
+                input_size,
+                ..
+            }
+            | EncoderConfig::Mobile {
+                in_channels,
+                input_size,
+                ..
+            } => (in_channels, input_size),
+        }
+    }
+
+    /// Gives the encoder a linear embedding of `dim` (a teacher's size).
+    pub fn set_embedding(&mut self, dim: usize) {
+        match self {
+            EncoderConfig::Conv4 { embedding, .. } => *embedding = Some(dim),
+            EncoderConfig::Mobile { embedding, .. } => *embedding = dim,
         }
     }
 
@@ -44,6 +81,7 @@ impl EncoderConfig {
                 let side = (0..4).fold(input_size, |s, _| s / 2);
                 hidden * side * side
             }
+            EncoderConfig::Mobile { width, .. } => super::mobile::widen(width).cout,
         }
     }
 
@@ -70,6 +108,18 @@ impl EncoderConfig {
                 }
                 Ok(Box::new(conv4))
             }
+            EncoderConfig::Mobile {
+                in_channels,
+                width,
+                input_size,
+                embedding,
+            } => Ok(Box::new(super::mobile::MobileFace::new(
+                in_channels,
+                width,
+                input_size,
+                embedding,
+                vb,
+            )?)),
         }
     }
 }
@@ -110,7 +160,7 @@ impl BatchNorm2d {
 
     /// Updates the running statistics from a batch's mean and biased variance
     /// over `m` values per channel (PyTorch's rule: unbiased variance, momentum).
-    fn update_running(&self, mean: Tensor, var: Tensor, m: f64) -> Result<()> {
+    pub(crate) fn update_running(&self, mean: Tensor, var: Tensor, m: f64) -> Result<()> {
         let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
         let keep = 1.0 - self.momentum;
         let rm = ((self.running_mean.as_detached_tensor() * keep)? + (mean * self.momentum)?)?;
@@ -118,6 +168,11 @@ impl BatchNorm2d {
             + (var * (self.momentum * unbiased))?)?;
         self.running_mean.set(&rm)?;
         self.running_var.set(&rv)
+    }
+
+    /// Scale (`weight`), shift (`bias`) and epsilon, for fused ops.
+    pub(crate) fn affine(&self) -> (&Tensor, &Tensor, f64) {
+        (&self.weight, &self.bias, self.eps)
     }
 
     /// Batch norm, ReLU and 2×2 max pooling; in training mode one fused op.
