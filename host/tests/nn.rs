@@ -48,10 +48,22 @@ fn max_pool_matches_naive_including_odd_sizes() {
 
 /// Central differences of a scalar function of one variable's entries.
 fn check_gradient(var: &Var, analytic: &Tensor, f: &dyn Fn() -> f64, entries: usize, seed: u64) {
+    check_gradient_step(var, analytic, f, entries, seed, 1e-6)
+}
+
+/// [`check_gradient`] with step `h` (smaller where many ReLU and pooling
+/// kinks lie close to the point).
+fn check_gradient_step(
+    var: &Var,
+    analytic: &Tensor,
+    f: &dyn Fn() -> f64,
+    entries: usize,
+    seed: u64,
+    h: f64,
+) {
     let n = var.elem_count();
     let analytic = analytic.flatten_all().unwrap().to_vec1::<f64>().unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let h = 1e-6;
     for _ in 0..entries.min(n) {
         let i = rng.random_range(0..n);
         let base = var.flatten_all().unwrap().to_vec1::<f64>().unwrap();
@@ -68,7 +80,7 @@ fn check_gradient(var: &Var, analytic: &Tensor, f: &dyn Fn() -> f64, entries: us
         let err = (numeric - analytic[i]).abs();
         assert!(
             err <= 1e-6 + 1e-4 * numeric.abs(),
-            "entry {i}: analytic {} vs numeric {numeric}",
+            "entry {i}: analytic {} vs numeric {numeric} (step {h})",
             analytic[i]
         );
     }
@@ -263,5 +275,55 @@ fn adam_steps_match_hand_computation() {
             (got[0] - want[0]).abs() < 1e-12 && (got[1] - want[1]).abs() < 1e-12,
             "{got:?} vs {want:?}"
         );
+    }
+}
+
+/// The whole mobile encoder in training mode (stem, fused bottleneck layers,
+/// skip connections, global depthwise convolution, embedding batch norm):
+/// autograd's gradient of every variable against central differences, in f64.
+#[test]
+fn mobile_encoder_gradients_match_finite_differences() {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+    let config = EncoderConfig::Mobile {
+        in_channels: 1,
+        width: 8,
+        input_size: 16,
+        embedding: 5,
+    };
+    let encoder = config.build(vb).unwrap();
+    fewshot_host::nn::init::seeded_init(&varmap, 11).unwrap();
+    let x = tensor(&[4, 1, 16, 16], 12);
+    let r = tensor(&[4, 5], 13);
+    let f = || {
+        (encoder.embed(&x, true).unwrap() * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let loss = (encoder.embed(&x, true).unwrap() * &r)
+        .unwrap()
+        .sum_all()
+        .unwrap();
+    let grads = loss.backward().unwrap();
+    let vars: Vec<(String, Var)> = {
+        let data = varmap.data().lock().unwrap();
+        let mut v: Vec<_> = data
+            .iter()
+            .filter(|(n, _)| !n.contains("running_"))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    assert!(vars.len() > 60, "{} variables", vars.len());
+    for (k, (name, var)) in vars.iter().enumerate() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("{name} has no gradient"));
+        eprintln!("{name}");
+        check_gradient_step(var, g, &f, 2, 100 + k as u64, 1e-7);
     }
 }
