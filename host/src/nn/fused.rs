@@ -12,7 +12,10 @@ use rayon::prelude::*;
 
 use super::depthwise::{self, DepthwiseConv};
 use super::kernel::{run_cpu, Kernel};
-use super::ops::{bn_backward, channel_stats, read_stats, write_stats};
+use super::ops::{bn_backward, channel_stats};
+
+/// Per channel (mean, biased variance).
+type Stats = Vec<(f64, f64)>;
 
 /// The convolution of a [`ConvBnAct`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +35,9 @@ pub enum LayerConv {
 
 /// The fused layer. Inputs: `x (Cin, N, H, W)` and the parameters packed as
 /// `[weight, gamma (Cout), beta (Cout)]` (weight `(Cout, Cin)` pointwise,
-/// `(C, k, k)` depthwise). Output packed: `(Cout, N, Ho, Wo)` values, then the
-/// `Cout` batch means and `Cout` batch variances of the convolution output.
+/// `(C, k, k)` depthwise). Output `(Cout, N, Ho, Wo)`; the batch means and
+/// variances of the convolution output are kept for [`ConvBnAct::batch_stats`]
+/// (no packed output to slice, whose gradient candle would pad to full size).
 #[derive(Debug, Clone)]
 pub struct ConvBnAct {
     /// The convolution.
@@ -46,6 +50,8 @@ pub struct ConvBnAct {
     pub eps: f64,
     /// The convolution output of the forward pass, for the backward pass.
     conv_out: Arc<Mutex<Option<CpuStorage>>>,
+    /// Per channel (mean, biased variance) of the forward pass.
+    stats: Arc<Mutex<Option<Stats>>>,
 }
 
 /// Sizes of one application.
@@ -84,7 +90,13 @@ impl ConvBnAct {
             relu,
             eps,
             conv_out: Arc::new(Mutex::new(None)),
+            stats: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// Per output channel (mean, biased variance) of the last forward pass.
+    pub fn batch_stats(&self) -> Option<Vec<(f64, f64)>> {
+        self.stats.lock().ok().and_then(|s| s.clone())
     }
 
     /// Weight values for `cin` input channels.
@@ -98,8 +110,7 @@ impl ConvBnAct {
     fn dims(&self, x: &Layout, params: usize) -> Result<Dims> {
         let (cin, n, h, w) = x.shape().dims4()?;
         let weight = self.weight_len(cin);
-        // The backward pass sees the statistics after the parameters.
-        if params != weight + 2 * self.cout && params != weight + 4 * self.cout {
+        if params != weight + 2 * self.cout {
             candle_core::bail!(
                 "conv-bn layer: {params} parameter values, expected {}",
                 weight + 2 * self.cout
@@ -261,8 +272,8 @@ impl Kernel for Fwd<'_> {
         let stats = channel_stats(&z, d.bn_dims());
         let coef = affine(gamma, beta, &stats, self.op.eps);
         let plane = d.n * d.ho * d.wo;
-        let mut out = vec![T::zero(); d.out_len() + 2 * d.cout];
-        let (y, tail) = out.split_at_mut(d.out_len());
+        let mut out = vec![T::zero(); d.out_len()];
+        let y = &mut out[..];
         let relu = self.op.relu;
         y.par_chunks_mut(plane)
             .zip(z.par_chunks(plane))
@@ -273,7 +284,9 @@ impl Kernel for Fwd<'_> {
                     *a = T::from_f64(if relu && v < 0.0 { 0.0 } else { v });
                 }
             });
-        write_stats(&stats, tail);
+        if let Ok(mut slot) = self.op.stats.lock() {
+            *slot = Some(stats);
+        }
         if let Ok(mut slot) = self.op.conv_out.lock() {
             *slot = Some(T::to_cpu_storage_owned(z));
         }
@@ -287,12 +300,11 @@ struct Bwd<'a> {
 }
 
 impl Kernel for Bwd<'_> {
-    /// Inputs: `x`, `[params, means, variances]`, the output's gradient.
+    /// Inputs: `x`, the packed parameters, the output's gradient.
     /// Output: `[dx, dweight, dgamma, dbeta]`.
     fn run<T: WithDType>(&self, i: &[&[T]]) -> Vec<T> {
         let d = &self.d;
-        let (weight, gamma, beta, rest) = split(i[1], d.weight, d.cout);
-        let stats = read_stats(rest);
+        let (weight, gamma, beta, _) = split(i[1], d.weight, d.cout);
         let kept = self.op.conv_out.lock().ok().and_then(|mut s| s.take());
         let recomputed;
         let z: &[T] = match kept.as_ref().and_then(|s| s.as_slice::<T>().ok()) {
@@ -301,6 +313,10 @@ impl Kernel for Bwd<'_> {
                 recomputed = conv_fwd(i[0], weight, d);
                 &recomputed
             }
+        };
+        let stats = match self.op.batch_stats() {
+            Some(s) if s.len() == d.cout => s,
+            _ => channel_stats(z, d.bn_dims()),
         };
         let total = d.out_len();
         let plane = d.n * d.ho * d.wo;
@@ -346,27 +362,19 @@ impl CustomOp2 for ConvBnAct {
     ) -> Result<(CpuStorage, Shape)> {
         let d = self.dims(l1, l2.shape().elem_count())?;
         let out = run_cpu(&Fwd { op: self, d }, "conv-bn layer", &[(s1, l1), (s2, l2)])?;
-        Ok((out, Shape::from(d.out_len() + 2 * d.cout)))
+        Ok((out, Shape::from((d.cout, d.n, d.ho, d.wo))))
     }
 
     fn bwd(
         &self,
         x: &Tensor,
         params: &Tensor,
-        res: &Tensor,
+        _res: &Tensor,
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let stats_at = res.elem_count() - 2 * self.cout;
-        let with_stats = Tensor::cat(
-            &[
-                params.flatten_all()?,
-                res.narrow(0, stats_at, 2 * self.cout)?.detach(),
-            ],
-            0,
-        )?;
         let packed = x.contiguous()?.apply_op3_no_bwd(
-            &with_stats,
-            &grad_res.narrow(0, 0, stats_at)?.contiguous()?,
+            &params.contiguous()?,
+            &grad_res.contiguous()?,
             &LayerBwd(self.clone()),
         )?;
         let xl = x.elem_count();

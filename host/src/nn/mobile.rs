@@ -222,7 +222,7 @@ impl ConvBn {
 impl ConvBn {
     fn forward_fused(&self, x: &Tensor) -> Result<Tensor> {
         let s = self.spec;
-        let (_, n, h, w) = x.dims4()?;
+        let n = x.dims4()?.1;
         let conv = if s.depthwise {
             LayerConv::Depthwise {
                 kernel: s.kernel,
@@ -237,22 +237,18 @@ impl ConvBn {
             &[self.weight.flatten_all()?, gamma.clone(), beta.clone()],
             0,
         )?;
-        let packed = x
-            .contiguous()?
-            .apply_op2(&params, ConvBnAct::new(conv, s.cout, s.relu, eps))?;
-        let (ho, wo) = if s.depthwise {
-            (
-                (h + 2 * s.padding - s.kernel) / s.stride + 1,
-                (w + 2 * s.padding - s.kernel) / s.stride + 1,
-            )
-        } else {
-            (h, w)
-        };
-        let len = s.cout * n * ho * wo;
-        let mean = packed.narrow(0, len, s.cout)?.detach();
-        let var = packed.narrow(0, len + s.cout, s.cout)?.detach();
+        let op = ConvBnAct::new(conv, s.cout, s.relu, eps);
+        let y = x.contiguous()?.apply_op2(&params, op.clone())?;
+        let (_, _, ho, wo) = y.dims4()?;
+        let stats = op
+            .batch_stats()
+            .ok_or_else(|| candle_core::Error::Msg("conv-bn layer kept no statistics".into()))?;
+        let (mean, var): (Vec<f64>, Vec<f64>) = stats.into_iter().unzip();
+        let dtype = y.dtype();
+        let mean = Tensor::new(mean, y.device())?.to_dtype(dtype)?;
+        let var = Tensor::new(var, y.device())?.to_dtype(dtype)?;
         self.bn.update_running(mean, var, (n * ho * wo) as f64)?;
-        packed.narrow(0, 0, len)?.reshape((s.cout, n, ho, wo))
+        Ok(y)
     }
 }
 
