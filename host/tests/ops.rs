@@ -224,21 +224,17 @@ fn conv_matches_candle_forward_and_autograd() {
     }
 }
 
-#[test]
-fn conv_gradient_matches_finite_differences() {
-    use fewshot_host::nn::conv::Conv2dOp;
-    let x = Var::from_tensor(&tensor(&[3, 2, 5, 4], 70)).unwrap();
-    let wt = Var::from_tensor(&tensor(&[3, 2, 3, 3], 71)).unwrap();
-    let b = tensor(&[3], 72);
-    let dy = tensor(&[3, 3, 5, 4], 73);
-    let f = |x: &Tensor, w: &Tensor| {
-        (x.apply_op3(w, &b, Conv2dOp { padding: 1 }).unwrap() * &dy)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-    };
+/// Checks the gradients autograd gives `f(x, w)` (a scalar) with respect to
+/// `x` and `w` against central differences, at every `every`-th entry.
+fn assert_gradients_by_differences(
+    x: &Var,
+    wt: &Var,
+    f: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+    every: usize,
+    label: &str,
+) {
     let grads = f(x.as_tensor(), wt.as_tensor()).backward().unwrap();
-    for (var, is_x) in [(&x, true), (&wt, false)] {
+    for (var, is_x) in [(x, true), (wt, false)] {
         let g = grads
             .get(var.as_tensor())
             .unwrap()
@@ -247,7 +243,7 @@ fn conv_gradient_matches_finite_differences() {
             .to_vec1::<f64>()
             .unwrap();
         let base = var.flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        for i in (0..base.len()).step_by(5) {
+        for i in (0..base.len()).step_by(every) {
             let at = |d: f64| {
                 let mut v = base.clone();
                 v[i] += d;
@@ -262,11 +258,28 @@ fn conv_gradient_matches_finite_differences() {
             let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
             assert!(
                 (numeric - g[i]).abs() < 1e-6 + 1e-6 * numeric.abs(),
-                "[{i}]: {} vs {numeric}",
+                "{label} {} [{i}]: {} vs {numeric}",
+                if is_x { "dx" } else { "dw" },
                 g[i]
             );
         }
     }
+}
+
+#[test]
+fn conv_gradient_matches_finite_differences() {
+    use fewshot_host::nn::conv::Conv2dOp;
+    let x = Var::from_tensor(&tensor(&[3, 2, 5, 4], 70)).unwrap();
+    let wt = Var::from_tensor(&tensor(&[3, 2, 3, 3], 71)).unwrap();
+    let b = tensor(&[3], 72);
+    let dy = tensor(&[3, 3, 5, 4], 73);
+    let f = |x: &Tensor, w: &Tensor| {
+        (x.apply_op3(w, &b, Conv2dOp { padding: 1 }).unwrap() * &dy)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    };
+    assert_gradients_by_differences(&x, &wt, &f, 5, "conv");
 }
 
 #[test]
@@ -450,37 +463,7 @@ fn depthwise_conv_gradient_matches_finite_differences() {
                 .sum_all()
                 .unwrap()
         };
-        let grads = f(x.as_tensor(), wt.as_tensor()).backward().unwrap();
-        for (var, is_x) in [(&x, true), (&wt, false)] {
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap();
-            let base = var.flatten_all().unwrap().to_vec1::<f64>().unwrap();
-            for i in 0..base.len() {
-                let at = |d: f64| {
-                    let mut v = base.clone();
-                    v[i] += d;
-                    let t = Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap();
-                    let out = if is_x {
-                        f(&t, wt.as_tensor())
-                    } else {
-                        f(x.as_tensor(), &t)
-                    };
-                    out.to_scalar::<f64>().unwrap()
-                };
-                let numeric = (at(1e-6) - at(-1e-6)) / 2e-6;
-                assert!(
-                    (numeric - g[i]).abs() < 1e-6 + 1e-6 * numeric.abs(),
-                    "case {case} {} [{i}]: {} vs {numeric}",
-                    if is_x { "dx" } else { "dw" },
-                    g[i]
-                );
-            }
-        }
+        assert_gradients_by_differences(&x, &wt, &f, 1, &format!("case {case}"));
     }
 }
 
