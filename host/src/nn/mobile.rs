@@ -36,7 +36,7 @@ pub fn scaled(channels: usize, width: usize) -> usize {
     (channels * width / 64).max(1)
 }
 
-/// One layer of the network as the export sees it: its name prefix, kind and sizes.
+/// One convolution of the network (with its batch norm), as training and export see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerSpec {
     /// Input channels.
