@@ -48,7 +48,7 @@ fn max_pool_matches_naive_including_odd_sizes() {
 
 /// Central differences of a scalar function of one variable's entries.
 fn check_gradient(var: &Var, analytic: &Tensor, f: &dyn Fn() -> f64, entries: usize, seed: u64) {
-    check_gradient_step(var, analytic, f, entries, seed, 1e-6)
+    check_gradient_step(var, analytic, f, entries, seed, 1e-6, "")
 }
 
 /// [`check_gradient`] with step `h` (smaller where many ReLU and pooling
@@ -60,6 +60,7 @@ fn check_gradient_step(
     entries: usize,
     seed: u64,
     h: f64,
+    label: &str,
 ) {
     let n = var.elem_count();
     let analytic = analytic.flatten_all().unwrap().to_vec1::<f64>().unwrap();
@@ -80,7 +81,7 @@ fn check_gradient_step(
         let err = (numeric - analytic[i]).abs();
         assert!(
             err <= 1e-6 + 1e-4 * numeric.abs(),
-            "entry {i}: analytic {} vs numeric {numeric} (step {h})",
+            "{label} entry {i}: analytic {} vs numeric {numeric} (step {h})",
             analytic[i]
         );
     }
@@ -323,7 +324,6 @@ fn mobile_encoder_gradients_match_finite_differences() {
         let g = grads
             .get(var.as_tensor())
             .unwrap_or_else(|| panic!("{name} has no gradient"));
-        eprintln!("{name}");
-        check_gradient_step(var, g, &f, 2, 100 + k as u64, 1e-7);
+        check_gradient_step(var, g, &f, 2, 100 + k as u64, 1e-7, name);
     }
 }

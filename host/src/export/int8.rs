@@ -23,7 +23,7 @@ use tract_onnx::pb::{tensor_proto::DataType, ModelProto, NodeProto, TensorProto}
 use super::calibrate::{measure, sample_images, Ranges};
 use super::{
     attr_int, conv_attrs, fold, load_checkpoint, metadata, node, pool_attrs, wrap, FoldedConv,
-    LinearHead, INPUT, OUTPUT,
+    LinearHead, Weights, INPUT,
 };
 use crate::data::preprocess_file;
 use crate::nn::checkpoint::write_atomic;
@@ -179,30 +179,9 @@ fn affine_init(init: &mut Vec<TensorProto>, prefix: &str, a: Affine) -> (String,
     (s, z)
 }
 
-/// Ends the graph at `x` with the linear embedding `head`: its weights
-/// stored as int8 with one scale per output row (`DequantizeLinear` along
-/// axis 0), the product and bias in f32.
-fn int8_head(x: &str, head: &LinearHead, nodes: &mut Vec<NodeProto>, init: &mut Vec<TensorProto>) {
-    nodes.push(node("Flatten", &[x], "features", vec![attr_int("axis", 1)]));
-    dequantized_weights(
-        "embed.weight",
-        &[head.dim, head.features],
-        &head.weight,
-        nodes,
-        init,
-    );
-    init.push(f32s("embed.bias", &[head.dim], &head.bias));
-    nodes.push(node(
-        "Gemm",
-        &["features", "embed.weight", "embed.bias"],
-        OUTPUT,
-        vec![attr_int("transB", 1)],
-    ));
-}
-
 /// Builds the int8 model of the folded `layers` in a form that quantizes
 /// activations (`qlinear`, `conv-integer`), with the calibrated `ranges`;
-/// the `weight-only` form is [`weight_only_proto`].
+/// the `weight-only` form is [`super::encoder_proto`] with int8 weights.
 pub fn model_proto(
     config: &crate::nn::checkpoint::ModelConfig,
     layers: &[FoldedConv],
@@ -211,7 +190,7 @@ pub fn model_proto(
     form: Int8Form,
 ) -> anyhow::Result<ModelProto> {
     if !form.needs_calibration() {
-        bail!("the {form:?} form takes no activation ranges: weight_only_proto builds it");
+        bail!("the {form:?} form takes no activation ranges: encoder_proto builds it");
     }
     if ranges.blocks.len() != layers.len() {
         bail!(
@@ -316,10 +295,7 @@ pub fn model_proto(
     };
     // A linear embedding: int8 weights (one scale per output) dequantized
     // to f32, on the dequantized features.
-    match head {
-        Some(head) => int8_head(&last, head, &mut nodes, &mut init),
-        None => super::finish(&last, None, &mut nodes, &mut init),
-    }
+    super::finish(&last, head, Weights::Int8, &mut nodes, &mut init);
     let quant = serde_json::json!({
         "form": form,
         "weights": match form {
@@ -356,30 +332,6 @@ fn int8_model(
 
 /// How the weights of the full-range forms are quantized.
 const INT8_WEIGHTS: &str = "int8, symmetric per output channel, round half to even";
-
-/// The `weight-only` model: each block's int8 weights (one scale per output
-/// channel) go through `DequantizeLinear` into the f32 graph of the f32 export.
-pub fn weight_only_proto(
-    config: &crate::nn::checkpoint::ModelConfig,
-    layers: &[FoldedConv],
-    head: Option<&LinearHead>,
-) -> anyhow::Result<ModelProto> {
-    let mut nodes: Vec<NodeProto> = Vec::new();
-    let mut init = Vec::new();
-    let mut x = INPUT.to_string();
-    for (b, layer) in layers.iter().enumerate() {
-        let (wn, bn) = (format!("block{b}.weight"), format!("block{b}.bias"));
-        let dims = [layer.cout, layer.cin, 3, 3];
-        dequantized_weights(&wn, &dims, &layer.weight, &mut nodes, &mut init);
-        init.push(f32s(&bn, &[layer.cout], &layer.bias));
-        x = super::conv_block(b, &x, &wn, &bn, &mut nodes);
-    }
-    match head {
-        Some(head) => int8_head(&x, head, &mut nodes, &mut init),
-        None => super::finish(&x, None, &mut nodes, &mut init),
-    }
-    int8_model(config, nodes, init, &weight_only_record())
-}
 
 /// The quantization record of the `weight-only` form.
 pub(super) fn weight_only_record() -> serde_json::Value {
@@ -435,28 +387,17 @@ pub fn export_int8(
     options: Int8Options,
 ) -> anyhow::Result<Int8Export> {
     let (config, tensors) = load_checkpoint(weights)?;
-    if let EncoderConfig::Mobile { .. } = config.encoder {
-        if options.form != Int8Form::WeightOnly {
-            bail!(
-                "the {:?} int8 form is written for Conv-4 only; export the mobile encoder with --int8-form weight-only",
-                options.form
-            );
-        }
-        let proto = super::mobile::model_proto(&config, &tensors, super::Weights::Int8)?;
-        let bytes = proto.encode_to_vec();
-        write_atomic(out, &bytes)?;
-        return Ok(Int8Export {
-            ranges: None,
-            bytes: bytes.len(),
-        });
-    }
-    let layers = fold(&config, &tensors)?;
-    let head = super::linear_head(&config, &tensors)?;
     let (proto, ranges) = match calibration {
         _ if !options.form.needs_calibration() => {
-            (weight_only_proto(&config, &layers, head.as_ref())?, None)
+            (super::encoder_proto(&config, &tensors, Weights::Int8)?, None)
         }
+        _ if !matches!(config.encoder, EncoderConfig::Conv4 { .. }) => bail!(
+            "the {:?} int8 form is written for Conv-4 only; export this encoder with --int8-form weight-only",
+            options.form
+        ),
         Some(folder) => {
+            let layers = fold(&config, &tensors)?;
+            let head = super::linear_head(&config, &tensors)?;
             let ranges = calibrate_ranges(&config, &layers, folder, options)?;
             let proto = model_proto(&config, &layers, head.as_ref(), &ranges, options.form)?;
             (proto, Some(ranges))

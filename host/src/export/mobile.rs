@@ -9,11 +9,10 @@ use std::collections::HashMap;
 
 use anyhow::bail;
 use candle_core::Tensor;
-use tract_onnx::pb::{ModelProto, NodeProto, TensorProto};
+use tract_onnx::pb::{NodeProto, TensorProto};
 
 use super::{
-    attr_int, attr_ints, conv_block, f32_tensor, fold_bn, node, values, FoldedConv, Weights, INPUT,
-    OUTPUT,
+    attr_int, attr_ints, conv_block, f32_tensor, fold_bn, node, values, Weights, INPUT, OUTPUT,
 };
 use crate::nn::checkpoint::ModelConfig;
 use crate::nn::encoder::EncoderConfig;
@@ -74,15 +73,15 @@ pub fn graph(
     let mut nodes = Vec::new();
     let mut init = Vec::new();
     // The stem: a Conv-4 block, written as the Conv-4 export writes its first.
-    let stem = stem_layer(tensors, in_channels, width)?;
+    let (weight, bias) = stem_layer(tensors, in_channels, width)?;
     weights.emit(
         "block0.weight",
         &[width, in_channels, 3, 3],
-        &stem.weight,
+        &weight,
         &mut nodes,
         &mut init,
     );
-    init.push(f32_tensor("block0.bias", &[width], &stem.bias));
+    init.push(f32_tensor("block0.bias", &[width], &bias));
     let mut x = conv_block(0, INPUT, "block0.weight", "block0.bias", &mut nodes);
     let (t, n, i) = (tensors, &mut nodes, &mut init);
     x = conv(t, "stem_dw", stem_dw(width), &x, weights, n, i)?;
@@ -126,12 +125,12 @@ pub fn graph(
     Ok((nodes, init))
 }
 
-/// The stem's convolution with its batch norm folded.
+/// The stem's convolution weights and bias with its batch norm folded.
 fn stem_layer(
     tensors: &HashMap<String, Tensor>,
     cin: usize,
     width: usize,
-) -> anyhow::Result<FoldedConv> {
+) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
     let raw = values(tensors, "block0.conv.weight")?;
     let bias = values(tensors, "block0.conv.bias")?;
     if raw.len() != width * cin * 9 {
@@ -140,32 +139,5 @@ fn stem_layer(
             raw.len()
         );
     }
-    let (weight, bias) = fold_bn(tensors, "block0", raw, Some(bias), width)?;
-    Ok(FoldedConv {
-        cout: width,
-        cin,
-        weight,
-        bias,
-    })
-}
-
-/// The f32 (or `weight-only` int8) model of a mobile checkpoint.
-pub fn model_proto(
-    config: &ModelConfig,
-    tensors: &HashMap<String, Tensor>,
-    weights: Weights,
-) -> anyhow::Result<ModelProto> {
-    let (nodes, init) = graph(config, tensors, weights)?;
-    let props = match weights {
-        Weights::F32 => super::metadata(config, "f32", vec![])?,
-        Weights::Int8 => super::metadata(
-            config,
-            "int8",
-            vec![(
-                super::meta::QUANTIZATION,
-                super::int8::weight_only_record().to_string(),
-            )],
-        )?,
-    };
-    Ok(super::wrap(config, nodes, init, props))
+    fold_bn(tensors, "block0", raw, Some(bias), width)
 }

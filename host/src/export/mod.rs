@@ -59,6 +59,19 @@ impl Weights {
             Weights::Int8 => int8::dequantized_weights(name, dims, values, nodes, init),
         }
     }
+
+    /// The metadata of a model whose weights are stored this way (the int8
+    /// case is the `weight-only` form).
+    fn metadata(self, config: &ModelConfig) -> anyhow::Result<Vec<StringStringEntryProto>> {
+        match self {
+            Weights::F32 => metadata(config, "f32", vec![]),
+            Weights::Int8 => metadata(
+                config,
+                "int8",
+                vec![(meta::QUANTIZATION, int8::weight_only_record().to_string())],
+            ),
+        }
+    }
 }
 
 fn attr_ints(name: &str, ints: &[i64]) -> AttributeProto {
@@ -256,10 +269,12 @@ pub fn linear_head(
 }
 
 /// Ends a graph at `x` (the last block's output): flattened, then through
-/// the linear embedding when there is one, into [`OUTPUT`].
+/// the linear embedding when there is one (its weights stored as `weights`,
+/// its bias in f32), into [`OUTPUT`].
 fn finish(
     x: &str,
     head: Option<&LinearHead>,
+    weights: Weights,
     nodes: &mut Vec<NodeProto>,
     init: &mut Vec<TensorProto>,
 ) {
@@ -268,11 +283,8 @@ fn finish(
         return;
     };
     nodes.push(node("Flatten", &[x], "features", vec![attr_int("axis", 1)]));
-    init.push(f32_tensor(
-        "embed.weight",
-        &[head.dim, head.features],
-        &head.weight,
-    ));
+    let dims = [head.dim, head.features];
+    weights.emit("embed.weight", &dims, &head.weight, nodes, init);
     init.push(f32_tensor("embed.bias", &[head.dim], &head.bias));
     nodes.push(node(
         "Gemm",
@@ -405,27 +417,44 @@ pub fn model_proto(
     config: &ModelConfig,
     tensors: &HashMap<String, Tensor>,
 ) -> anyhow::Result<ModelProto> {
-    if let EncoderConfig::Mobile { .. } = config.encoder {
-        return mobile::model_proto(config, tensors, Weights::F32);
-    }
-    let layers = fold(config, tensors)?;
-    let head = linear_head(config, tensors)?;
+    encoder_proto(config, tensors, Weights::F32)
+}
+
+/// Builds the model of a checkpoint of any encoder, batch norm folded in,
+/// its weights stored as `weights` (f32, or int8 in the `weight-only` form).
+pub fn encoder_proto(
+    config: &ModelConfig,
+    tensors: &HashMap<String, Tensor>,
+    weights: Weights,
+) -> anyhow::Result<ModelProto> {
+    let (nodes, init) = match config.encoder {
+        EncoderConfig::Conv4 { .. } => {
+            let head = linear_head(config, tensors)?;
+            conv4_graph(&fold(config, tensors)?, head.as_ref(), weights)
+        }
+        EncoderConfig::Mobile { .. } => mobile::graph(config, tensors, weights)?,
+    };
+    Ok(wrap(config, nodes, init, weights.metadata(config)?))
+}
+
+/// The nodes and initialisers of the folded Conv-4 `layers` and `head`.
+fn conv4_graph(
+    layers: &[FoldedConv],
+    head: Option<&LinearHead>,
+    weights: Weights,
+) -> (Vec<NodeProto>, Vec<TensorProto>) {
     let mut nodes = Vec::new();
     let mut init = Vec::new();
     let mut x = INPUT.to_string();
     for (b, layer) in layers.iter().enumerate() {
-        let p = |s: &str| format!("block{b}.{s}");
-        let (wn, bn) = (p("weight"), p("bias"));
-        init.push(f32_tensor(
-            &wn,
-            &[layer.cout, layer.cin, 3, 3],
-            &layer.weight,
-        ));
+        let (wn, bn) = (format!("block{b}.weight"), format!("block{b}.bias"));
+        let dims = [layer.cout, layer.cin, 3, 3];
+        weights.emit(&wn, &dims, &layer.weight, &mut nodes, &mut init);
         init.push(f32_tensor(&bn, &[layer.cout], &layer.bias));
         x = conv_block(b, &x, &wn, &bn, &mut nodes);
     }
-    finish(&x, head.as_ref(), &mut nodes, &mut init);
-    Ok(wrap(config, nodes, init, metadata(config, "f32", vec![])?))
+    finish(&x, head, weights, &mut nodes, &mut init);
+    (nodes, init)
 }
 
 /// Reads a checkpoint and its JSON config.

@@ -145,17 +145,33 @@ fn col2im<T: WithDType>(col: &[T], d: &Dims, x: &mut [T]) {
 
 /// A matrix operand: values with row and column strides.
 #[derive(Clone, Copy)]
-struct Mat<'a, T> {
-    data: &'a [T],
-    rs: usize,
-    cs: usize,
+pub(crate) struct Mat<'a, T> {
+    /// The values.
+    pub(crate) data: &'a [T],
+    /// Step between rows.
+    pub(crate) rs: usize,
+    /// Step between columns.
+    pub(crate) cs: usize,
 }
 
-/// `dst (m × n, row-major) [+]= a (m × k) · b (k × n)`, single-threaded.
+/// `dst (m × n, row-major) [+]= a (m × k) · b (k × n)`, single-threaded
+/// (the convolutions here run images in parallel instead).
 fn matmul<T: WithDType>(
     m: usize,
     n: usize,
     k: usize,
+    dst: &mut [T],
+    accumulate: bool,
+    a: Mat<'_, T>,
+    b: Mat<'_, T>,
+) {
+    matmul_with(gemm::Parallelism::None, (m, n, k), dst, accumulate, a, b)
+}
+
+/// [`matmul`] with gemm's own `parallelism`.
+pub(crate) fn matmul_with<T: WithDType>(
+    parallelism: gemm::Parallelism,
+    (m, n, k): (usize, usize, usize),
     dst: &mut [T],
     accumulate: bool,
     a: Mat<'_, T>,
@@ -198,7 +214,7 @@ fn matmul<T: WithDType>(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         )
     }
 }

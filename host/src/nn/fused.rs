@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::conv::{matmul_with, Mat};
 use super::depthwise::{self, DepthwiseConv};
 use super::kernel::{run_cpu, Kernel};
 use super::ops::{bn_backward, channel_stats};
@@ -153,54 +154,28 @@ impl ConvBnAct {
     }
 }
 
-/// `dst (m × n, row-major) = a · b` with operand strides `(row, column)`, on all threads.
-#[allow(clippy::too_many_arguments)]
+/// `dst (m × n, row-major) = a · b`, operands given with their `(row, column)`
+/// strides, on all threads.
 fn gemm<T: WithDType>(
-    (m, n, k): (usize, usize, usize),
+    dims: (usize, usize, usize),
     dst: &mut [T],
     a: &[T],
     (ars, acs): (usize, usize),
     b: &[T],
     (brs, bcs): (usize, usize),
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let last =
-        |rs: usize, cs: usize, rows: usize, cols: usize| (rows - 1) * rs + (cols.max(1) - 1) * cs;
-    assert!(dst.len() >= m * n, "gemm: destination too small");
-    assert!(
-        k == 0 || a.len() > last(ars, acs, m, k),
-        "gemm: left operand too small"
-    );
-    assert!(
-        k == 0 || b.len() > last(brs, bcs, k, n),
-        "gemm: right operand too small"
-    );
-    // SAFETY: the asserts above keep every index gemm touches inside the slices.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            acs as isize,
-            ars as isize,
-            b.as_ptr(),
-            bcs as isize,
-            brs as isize,
-            T::from_f64(0.0),
-            T::from_f64(1.0),
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
-        )
-    }
+    let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
+    let a = Mat {
+        data: a,
+        rs: ars,
+        cs: acs,
+    };
+    let b = Mat {
+        data: b,
+        rs: brs,
+        cs: bcs,
+    };
+    matmul_with(threads, dims, dst, false, a, b);
 }
 
 /// The convolution output `(Cout, N, Ho, Wo)`.
@@ -234,12 +209,11 @@ fn conv_bwd<T: WithDType>(x: &[T], weight: &[T], dz: &[T], d: &Dims, extra: usiz
     }
 }
 
-/// The packed parameters' pieces.
-fn split<T>(p: &[T], weight: usize, c: usize) -> (&[T], &[T], &[T], &[T]) {
+/// The packed parameters' pieces: weight, gamma, beta.
+fn split<T>(p: &[T], weight: usize, c: usize) -> (&[T], &[T], &[T]) {
     let (w, rest) = p.split_at(weight);
-    let (gamma, rest) = rest.split_at(c);
-    let (beta, rest) = rest.split_at(c);
-    (w, gamma, beta, rest)
+    let (gamma, beta) = rest.split_at(c);
+    (w, gamma, beta)
 }
 
 /// Per channel `(scale, shift)` of batch norm: `y = scale · z + shift`.
@@ -267,15 +241,14 @@ struct Fwd<'a> {
 impl Kernel for Fwd<'_> {
     fn run<T: WithDType>(&self, i: &[&[T]]) -> Vec<T> {
         let d = &self.d;
-        let (weight, gamma, beta, _) = split(i[1], d.weight, d.cout);
+        let (weight, gamma, beta) = split(i[1], d.weight, d.cout);
         let z = conv_fwd(i[0], weight, d);
         let stats = channel_stats(&z, d.bn_dims());
         let coef = affine(gamma, beta, &stats, self.op.eps);
         let plane = d.n * d.ho * d.wo;
         let mut out = vec![T::zero(); d.out_len()];
-        let y = &mut out[..];
         let relu = self.op.relu;
-        y.par_chunks_mut(plane)
+        out.par_chunks_mut(plane)
             .zip(z.par_chunks(plane))
             .zip(&coef)
             .for_each(|((yc, zc), &(s, t))| {
@@ -304,7 +277,7 @@ impl Kernel for Bwd<'_> {
     /// Output: `[dx, dweight, dgamma, dbeta]`.
     fn run<T: WithDType>(&self, i: &[&[T]]) -> Vec<T> {
         let d = &self.d;
-        let (weight, gamma, beta, _) = split(i[1], d.weight, d.cout);
+        let (weight, gamma, beta) = split(i[1], d.weight, d.cout);
         let kept = self.op.conv_out.lock().ok().and_then(|mut s| s.take());
         let recomputed;
         let z: &[T] = match kept.as_ref().and_then(|s| s.as_slice::<T>().ok()) {

@@ -55,6 +55,21 @@ pub struct LayerSpec {
     pub relu: bool,
 }
 
+impl LayerSpec {
+    /// The convolution's kind (the pointwise layers are 1×1, stride 1, by construction).
+    pub fn conv(&self) -> LayerConv {
+        if self.depthwise {
+            LayerConv::Depthwise {
+                kernel: self.kernel,
+                stride: self.stride,
+                padding: self.padding,
+            }
+        } else {
+            LayerConv::Pointwise
+        }
+    }
+}
+
 /// The layers of one bottleneck: expansion, depthwise, projection; and
 /// whether its input is added to its output.
 #[derive(Debug, Clone, Copy)]
@@ -187,29 +202,28 @@ impl ConvBn {
         }
         let s = self.spec;
         let (cin, n, h, w) = x.dims4()?;
-        let y = if s.depthwise {
-            x.contiguous()?.apply_op2(
+        let y = match s.conv() {
+            LayerConv::Depthwise {
+                stride, padding, ..
+            } => x.contiguous()?.apply_op2(
                 &self.weight,
                 DepthwiseConv {
-                    stride: s.stride,
-                    padding: s.padding,
+                    stride,
+                    padding,
                     channel_major: true,
                 },
-            )?
-        } else {
-            if s.stride != 1 || s.kernel != 1 {
-                candle_core::bail!("pointwise convolutions are 1×1 with stride 1");
-            }
-            self.weight
+            )?,
+            LayerConv::Pointwise => self
+                .weight
                 .reshape((s.cout, cin))?
                 .matmul(&x.reshape((cin, n * h * w))?)?
-                .reshape((s.cout, n, h, w))?
+                .reshape((s.cout, n, h, w))?,
         };
         let (c, n, ho, wo) = y.dims4()?;
-        // Per-channel statistics over N·H·W: one "image" of N·H rows.
+        // Per-channel running statistics over N·H·W: one "image" of N·H rows.
         let y = self
             .bn
-            .forward_t(&y.reshape((1, c, n * ho, wo))?, train)?
+            .forward_t(&y.reshape((1, c, n * ho, wo))?, false)?
             .reshape((c, n, ho, wo))?;
         if s.relu {
             y.relu()
@@ -223,21 +237,12 @@ impl ConvBn {
     fn forward_fused(&self, x: &Tensor) -> Result<Tensor> {
         let s = self.spec;
         let n = x.dims4()?.1;
-        let conv = if s.depthwise {
-            LayerConv::Depthwise {
-                kernel: s.kernel,
-                stride: s.stride,
-                padding: s.padding,
-            }
-        } else {
-            LayerConv::Pointwise
-        };
         let (gamma, beta, eps) = self.bn.affine();
         let params = Tensor::cat(
             &[self.weight.flatten_all()?, gamma.clone(), beta.clone()],
             0,
         )?;
-        let op = ConvBnAct::new(conv, s.cout, s.relu, eps);
+        let op = ConvBnAct::new(s.conv(), s.cout, s.relu, eps);
         let y = x.contiguous()?.apply_op2(&params, op.clone())?;
         let (_, _, ho, wo) = y.dims4()?;
         let stats = op
