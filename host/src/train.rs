@@ -18,11 +18,12 @@ use crate::augment::{affine, rotate90, AffineRanges, FaceAugment, Shape};
 use crate::data::{ClassSet, Layout, Tensors};
 use crate::embed::{check_shape, EmbedError, Embedder, Embeddings};
 use crate::episode::{ClassSplit, EpisodeSampler, EpisodeShape};
-use crate::eval::evaluate_episodes;
+use crate::eval::{evaluate_episodes_with, EpisodeClassifier};
 use crate::nn::adam::Adam;
 use crate::nn::checkpoint::{self, ModelConfig, RecipeSpec};
 use crate::nn::cosface::CosFace;
 use crate::nn::encoder::{Encoder, EncoderConfig};
+use crate::nn::matching::{MatchingConfig, MatchingHead, MatchingNet};
 use crate::nn::method::{BatchLoss, EpisodeTensors, FewShotMethod, ProtoNet};
 use crate::nn::siamese::{EmbeddingDistance, Mining, PairwiseHead, TripletLoss};
 use crate::plot::{line_chart_png, Series};
@@ -155,6 +156,21 @@ struct RunConfig {
     siamese: Option<SiameseConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     distill: Option<DistillConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    matching: Option<MatchingConfig>,
+}
+
+impl RunConfig {
+    /// A run of `base` with no objective settings of its own (Prototypical Networks).
+    fn new(base: &TrainConfig) -> Self {
+        RunConfig {
+            base: base.clone(),
+            cosface: None,
+            siamese: None,
+            distill: None,
+            matching: None,
+        }
+    }
 }
 
 /// Progress saved with each checkpoint, for resuming.
@@ -373,13 +389,7 @@ pub fn train_protonet(
     stop: StopAt,
     progress: bool,
 ) -> anyhow::Result<TrainState> {
-    let run = RunConfig {
-        base: config.clone(),
-        cosface: None,
-        siamese: None,
-        distill: None,
-    };
-    train(&run, out, resume, stop, progress)
+    train(&RunConfig::new(config), out, resume, stop, progress)
 }
 
 /// Pre-trains the encoder as a CosFace classifier over the training classes
@@ -397,10 +407,8 @@ pub fn train_cosface(
         bail!("CosFace needs batches of at least 2 images");
     }
     let run = RunConfig {
-        base: config.clone(),
         cosface: Some(cosface.clone()),
-        siamese: None,
-        distill: None,
+        ..RunConfig::new(config)
     };
     train(&run, out, resume, stop, progress)
 }
@@ -430,10 +438,8 @@ pub fn train_siamese(
         }
     }
     let run = RunConfig {
-        base: config.clone(),
-        cosface: None,
         siamese: Some(siamese.clone()),
-        distill: None,
+        ..RunConfig::new(config)
     };
     train(&run, out, resume, stop, progress)
 }
@@ -461,10 +467,35 @@ pub fn train_distill(
         );
     }
     let run = RunConfig {
-        base: config.clone(),
-        cosface: None,
-        siamese: None,
         distill: Some(distill.clone()),
+        ..RunConfig::new(config)
+    };
+    train(&run, out, resume, stop, progress)
+}
+
+/// Trains a Matching Network (validated on held-out classes with its own
+/// attention and FCE; checkpointed and resumed as [`train_protonet`]). The
+/// run's `distance` is the attention's similarity.
+pub fn train_matching(
+    config: &TrainConfig,
+    matching: &MatchingConfig,
+    out: &Path,
+    resume: bool,
+    stop: StopAt,
+    progress: bool,
+) -> anyhow::Result<TrainState> {
+    if let Some(fce) = matching.fce {
+        if fce.lstm_layers == 0 || fce.unrolling_steps == 0 {
+            bail!(
+                "full context embeddings need --lstm-layers ≥ 1 and --unrolling-steps ≥ 1 (got {} and {})",
+                fce.lstm_layers,
+                fce.unrolling_steps
+            );
+        }
+    }
+    let run = RunConfig {
+        matching: Some(*matching),
+        ..RunConfig::new(config)
     };
     train(&run, out, resume, stop, progress)
 }
@@ -524,6 +555,11 @@ trait Objective {
     fn face_augment(&self) -> Option<FaceAugment> {
         None
     }
+    /// How validation episodes are classified, if not by prototypes of the
+    /// encoder's embeddings.
+    fn classifier(&self) -> Option<EpisodeClassifier> {
+        None
+    }
     /// The loss and training accuracy of step `step` (0-based), drawing
     /// its batch from `batches` with `rng`.
     fn step(
@@ -534,10 +570,13 @@ trait Objective {
     ) -> anyhow::Result<(Tensor, f64)>;
 }
 
-/// An episodic method (Prototypical Networks): one N-way K-shot episode a step.
+/// An episodic method (Prototypical Networks, Matching Networks): one N-way
+/// K-shot episode a step.
 struct Episodic<M> {
     method: M,
     name: &'static str,
+    /// How validation classifies (else by prototypes).
+    classifier: Option<EpisodeClassifier>,
     sampler: EpisodeSampler,
     shape: EpisodeShape,
     seed: u64,
@@ -549,6 +588,9 @@ impl<M: FewShotMethod> Objective for Episodic<M> {
     }
     fn encoder(&self) -> &dyn Encoder {
         self.method.encoder()
+    }
+    fn classifier(&self) -> Option<EpisodeClassifier> {
+        self.classifier.clone()
     }
     fn step(
         &self,
@@ -713,10 +755,30 @@ fn objective(
     let config = &run.base;
     let encoder = config.encoder.build(vb.clone())?;
     let dim = config.encoder.dim();
+    let objectives = [
+        run.cosface.is_some(),
+        run.siamese.is_some(),
+        run.distill.is_some(),
+        run.matching.is_some(),
+    ];
+    if objectives.iter().filter(|&&o| o).count() > 1 {
+        bail!("internal: a run has one objective");
+    }
+    if let Some(m) = run.matching {
+        let head = MatchingHead::new(m, distance, dim, vb.pp("head"))?;
+        return Ok(Box::new(Episodic {
+            classifier: Some(EpisodeClassifier::Matching(std::sync::Arc::new(
+                head.clone(),
+            ))),
+            method: MatchingNet { encoder, head },
+            name: "matching",
+            sampler: EpisodeSampler::new(classes, config.shape, None, config.seed)
+                .context("training episodes")?,
+            shape: config.shape,
+            seed: config.seed,
+        }));
+    }
     if let Some(d) = &run.distill {
-        if run.cosface.is_some() || run.siamese.is_some() {
-            bail!("internal: a run has one objective");
-        }
         return Ok(Box::new(Distill {
             encoder,
             targets: distill_targets(d, teach.bank, teach.tensors, dim, teach.progress)?,
@@ -729,6 +791,7 @@ fn objective(
         (None, None) => Box::new(Episodic {
             method: ProtoNet { encoder, distance },
             name: "protonet",
+            classifier: None,
             sampler: EpisodeSampler::new(classes, config.shape, None, config.seed)
                 .context("training episodes")?,
             shape: config.shape,
@@ -956,6 +1019,7 @@ fn train(
         encoder: config.encoder,
         recipe: config.recipe,
         distance: config.distance.clone(),
+        matching: run.matching,
         training: serde_json::json!({
             "run": config,
             "split": { "seed": split.seed, "val_classes": split.val.iter().map(|&c| &set.classes[c].name).collect::<Vec<_>>() },
@@ -1056,7 +1120,10 @@ fn train(
                     recipe,
                     dim: config.encoder.dim(),
                 };
-                let report = validate(&live, &val_tensors, val_sampler, config, distance)?;
+                let classifier = objective
+                    .classifier()
+                    .unwrap_or(EpisodeClassifier::Prototypes(distance));
+                let report = validate(&live, &val_tensors, val_sampler, config, &classifier)?;
                 let line = MetricLine {
                     episode: state.episode,
                     loss: None,
@@ -1100,15 +1167,15 @@ fn validate(
     images: &Tensors,
     sampler: &EpisodeSampler,
     config: &TrainConfig,
-    distance: Distance,
+    classifier: &EpisodeClassifier,
 ) -> anyhow::Result<crate::eval::EpisodeReport> {
     let emb = Embeddings::compute(live, images, 512, false)?;
-    Ok(evaluate_episodes(
+    Ok(evaluate_episodes_with(
         &emb,
         sampler,
         config.val_episodes,
         config.seed,
-        distance,
+        classifier,
         false,
     )?)
 }

@@ -405,3 +405,65 @@ fn detect_finds_a_face_in_every_orl_image() {
     let (ok, _, stderr) = fewshot(&["detect", "--data", "no/such/folder"]);
     assert!(!ok && stderr.contains("no/such/folder"), "{stderr}");
 }
+
+/// `train matching --fce` writes a checkpoint that `eval` and `eval-runs`
+/// classify with its own attention (and refuse a --distance for); flags
+/// that need --fce say so.
+#[test]
+fn matching_checkpoints_evaluate_with_their_attention() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let out = out.to_str().unwrap();
+    let train = [
+        "train",
+        "matching",
+        "--fce",
+        "--unrolling-steps",
+        "2",
+        "--similarity",
+        "l2",
+        "--hidden",
+        "8",
+        "--k-way",
+        "5",
+        "--episodes",
+        "4",
+        "--val-every",
+        "4",
+        "--val-episodes",
+        "10",
+        "--out",
+        out,
+    ];
+    let (ok, _, err) = fewshot(&train);
+    assert!(ok, "{err}");
+    let best = format!("{out}/best.safetensors");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(format!("{out}/best.json")).unwrap()).unwrap();
+    assert_eq!(config["method"], "matching");
+    assert_eq!(config["matching"]["fce"]["unrolling_steps"], 2);
+    let v = json(&[
+        "eval",
+        "--model",
+        &best,
+        "--k-way",
+        "5",
+        "--episodes",
+        "20",
+        "--json",
+    ]);
+    let classifier = v["classifier"].as_str().unwrap();
+    assert!(
+        classifier.contains("Matching") && classifier.contains("full context"),
+        "{classifier}"
+    );
+    let acc = v["accuracy"].as_f64().unwrap();
+    assert!(acc > 0.0 && acc <= 1.0, "{acc}");
+    let runs = json(&["eval-runs", "--model", &best, "--json"]);
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 10);
+    assert!(runs["classifier"].as_str().unwrap().contains("Matching"));
+    let (ok, _, err) = fewshot(&["eval", "--model", &best, "--distance", "cosine"]);
+    assert!(!ok && err.contains("Matching Network"), "{err}");
+    let (ok, _, err) = fewshot(&["train", "matching", "--unrolling-steps", "3", "--out", out]);
+    assert!(!ok && err.contains("--fce"), "{err}");
+}

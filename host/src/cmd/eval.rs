@@ -105,9 +105,19 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let progress = super::progress();
     let embeddings = super::embed_files(model.as_ref(), &paths, progress)?;
     let finetune = args.finetune.finetune()?;
-    let classifier = match finetune {
-        Some(f) => EpisodeClassifier::FineTuned(f),
-        None => EpisodeClassifier::Prototypes(distance),
+    let matching = args.model.matching_head()?;
+    if matching.is_some() && (finetune.is_some() || args.distance.is_some()) {
+        anyhow::bail!("--model is a Matching Network, which classifies with its own attention: leave out --distance and the fine-tuning flags");
+    }
+    let classifier_name = match (&finetune, &matching) {
+        (Some(f), _) => super::describe_finetune(f),
+        (None, Some(head)) => super::describe_matching(head),
+        (None, None) => format!("{} distance", distance.name()),
+    };
+    let classifier = match (finetune, matching) {
+        (Some(f), _) => EpisodeClassifier::FineTuned(f),
+        (None, Some(head)) => EpisodeClassifier::Matching(std::sync::Arc::new(head)),
+        (None, None) => EpisodeClassifier::Prototypes(distance),
     };
     let report = evaluate_episodes_with(
         &embeddings,
@@ -117,10 +127,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         &classifier,
         progress,
     )?;
-    let classifier_name = match &finetune {
-        Some(f) => super::describe_finetune(f),
-        None => format!("{} distance", distance.name()),
-    };
     let s = report.summary;
     if args.json {
         super::print_json(&json!({
@@ -130,8 +136,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             "classes": sampler.eligible(),
             "excluded_classes": excluded,
             "k_way": shape.k_way, "n_shot": shape.n_shot, "q_queries": shape.q_queries,
-            "distance": if finetune.is_some() { "cosine" } else { distance.name() },
-            "finetune": finetune,
+            "distance": match &classifier { EpisodeClassifier::FineTuned(_) => "cosine", _ => distance.name() },
+            "classifier": classifier_name,
+            "finetune": match &classifier { EpisodeClassifier::FineTuned(f) => Some(f), _ => None },
             "seed": args.seed,
             "episodes": s.n,
             "accuracy": s.mean,

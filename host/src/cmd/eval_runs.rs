@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use fewshot_core::Distance;
 use fewshot_host::data::RunSet;
-use fewshot_host::eval::{run_errors, run_errors_finetuned};
+use fewshot_host::eval::{run_errors, run_errors_finetuned, run_errors_matching};
 use serde_json::json;
 
 use super::model::{Defaults, ModelArgs};
@@ -36,17 +36,29 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
     let model = args.model.load(Defaults::Omniglot)?;
     let distance = args.distance.or(model.distance()).unwrap_or(Distance::L2);
     let finetune = args.finetune.finetune()?;
+    let matching = args.model.matching_head()?;
+    if matching.is_some() && (finetune.is_some() || args.distance.is_some()) {
+        anyhow::bail!("--model is a Matching Network, which classifies with its own attention: leave out --distance and the fine-tuning flags");
+    }
+    let classifier_name = match (&finetune, &matching) {
+        (Some(f), _) => super::describe_finetune(f),
+        (None, Some(head)) => super::describe_matching(head),
+        (None, None) => format!("{} distance", distance.name()),
+    };
     let mut results = Vec::new();
     for run in &set.runs {
         let mut paths = run.training.clone();
         paths.extend(run.test.iter().map(|(p, _)| p.clone()));
         let embeddings = super::embed_files(model.as_ref(), &paths, false)?;
         let labels: Vec<usize> = run.test.iter().map(|(_, l)| *l).collect();
-        results.push(match &finetune {
-            Some(f) => {
+        results.push(match (&finetune, &matching) {
+            (Some(f), _) => {
                 run_errors_finetuned(&run.name, &embeddings, run.training.len(), &labels, f)?
             }
-            None => run_errors(
+            (None, Some(head)) => {
+                run_errors_matching(&run.name, &embeddings, run.training.len(), &labels, head)?
+            }
+            (None, None) => run_errors(
                 &run.name,
                 &embeddings,
                 run.training.len(),
@@ -62,6 +74,7 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
             "model": model.name(),
             "runs_folder": root,
             "distance": if finetune.is_some() { "cosine" } else { distance.name() },
+            "classifier": classifier_name,
             "finetune": finetune,
             "error_rate": error_rate,
             "runs": results,
@@ -71,10 +84,7 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
             "model {} on {} ({})",
             model.name(),
             root.display(),
-            match &finetune {
-                Some(f) => super::describe_finetune(f),
-                None => format!("{} distance", distance.name()),
-            }
+            classifier_name
         );
         for r in &results {
             println!(

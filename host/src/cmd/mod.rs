@@ -74,6 +74,22 @@ pub fn describe_finetune(f: &FineTune) -> String {
     )
 }
 
+/// A Matching Network's classifier in words.
+pub fn describe_matching(head: &fewshot_host::nn::matching::MatchingHead) -> String {
+    match head.fce.as_ref().map(|f| f.config()) {
+        Some(f) => format!(
+            "Matching Network attention ({} similarity) with full context embeddings ({} LSTM layer(s), {} unrolling steps)",
+            head.similarity.name(),
+            f.lstm_layers,
+            f.unrolling_steps
+        ),
+        None => format!(
+            "Matching Network attention ({} similarity)",
+            head.similarity.name()
+        ),
+    }
+}
+
 /// Parses a distance name for clap.
 pub fn parse_distance(s: &str) -> Result<Distance, String> {
     Distance::from_name(s)

@@ -4,7 +4,8 @@ use clap::builder::TypedValueParser;
 use clap::Args;
 use fewshot_core::{Crop, FaceTemplate, Recipe, Resize};
 use fewshot_host::embed::{Embedder, Pixels};
-use fewshot_host::nn::checkpoint::CandleEmbedder;
+use fewshot_host::nn::checkpoint::{load_matching_head, CandleEmbedder};
+use fewshot_host::nn::matching::MatchingHead;
 use fewshot_host::onnx_model::OnnxEmbedder;
 
 /// Which preprocessing `--model pixels` uses.
@@ -89,6 +90,16 @@ impl ModelArgs {
                 Ok(Box::new(CandleEmbedder::load(path)?))
             }
         }
+    }
+
+    /// The Matching Network head of a `.safetensors` checkpoint trained by
+    /// `fewshot train matching` (none for any other model).
+    pub fn matching_head(&self) -> anyhow::Result<Option<MatchingHead>> {
+        let path = std::path::Path::new(&self.model);
+        if self.model == "pixels" || path.extension().is_none_or(|e| e != "safetensors") {
+            return Ok(None);
+        }
+        Ok(load_matching_head(path)?)
     }
 
     /// The preprocessing of the pixel baseline (also the input of a new encoder).

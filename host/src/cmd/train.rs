@@ -9,10 +9,11 @@ use fewshot_host::augment::AffineRanges;
 use fewshot_host::augment::FaceAugment;
 use fewshot_host::episode::EpisodeShape;
 use fewshot_host::nn::encoder::EncoderConfig;
+use fewshot_host::nn::matching::{FceConfig, MatchingConfig};
 use fewshot_host::nn::siamese::{EmbeddingDistance, Mining};
 use fewshot_host::train::{
-    train_cosface, train_distill, train_protonet, train_siamese, CosFaceConfig, DistillConfig,
-    RunFiles, SiameseConfig, SiameseLoss, StopAt, TrainConfig, TrainState,
+    train_cosface, train_distill, train_matching, train_protonet, train_siamese, CosFaceConfig,
+    DistillConfig, RunFiles, SiameseConfig, SiameseLoss, StopAt, TrainConfig, TrainState,
 };
 
 use super::model::{Defaults, ModelArgs};
@@ -29,6 +30,10 @@ pub enum TrainCommand {
     /// (Koch et al., 2015) or the triplet loss (Schroff et al., 2015) with random
     /// triplets or batch-hard mining (Hermans et al., 2017).
     Siamese(SiameseArgs),
+    /// Matching Networks (Vinyals et al., 2016): softmax attention over the support set,
+    /// optionally with full context embeddings (a bidirectional LSTM over the support
+    /// set, an attention LSTM over each query).
+    Matching(MatchingArgs),
     /// Distillation (Hinton et al., 2015, on embeddings): the student learns the unit
     /// embedding a teacher face encoder gives each image and its mirror image (targets
     /// computed once and cached); no identity labels needed.
@@ -88,6 +93,31 @@ pub struct ProtonetArgs {
     /// Distance of prototypes and validation.
     #[arg(long, value_parser = super::parse_distance, default_value = "l2")]
     distance: Distance,
+}
+
+/// Arguments of `fewshot train matching`. Defaults suit Omniglot (as protonet).
+#[derive(Debug, Args)]
+pub struct MatchingArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Full context embeddings (the paper's appendix A.2).
+    #[arg(long)]
+    fce: bool,
+    /// Layers of the support set's bidirectional LSTM (with --fce).
+    #[arg(long, default_value_t = 1, requires = "fce")]
+    lstm_layers: usize,
+    /// Steps K of the query's attention LSTM (with --fce).
+    #[arg(long, default_value_t = 5, requires = "fce")]
+    unrolling_steps: usize,
+    /// Similarity c of the attention: cosine (the paper's), minus squared l2, or dot.
+    #[arg(long, value_parser = super::parse_distance, default_value = "cosine")]
+    similarity: Distance,
+    /// Do not add 90° rotations as new classes.
+    #[arg(long)]
+    no_rotations: bool,
+    /// Random affine distortions (±15° rotation, ±0.3 shear, ±20 % scale, ±10 % shift).
+    #[arg(long)]
+    affine: bool,
 }
 
 /// The Siamese objectives on the command line.
@@ -313,6 +343,30 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             let stop = args.common.stop();
             let state = train_protonet(
                 &config,
+                &args.common.out,
+                args.common.resume,
+                stop,
+                super::progress(),
+            )?;
+            report(&args.common, &config, &state)
+        }
+        TrainCommand::Matching(args) => {
+            let config = args.common.config(
+                !args.no_rotations,
+                args.affine.then_some(AffineRanges::OMNIGLOT),
+                args.similarity,
+                Defaults::Omniglot,
+            )?;
+            let matching = MatchingConfig {
+                fce: args.fce.then_some(FceConfig {
+                    lstm_layers: args.lstm_layers,
+                    unrolling_steps: args.unrolling_steps,
+                }),
+            };
+            let stop = args.common.stop();
+            let state = train_matching(
+                &config,
+                &matching,
                 &args.common.out,
                 args.common.resume,
                 stop,

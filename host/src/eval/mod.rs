@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::embed::Embeddings;
 use crate::episode::{Episode, EpisodeSampler, EpisodeShape};
 use crate::nn::finetune::FineTune;
+use crate::nn::matching::MatchingHead;
 use crate::stats::{mean_ci95, MeanCi};
 
 /// Accuracy of nearest-prototype classification on one episode, over
@@ -40,13 +41,16 @@ pub fn episode_accuracy(
 }
 
 /// How the queries of an episode are classified.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum EpisodeClassifier {
     /// The nearest class-mean prototype under a distance.
     Prototypes(Distance),
     /// A cosine classifier initialised with the prototypes of the unit
     /// embeddings and fine-tuned on the support (and the unlabelled queries).
     FineTuned(FineTune),
+    /// A Matching Network's attention over the support set (with its full
+    /// context embeddings, if it has them).
+    Matching(std::sync::Arc<MatchingHead>),
 }
 
 /// Errors of evaluating episodes.
@@ -55,8 +59,8 @@ pub enum EvalError {
     /// The embeddings or prototypes were unusable.
     #[error(transparent)]
     Core(#[from] CoreError),
-    /// Fine-tuning failed.
-    #[error("fine-tuning: {0}")]
+    /// Fine-tuning or the Matching Network's head failed.
+    #[error("classifier: {0}")]
     FineTune(#[from] candle_core::Error),
 }
 
@@ -76,6 +80,28 @@ pub fn episode_accuracy_finetuned(
         &labels,
         &stack_rows(embeddings, episode.query.iter().copied())?,
         shape.k_way,
+    )?;
+    let predicted: Vec<u32> = logits.argmax(1)?.to_vec1()?;
+    let correct = predicted
+        .iter()
+        .enumerate()
+        .filter(|&(q, &p)| p as usize == q / shape.q_queries)
+        .count();
+    Ok(correct as f64 / episode.query.len() as f64)
+}
+
+/// Accuracy of a Matching Network's head on one episode, over precomputed
+/// embeddings of every image.
+pub fn episode_accuracy_matching(
+    embeddings: &Embeddings,
+    episode: &Episode,
+    shape: EpisodeShape,
+    head: &MatchingHead,
+) -> Result<f64, EvalError> {
+    let logits = head.logits(
+        &stack_rows(embeddings, episode.support.iter().copied())?,
+        &stack_rows(embeddings, episode.query.iter().copied())?,
+        shape,
     )?;
     let predicted: Vec<u32> = logits.argmax(1)?.to_vec1()?;
     let correct = predicted
@@ -163,6 +189,11 @@ pub fn evaluate_episodes_with(
         EpisodeClassifier::FineTuned(finetune) => {
             evaluate(sampler, episodes, seed, progress, |episode| {
                 episode_accuracy_finetuned(embeddings, episode, sampler.shape(), finetune)
+            })
+        }
+        EpisodeClassifier::Matching(head) => {
+            evaluate(sampler, episodes, seed, progress, |episode| {
+                episode_accuracy_matching(embeddings, episode, sampler.shape(), head)
             })
         }
     }
@@ -260,6 +291,36 @@ pub fn run_errors_finetuned(
         &stack_rows(embeddings, n_training..n_training + labels.len())?,
         n_training,
     )?;
+    run_result(name, &logits, labels)
+}
+
+/// [`run_errors`] with a Matching Network's head: the training images are
+/// the support set (one shot of each class), the test items the queries.
+pub fn run_errors_matching(
+    name: &str,
+    embeddings: &Embeddings,
+    n_training: usize,
+    labels: &[usize],
+    head: &MatchingHead,
+) -> Result<RunResult, EvalError> {
+    let logits = head.logits(
+        &stack_rows(embeddings, 0..n_training)?,
+        &stack_rows(embeddings, n_training..n_training + labels.len())?,
+        EpisodeShape {
+            k_way: n_training,
+            n_shot: 1,
+            q_queries: 1,
+        },
+    )?;
+    run_result(name, &logits, labels)
+}
+
+/// Errors of a run from its test items' logits `(items, classes)`.
+fn run_result(
+    name: &str,
+    logits: &candle_core::Tensor,
+    labels: &[usize],
+) -> Result<RunResult, EvalError> {
     let predicted: Vec<u32> = logits.argmax(1)?.to_vec1()?;
     let errors = predicted
         .iter()

@@ -9,6 +9,7 @@ use fewshot_core::{Distance, Recipe};
 use serde::{Deserialize, Serialize};
 
 use super::encoder::{Encoder, EncoderConfig};
+use super::matching::{MatchingConfig, MatchingHead};
 use crate::embed::{check_shape, EmbedError, Embedder};
 
 /// Version of the checkpoint JSON this code writes.
@@ -29,6 +30,10 @@ pub struct ModelConfig {
     pub recipe: RecipeSpec,
     /// Distance the method classifies with (`l2`, `cosine`, `dot`).
     pub distance: String,
+    /// A Matching Network's head (its variables under `head.`), if the
+    /// method is `matching`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matching: Option<MatchingConfig>,
     /// Free-form record of the training run (data, split, seed, episodes, commit, figures).
     #[serde(default)]
     pub training: serde_json::Value,
@@ -134,6 +139,31 @@ pub fn trained_classes(training: &serde_json::Value) -> Option<Vec<String>> {
     let dir = PathBuf::from(training["run"]["data"].as_str()?);
     let set = crate::data::ClassSet::load(&dir, crate::data::Layout::Auto).ok()?;
     Some(set.classes.into_iter().map(|c| c.name).collect())
+}
+
+/// The Matching Network head of checkpoint `weights` (none if it is not a
+/// Matching Network).
+pub fn load_matching_head(weights: &Path) -> Result<Option<MatchingHead>, CheckpointError> {
+    let config = load_config(weights)?;
+    let Some(matching) = config.matching else {
+        return Ok(None);
+    };
+    let bad = |message: String| CheckpointError::Weights {
+        path: weights.to_path_buf(),
+        message,
+    };
+    let similarity = Distance::from_name(&config.distance)
+        .ok_or_else(|| bad(format!("unknown similarity `{}`", config.distance)))?;
+    let mut varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let head = MatchingHead::new(matching, similarity, config.encoder.dim(), vb.pp("head"))
+        .map_err(|e| bad(e.to_string()))?;
+    varmap.load(weights).map_err(|e| {
+        bad(format!(
+            "the Matching Network head {matching:?} does not load: {e}"
+        ))
+    })?;
+    Ok(Some(head))
 }
 
 /// A trained encoder loaded for evaluation (batch norm in inference mode).

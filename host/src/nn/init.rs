@@ -7,7 +7,8 @@ use rand_chacha::ChaCha8Rng;
 
 /// Re-initialises every variable from `seed`, as PyTorch does by default:
 /// convolution and linear weights and biases uniform in ±1/√fan_in, batch-norm
-/// scale 1 and shift 0, running statistics 0 and 1. Variables are visited in
+/// scale 1 and shift 0, running statistics 0 and 1, LSTM weights and biases
+/// (PyTorch's names, `weight_ih_l0`...) uniform in ±1/√hidden. Variables are visited in
 /// name order, so the same seed always gives the same model.
 pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
     let data = varmap
@@ -25,6 +26,10 @@ pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
             vec![1.0; n]
         } else if name.ends_with("running_mean") || name.ends_with("bn.bias") {
             vec![0.0; n]
+        } else if is_lstm(name) {
+            // (4 × hidden, in), (4 × hidden, hidden) or (4 × hidden,).
+            let bound = 1.0 / ((shape.dims()[0] / 4).max(1) as f64).sqrt();
+            (0..n).map(|_| rng.random_range(-bound..bound)).collect()
         } else {
             // Weights (out, in, kh, kw) or (out, in): fan_in is all but the first axis.
             // Biases take the fan_in of their layer's weight.
@@ -41,4 +46,12 @@ pub fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
         var.set(&Tensor::from_vec(values, shape, var.device())?.to_dtype(var.dtype())?)?;
     }
     Ok(())
+}
+
+/// Whether `name` is an LSTM weight or bias in PyTorch's naming.
+fn is_lstm(name: &str) -> bool {
+    let last = name.rsplit('.').next().unwrap_or(name);
+    ["weight_ih_l", "weight_hh_l", "bias_ih_l", "bias_hh_l"]
+        .iter()
+        .any(|p| last.starts_with(p))
 }
