@@ -26,3 +26,7 @@ pub const GALLERY_THRESHOLDS: &str = "fewshot.gallery_thresholds";
 /// `true` when the embedding is the mean of the model's outputs for the input
 /// and for its mirror image (two runs per face); absent or `false`: one run.
 pub const FLIP_AVERAGE: &str = "fewshot.flip_average";
+/// A Matching Network's head (JSON: `{"fce": {"lstm_layers", "unrolling_steps"}}` or
+/// `{}`); with FCE its two graphs lie beside the model (`x.fce-support.onnx`,
+/// `x.fce-query.onnx`).
+pub const MATCHING: &str = "fewshot.matching";

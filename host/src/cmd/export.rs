@@ -124,6 +124,12 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             args.out.display()
         );
     }
+    for path in fewshot_host::export::fce::export_beside(&args.model, &args.out)? {
+        println!(
+            "wrote {} (the Matching Network's full context embeddings, f32)",
+            path.display()
+        );
+    }
     if args.flip_average {
         threshold::set_metadata(&args.out, &[(meta::FLIP_AVERAGE, "true".into())])?;
         println!("embeddings average the face and its mirror image (two runs per face)");

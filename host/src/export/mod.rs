@@ -4,6 +4,7 @@
 //! built in [`int8`] from activation ranges measured by [`calibrate`].
 
 pub mod calibrate;
+pub mod fce;
 pub mod int8;
 pub mod mobile;
 pub mod threshold;

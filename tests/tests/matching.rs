@@ -1,0 +1,205 @@
+//! A Matching Network's full context embeddings exported to ONNX: tract (the
+//! device's runtime) and onnxruntime run the two graphs and agree with candle.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use fewshot_core::Recipe;
+use fewshot_host::export::fce;
+use fewshot_host::nn::checkpoint::{self, load_matching_head, ModelConfig};
+use fewshot_host::nn::encoder::EncoderConfig;
+use fewshot_host::nn::init::seeded_init;
+use fewshot_host::nn::matching::{FceConfig, MatchingConfig, MatchingHead};
+use tract_onnx::prelude::*;
+
+const D: usize = 8;
+
+/// A seeded (untrained) Conv-4 Matching Network with FCE, saved as a checkpoint.
+fn checkpoint(dir: &Path, fce: FceConfig) -> std::path::PathBuf {
+    let encoder = EncoderConfig::Conv4 {
+        in_channels: 1,
+        hidden: D,
+        input_size: 28,
+        embedding: None,
+    };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    encoder.build(vb.clone()).unwrap();
+    let matching = MatchingConfig { fce: Some(fce) };
+    MatchingHead::new(matching, fewshot_core::Distance::L2, D, vb.pp("head")).unwrap();
+    seeded_init(&varmap, 4).unwrap();
+    let path = dir.join("m.safetensors");
+    checkpoint::save(
+        &path,
+        &varmap,
+        &ModelConfig {
+            format: checkpoint::FORMAT,
+            method: "matching".into(),
+            encoder,
+            recipe: Recipe::OMNIGLOT_28.into(),
+            distance: "l2".into(),
+            matching: Some(matching),
+            training: serde_json::Value::Null,
+        },
+    )
+    .unwrap();
+    path
+}
+
+fn rows(n: usize, seed: u32) -> Vec<f32> {
+    // A fixed spread of values in about ±2, different per row and column.
+    (0..n * D)
+        .map(|i| (i as f32 * 0.37 + seed as f32).sin() * 2.0)
+        .collect()
+}
+
+fn tract_run(model: &Path, inputs: &[(&[f32], usize)]) -> Vec<f32> {
+    let mut m = tract_onnx::onnx().model_for_path(model).unwrap();
+    for (i, (_, n)) in inputs.iter().enumerate() {
+        m.set_input_fact(i, f32::fact([*n, D]).into()).unwrap();
+    }
+    let plan = m.into_optimized().unwrap().into_runnable().unwrap();
+    let tensors: TVec<TValue> = inputs
+        .iter()
+        .map(|(v, n)| {
+            tract_ndarray::Array2::from_shape_vec((*n, D), v.to_vec())
+                .unwrap()
+                .into_tensor()
+                .into()
+        })
+        .collect();
+    let out = plan.run(tensors).unwrap();
+    out[0]
+        .to_plain_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .copied()
+        .collect()
+}
+
+fn onnxruntime(model: &Path, inputs: &[(&str, &[f32], usize)]) -> Vec<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![model.display().to_string()];
+    for (name, v, n) in inputs {
+        let p = dir.path().join(format!("{name}.f32"));
+        std::fs::write(
+            &p,
+            v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+        )
+        .unwrap();
+        args.push(format!("{name}={}:{n}:{D}", p.display()));
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("onnx_run.py");
+    let python = fewshot_e2e::python();
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args(&args)
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e} (run ./test.sh, or set FEWSHOT_PYTHON)"));
+    assert!(
+        out.status.success(),
+        "{} failed with {python} (run ./test.sh, or set FEWSHOT_PYTHON to a Python with onnx, onnxruntime and numpy): {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+        })
+        .collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn exported_fce_graphs_agree_with_candle_in_tract_and_onnxruntime() {
+    for fce_config in [
+        FceConfig {
+            lstm_layers: 1,
+            unrolling_steps: 1,
+        },
+        FceConfig {
+            lstm_layers: 2,
+            unrolling_steps: 4,
+        },
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let ckpt = checkpoint(tmp.path(), fce_config);
+        let out = tmp.path().join("m.onnx");
+        fewshot_host::export::export_f32(&ckpt, &out).unwrap();
+        let written = fce::export_beside(&ckpt, &out).unwrap();
+        let (support_onnx, query_onnx) = fce::paths(&out);
+        assert_eq!(written, vec![support_onnx.clone(), query_onnx.clone()]);
+
+        let head = load_matching_head(&ckpt).unwrap().unwrap();
+        let fce = head.fce.as_ref().unwrap();
+        let (n, m) = (7, 5);
+        let (support, query) = (rows(n, 1), rows(m, 2));
+        let t = |v: &[f32], r: usize| Tensor::from_slice(v, (r, D), &Device::Cpu).unwrap();
+        let context = fce.support_context(&t(&support, n)).unwrap();
+        let attended = fce.query_context(&t(&query, m), &context).unwrap();
+        let context: Vec<f32> = context.flatten_all().unwrap().to_vec1().unwrap();
+        let attended: Vec<f32> = attended.flatten_all().unwrap().to_vec1().unwrap();
+
+        // The support graph in both runtimes.
+        let tract_context = tract_run(&support_onnx, &[(&support, n)]);
+        let ort_context = onnxruntime(&support_onnx, &[(fce::SUPPORT, &support, n)]);
+        assert!(
+            max_diff(&tract_context, &context) < 1e-5,
+            "{fce_config:?}: tract {tract_context:?} candle {context:?}"
+        );
+        assert!(max_diff(&ort_context, &context) < 1e-5, "{fce_config:?}");
+        // A reversed support set changes the context (the backward
+        // direction really runs backwards: tract, unlike onnxruntime, runs a
+        // lone `reverse` node forwards).
+        let reversed: Vec<f32> = support.chunks(D).rev().flatten().copied().collect();
+        let tract_rev = tract_run(&support_onnx, &[(&reversed, n)]);
+        let candle_rev: Vec<f32> = fce
+            .support_context(&t(&reversed, n))
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(max_diff(&tract_rev, &candle_rev) < 1e-5, "{fce_config:?}");
+
+        // The query graph, fed the candle context.
+        let tract_attended = tract_run(&query_onnx, &[(&query, m), (&context, n)]);
+        let ort_attended = onnxruntime(
+            &query_onnx,
+            &[(fce::QUERY, &query, m), (fce::CONTEXT, &context, n)],
+        );
+        assert!(
+            max_diff(&tract_attended, &attended) < 1e-5,
+            "{fce_config:?}: tract {tract_attended:?} candle {attended:?}"
+        );
+        assert!(max_diff(&ort_attended, &attended) < 1e-5, "{fce_config:?}");
+
+        // The encoder export names the head.
+        let proto = <tract_onnx::pb::ModelProto as prost::Message>::decode(
+            &std::fs::read(&out).unwrap()[..],
+        )
+        .unwrap();
+        let matching = proto
+            .metadata_props
+            .iter()
+            .find(|p| p.key == fewshot_core::model_meta::MATCHING)
+            .expect("the encoder names its Matching head");
+        let read: MatchingConfig = serde_json::from_str(&matching.value).unwrap();
+        assert_eq!(read.fce, Some(fce_config));
+    }
+}
