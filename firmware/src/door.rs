@@ -62,6 +62,11 @@ pub trait Encoder {
     fn dim(&self) -> usize;
     /// Preprocesses and embeds one frame.
     fn embed_frame(&mut self, frame: &Frame<'_>) -> Result<Vec<f32>, EncoderError>;
+    /// A Matching Network's full context embeddings, if the model has them:
+    /// the door then matches in their context (see [`crate::matching`]).
+    fn fce(&self) -> Option<&crate::matching::Fce> {
+        None
+    }
     /// What the frame shows: by default the whole frame, embedded; an
     /// encoder with a face detector finds, checks and aligns the face.
     fn look(&mut self, frame: &Frame<'_>) -> Result<Sight, String> {
@@ -82,6 +87,10 @@ impl Encoder for OnnxEncoder {
     fn embed_frame(&mut self, frame: &Frame<'_>) -> Result<Vec<f32>, EncoderError> {
         OnnxEncoder::embed_frame(self, frame)
     }
+
+    fn fce(&self) -> Option<&crate::matching::Fce> {
+        OnnxEncoder::fce(self)
+    }
 }
 
 impl Encoder for DoorEncoder {
@@ -91,6 +100,10 @@ impl Encoder for DoorEncoder {
 
     fn embed_frame(&mut self, frame: &Frame<'_>) -> Result<Vec<f32>, EncoderError> {
         self.model().embed_frame(frame)
+    }
+
+    fn fce(&self) -> Option<&crate::matching::Fce> {
+        self.model().fce()
     }
 
     fn look(&mut self, frame: &Frame<'_>) -> Result<Sight, String> {
@@ -108,6 +121,10 @@ impl Encoder for FacePipeline {
 
     fn embed_frame(&mut self, frame: &Frame<'_>) -> Result<Vec<f32>, EncoderError> {
         self.encoder.embed_frame(frame)
+    }
+
+    fn fce(&self) -> Option<&crate::matching::Fce> {
+        self.encoder.fce()
     }
 
     fn look(&mut self, frame: &Frame<'_>) -> Result<Sight, String> {
@@ -265,6 +282,8 @@ pub struct Door<const DIM: usize, E, B, R, L, D, C, Cam, S, K> {
     rejections: u32,
     cooldown_until: Option<u64>,
     last_no_face_ms: Option<u64>,
+    /// With FCE: the gallery's context embeddings, in gallery order.
+    context: Option<Vec<f32>>,
 }
 
 impl<const DIM: usize, E, B, R, L, D, C, Cam, S, K> Door<DIM, E, B, R, L, D, C, Cam, S, K>
@@ -337,7 +356,7 @@ where
                 distance: config.distance.name(),
             },
         );
-        Ok(Door {
+        let mut door = Door {
             encoder,
             io,
             camera,
@@ -352,7 +371,10 @@ where
             rejections: 0,
             cooldown_until: None,
             last_no_face_ms: None,
-        })
+            context: None,
+        };
+        door.refresh_context();
+        Ok(door)
     }
 
     /// One turn of the loop: the button, then at most one camera frame.
@@ -483,7 +505,10 @@ where
     fn commit(&mut self, next: Box<DoorGallery<DIM>>) -> bool {
         let before = std::mem::replace(&mut self.gallery, next);
         match self.persist() {
-            Ok(()) => true,
+            Ok(()) => {
+                self.refresh_context();
+                true
+            }
             Err(message) => {
                 self.gallery = before;
                 self.emit(Event::Error {
@@ -492,6 +517,68 @@ where
                 false
             }
         }
+    }
+
+    /// Recomputes the gallery's context embeddings (FCE models only); a
+    /// failure is reported and leaves no context, so frames are refused.
+    fn refresh_context(&mut self) {
+        self.context = None;
+        let Some(fce) = self.encoder.fce() else {
+            return;
+        };
+        if self.gallery.is_empty() {
+            return;
+        }
+        let prototypes: Vec<f32> = self
+            .gallery
+            .iter()
+            .flat_map(|i| i.prototype.iter().copied())
+            .collect();
+        match fce.context(&prototypes) {
+            Ok(context) if context.len() == prototypes.len() => self.context = Some(context),
+            Ok(context) => self.emit(Event::Error {
+                message: format!(
+                    "full context embeddings: {} values for {} people",
+                    context.len(),
+                    self.gallery.len()
+                ),
+            }),
+            Err(e) => self.emit(Event::Error {
+                message: format!("full context embeddings: {e}"),
+            }),
+        }
+    }
+
+    /// The nearest identity to a frame's embedding and the open-set
+    /// decision: against the prototypes, or with FCE, the frame attended over
+    /// the gallery against its context embeddings.
+    fn identify(
+        &self,
+        embedding: &[f32],
+        rule: &OpenSet,
+    ) -> Result<(Option<u32>, fewshot_core::Decision), String> {
+        let Some(fce) = self.encoder.fce() else {
+            return self
+                .gallery
+                .identify(embedding, self.config.distance, rule)
+                .map_err(|e| e.to_string());
+        };
+        if self.gallery.is_empty() {
+            return Ok((None, rule.decide(None)));
+        }
+        let context = self
+            .context
+            .as_ref()
+            .ok_or("the gallery's context embeddings are missing")?;
+        let attended = fce.attend(embedding, context).map_err(|e| e.to_string())?;
+        let nearest = fewshot_core::nearest(&attended, context.chunks(DIM), self.config.distance)
+            .map_err(|e| e.to_string())?;
+        let decision = rule.decide(Some(nearest));
+        let id = match decision {
+            fewshot_core::Decision::Known(n) => self.gallery.iter().nth(n.index).map(|i| i.id),
+            fewshot_core::Decision::Unknown(_) => None,
+        };
+        Ok((id, decision))
     }
 
     fn persist(&mut self) -> Result<(), String> {
@@ -582,10 +669,7 @@ where
             max_distance: self.open_threshold(),
             min_margin: self.config.min_margin,
         };
-        match self
-            .gallery
-            .identify(&embedding, self.config.distance, &rule)
-        {
+        match self.identify(&embedding, &rule) {
             Err(e) => self.emit(Event::Error {
                 message: format!("matching: {e}"),
             }),

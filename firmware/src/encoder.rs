@@ -66,6 +66,7 @@ pub struct OnnxEncoder {
     flip_average: bool,
     metadata: HashMap<String, String>,
     path: PathBuf,
+    fce: Option<crate::matching::Fce>,
 }
 
 impl OnnxEncoder {
@@ -141,6 +142,7 @@ impl OnnxEncoder {
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(|e| model_err(format!("{e:#}")))?;
+        let fce = crate::matching::Fce::load_beside(path, &metadata, dim)?;
         let encoder = OnnxEncoder {
             plan,
             recipe,
@@ -151,6 +153,7 @@ impl OnnxEncoder {
             flip_average,
             metadata,
             path: path.to_path_buf(),
+            fce,
         };
         // The declared embedding size must be what the graph produces.
         let probe = encoder
@@ -254,6 +257,11 @@ impl OnnxEncoder {
     /// The thresholds for galleries of several sizes, if the model carries them.
     pub fn gallery_thresholds(&self) -> Option<fewshot_core::GalleryThresholds> {
         self.gallery_thresholds
+    }
+
+    /// A Matching Network's full context embeddings, if the model has them.
+    pub fn fce(&self) -> Option<&crate::matching::Fce> {
+        self.fce.as_ref()
     }
 
     /// All metadata entries.

@@ -18,6 +18,7 @@ pub mod door;
 pub mod encoder;
 pub mod events;
 pub mod face;
+pub mod matching;
 pub mod pins;
 pub mod sim;
 pub mod storage;

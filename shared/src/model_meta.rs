@@ -30,3 +30,8 @@ pub const FLIP_AVERAGE: &str = "fewshot.flip_average";
 /// `{}`); with FCE its two graphs lie beside the model (`x.fce-support.onnx`,
 /// `x.fce-query.onnx`).
 pub const MATCHING: &str = "fewshot.matching";
+/// What replaces a Matching model's `.onnx` extension in the file of its FCE
+/// support graph (`x.onnx` → `x.fce-support.onnx`).
+pub const FCE_SUPPORT_SUFFIX: &str = ".fce-support.onnx";
+/// The same for its FCE query graph (`x.fce-query.onnx`).
+pub const FCE_QUERY_SUFFIX: &str = ".fce-query.onnx";

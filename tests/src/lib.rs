@@ -61,6 +61,42 @@ pub fn tiny_checkpoint_with(
     recipe: Recipe,
     episodes: usize,
 ) -> PathBuf {
+    tiny_run(dir, characters, encoder, recipe, episodes, None)
+}
+
+/// [`tiny_checkpoint`] of a Matching Network (`matching`) instead of
+/// Prototypical Networks, l2 attention.
+pub fn tiny_matching_checkpoint(
+    dir: &Path,
+    characters: usize,
+    hidden: usize,
+    episodes: usize,
+    matching: fewshot_host::nn::matching::MatchingConfig,
+) -> PathBuf {
+    let encoder = EncoderConfig::Conv4 {
+        in_channels: 1,
+        hidden,
+        input_size: 28,
+        embedding: None,
+    };
+    tiny_run(
+        dir,
+        characters,
+        encoder,
+        Recipe::OMNIGLOT_28,
+        episodes,
+        Some(matching),
+    )
+}
+
+fn tiny_run(
+    dir: &Path,
+    characters: usize,
+    encoder: EncoderConfig,
+    recipe: Recipe,
+    episodes: usize,
+    matching: Option<fewshot_host::nn::matching::MatchingConfig>,
+) -> PathBuf {
     let greek = data_dir().join("omniglot/images_background_small1/Greek");
     let data = dir.join("data/Greek");
     std::fs::create_dir_all(&data).unwrap();
@@ -91,6 +127,13 @@ pub fn tiny_checkpoint_with(
         init: None,
         extra_train: Vec::new(),
     };
-    train_protonet(&config, &dir.join("run"), false, StopAt::default(), false).unwrap();
+    let out = dir.join("run");
+    match matching {
+        None => train_protonet(&config, &out, false, StopAt::default(), false),
+        Some(m) => {
+            fewshot_host::train::train_matching(&config, &m, &out, false, StopAt::default(), false)
+        }
+    }
+    .unwrap();
     dir.join("run/best.safetensors")
 }

@@ -203,3 +203,177 @@ fn exported_fce_graphs_agree_with_candle_in_tract_and_onnxruntime() {
         assert_eq!(read.fce, Some(fce_config));
     }
 }
+
+/// Embedding size (Conv-4 channels) of the door test's model.
+const DOOR_DIM: usize = 16;
+
+/// Image `n` (1-20) of a Tagalog character (an alphabet the tiny model never saw).
+fn tagalog(character: u32, n: usize) -> std::path::PathBuf {
+    let dir = fewshot_e2e::data_dir().join(format!(
+        "omniglot/images_background_small2/Tagalog/character{character:02}"
+    ));
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files[n - 1].clone()
+}
+
+/// The door with a trained (tiny) Matching Network with FCE: it loads the
+/// graphs beside the model, enrolls two people, opens for each with the
+/// distance of the frame attended over the gallery to the nearest context
+/// embedding (recomputed from the device's own FCE graphs here, independently
+/// of the door's bookkeeping), refuses strangers beyond the threshold, and
+/// recomputes the context when someone is deleted.
+#[test]
+fn the_door_runs_a_matching_network_with_fce() {
+    use fewshot_firmware::camera::load_image;
+    use fewshot_firmware::door::Config;
+    use fewshot_firmware::encoder::OnnxEncoder;
+    use fewshot_firmware::events::{Event, Recorder};
+    use fewshot_firmware::sim::{Command, Simulator};
+    use fewshot_firmware::storage::FileStore;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let matching = MatchingConfig {
+        fce: Some(FceConfig {
+            lstm_layers: 1,
+            unrolling_steps: 2,
+        }),
+    };
+    let ckpt = fewshot_e2e::tiny_matching_checkpoint(tmp.path(), 12, DOOR_DIM, 300, matching);
+    let model = tmp.path().join("tiny.onnx");
+    fewshot_host::export::export_f32(&ckpt, &model).unwrap();
+    fce::export_beside(&ckpt, &model).unwrap();
+
+    let probe = OnnxEncoder::load(&model).unwrap();
+    let graphs = probe.fce().expect("the encoder finds its FCE graphs");
+    let distance = probe.distance();
+    let embed = |p: &std::path::Path| {
+        let f = load_image(p).unwrap();
+        probe.embed_frame(&f.as_frame().unwrap()).unwrap()
+    };
+    let people = [1u32, 2];
+    let prototypes: Vec<f32> = people
+        .iter()
+        .flat_map(|&c| {
+            let (a, b) = (embed(&tagalog(c, 1)), embed(&tagalog(c, 2)));
+            a.iter()
+                .zip(&b)
+                .map(|(x, y)| (x + y) / 2.0)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let context = graphs.context(&prototypes).unwrap();
+    // The door's score of a frame: the attended embedding's distance to
+    // each person's context embedding.
+    let scores = |p: &std::path::Path| -> Vec<f32> {
+        let f = graphs.attend(&embed(p), &context).unwrap();
+        context
+            .chunks(DOOR_DIM)
+            .map(|g| distance.between(&f, g))
+            .collect()
+    };
+    let genuine: Vec<Vec<f32>> = people.iter().map(|&c| scores(&tagalog(c, 3))).collect();
+    for (k, s) in genuine.iter().enumerate() {
+        assert!(
+            s[k] < s[1 - k],
+            "person {k}'s third image is nearest to them: {s:?}"
+        );
+    }
+    let threshold = genuine
+        .iter()
+        .enumerate()
+        .map(|(k, s)| s[k])
+        .fold(0.0f32, f32::max)
+        * 1.01;
+    let strangers: Vec<f32> = (3u32..=10)
+        .map(|c| {
+            scores(&tagalog(c, 1))
+                .into_iter()
+                .fold(f32::INFINITY, f32::min)
+        })
+        .collect();
+    eprintln!("threshold {threshold}, strangers' nearest {strangers:?}");
+
+    let events = Recorder::new();
+    let mut sim = Simulator::<DOOR_DIM, _, _, _>::boot(
+        OnnxEncoder::load(&model).unwrap(),
+        FileStore::open(tmp.path().join("door.fsgl")),
+        events.clone(),
+        Config {
+            max_rejections: u32::MAX,
+            // The raw shots' spread is not in the attended space: off here.
+            enroll_spread: Some(f32::MAX),
+            ..Config::new(distance, threshold)
+        },
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for &c in &people {
+        sim.step(&Command::Press(200)).unwrap();
+        sim.step(&Command::Frame(tagalog(c, 1))).unwrap();
+        sim.step(&Command::Frame(tagalog(c, 2))).unwrap();
+        let enrolled: Vec<u32> = events
+            .take()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Enrolled { id, .. } => Some(id),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(enrolled.len(), 1, "character {c} enrolled once");
+        ids.push(enrolled[0]);
+    }
+    for (k, (&c, &id)) in people.iter().zip(&ids).enumerate() {
+        sim.step(&Command::Frame(tagalog(c, 3))).unwrap();
+        match &events.take()[..] {
+            [Event::Opened {
+                id: got, distance, ..
+            }] => {
+                assert_eq!(*got, id, "character {c} recognised as itself");
+                assert!((distance - genuine[k][k]).abs() < 1e-4 * (1.0 + distance.abs()));
+            }
+            other => panic!("character {c}'s third image: {other:?}"),
+        }
+    }
+    let mut refused = 0;
+    for (i, c) in (3u32..=10).enumerate() {
+        sim.step(&Command::Frame(tagalog(c, 1))).unwrap();
+        match &events.take()[..] {
+            [Event::Refused {
+                distance: Some(d), ..
+            }] => {
+                assert!(*d > threshold);
+                assert!((d - strangers[i]).abs() < 1e-4 * (1.0 + d.abs()));
+                refused += 1;
+            }
+            [Event::Opened { distance, .. }] => assert!(*distance <= threshold),
+            other => panic!("stranger {c}: {other:?}"),
+        }
+    }
+    assert!(refused >= 4, "refused only {refused} of 8 strangers");
+
+    // Deleting the last person recomputes the context over the one left:
+    // their third image is scored against a gallery of one.
+    sim.step(&Command::Press(2000)).unwrap();
+    assert!(events
+        .take()
+        .iter()
+        .any(|e| matches!(e, Event::Deleted { id, .. } if *id == ids[1])));
+    let alone = graphs.context(&prototypes[..DOOR_DIM]).unwrap();
+    let f = graphs.attend(&embed(&tagalog(1, 3)), &alone).unwrap();
+    let want = distance.between(&f, &alone);
+    sim.step(&Command::Frame(tagalog(1, 3))).unwrap();
+    let got = match &events.take()[..] {
+        [Event::Opened { distance, .. }] => Some(*distance),
+        [Event::Refused { distance, .. }] => *distance,
+        other => panic!("after the deletion: {other:?}"),
+    };
+    let got = got.expect("a distance");
+    assert!(
+        (got - want).abs() < 1e-4 * (1.0 + want.abs()),
+        "the door scores against the recomputed context: {got} vs {want}"
+    );
+}

@@ -72,6 +72,17 @@ fn form_name(form: Int8Form) -> String {
 
 /// Runs `fewshot export`.
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
+    let calibrating = args.threshold_far.is_some() || args.gallery_far.is_some();
+    if calibrating
+        && fewshot_host::nn::checkpoint::load_config(&args.model)
+            .is_ok_and(|c| c.matching.is_some_and(|m| m.fce.is_some()))
+    {
+        anyhow::bail!(
+            "--threshold-far and --gallery-far calibrate distances between the encoder's embeddings, \
+             but a door with full context embeddings thresholds the attended embedding's distance \
+             to the gallery's context: give the door --threshold instead"
+        );
+    }
     if !args.model.is_file() {
         anyhow::bail!("--model {}: no such checkpoint", args.model.display());
     }

@@ -319,12 +319,15 @@ pub fn query_proto(
 /// (`x.onnx` → `x.fce-support.onnx`, `x.fce-query.onnx`).
 pub fn paths(out: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let stem = out.with_extension("");
-    let with = |what: &str| {
+    let with = |suffix: &str| {
         let mut s = stem.clone().into_os_string();
-        s.push(format!(".fce-{what}.onnx"));
+        s.push(suffix);
         std::path::PathBuf::from(s)
     };
-    (with("support"), with("query"))
+    (
+        with(super::meta::FCE_SUPPORT_SUFFIX),
+        with(super::meta::FCE_QUERY_SUFFIX),
+    )
 }
 
 /// Writes the two FCE graphs of checkpoint `weights` beside the encoder
