@@ -54,9 +54,14 @@ fn fce_cost(c: &mut Criterion) {
     let decoded = load_image(&path).unwrap();
     let mut group = c.benchmark_group("door frame with 64 identities");
     for (name, model) in [("prototypes", model_path()), ("fce", fce_model)] {
-        let encoder = OnnxEncoder::load(&model)
-            .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
-        assert_eq!(encoder.fce().is_some(), name == "fce", "{}", model.display());
+        let encoder =
+            OnnxEncoder::load(&model).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+        assert_eq!(
+            encoder.fce().is_some(),
+            name == "fce",
+            "{}",
+            model.display()
+        );
         let gallery = gallery(&encoder);
         if let Some(fce) = encoder.fce() {
             let prototypes: Vec<f32> = gallery

@@ -64,6 +64,12 @@ enum Command {
 fn main() -> std::process::ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
+    if matches!(&cli.command, Command::Train(t) if t.second_order()) {
+        // Candle keeps gradients differentiable (second-order MAML) only
+        // with this set; it reads it once per thread. No other thread runs yet.
+        // SAFETY: single-threaded here, before any thread is spawned.
+        unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") };
+    }
     let result = match cli.command {
         Command::Eval(args) => cmd::eval::run(args),
         Command::EvalRuns(args) => cmd::eval_runs::run(args),

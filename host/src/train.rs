@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use fewshot_core::{Distance, Recipe};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -23,6 +23,7 @@ use crate::nn::adam::Adam;
 use crate::nn::checkpoint::{self, ModelConfig, RecipeSpec};
 use crate::nn::cosface::CosFace;
 use crate::nn::encoder::{Encoder, EncoderConfig};
+use crate::nn::maml::{self, MamlConfig};
 use crate::nn::matching::{MatchingConfig, MatchingHead, MatchingNet};
 use crate::nn::method::{BatchLoss, EpisodeTensors, FewShotMethod, ProtoNet};
 use crate::nn::siamese::{EmbeddingDistance, Mining, PairwiseHead, TripletLoss};
@@ -158,6 +159,8 @@ struct RunConfig {
     distill: Option<DistillConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     matching: Option<MatchingConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    maml: Option<MamlConfig>,
 }
 
 impl RunConfig {
@@ -169,6 +172,7 @@ impl RunConfig {
             siamese: None,
             distill: None,
             matching: None,
+            maml: None,
         }
     }
 }
@@ -209,6 +213,7 @@ pub struct MetricLine {
 struct Bank {
     images: Vec<f32>,
     per_image: usize,
+    shape: Shape,
     classes: Vec<Vec<usize>>,
     /// The row of the source tensors each image came from.
     source: Vec<usize>,
@@ -235,6 +240,7 @@ impl Bank {
         Bank {
             images,
             per_image,
+            shape,
             classes: out,
             source,
         }
@@ -242,6 +248,20 @@ impl Bank {
 
     fn row(&self, i: usize) -> &[f32] {
         &self.images[i * self.per_image..(i + 1) * self.per_image]
+    }
+
+    /// Images `ids` as one `(n, c, h, w)` tensor, unaugmented.
+    fn tensor(&self, ids: &[usize]) -> candle_core::Result<Tensor> {
+        let mut data = Vec::with_capacity(ids.len() * self.per_image);
+        for &i in ids {
+            data.extend_from_slice(self.row(i));
+        }
+        let s = self.shape;
+        Tensor::from_vec(
+            data,
+            (ids.len(), s.channels, s.height, s.width),
+            &Device::Cpu,
+        )
     }
 
     fn as_tensors(&self, recipe: Recipe) -> Tensors {
@@ -500,6 +520,42 @@ pub fn train_matching(
     train(&run, out, resume, stop, progress)
 }
 
+/// Meta-trains Conv-4 and an N-way head with MAML (validated on held-out
+/// classes by the test-time inner loop; checkpointed and resumed as
+/// [`train_protonet`]; `config.episodes` counts meta-steps). Second order
+/// needs differentiable gradients (`CANDLE_GRAD_DO_NOT_DETACH=1`, which the
+/// `fewshot` binary sets for it): without them it refuses rather than
+/// running first order.
+pub fn train_maml(
+    config: &TrainConfig,
+    maml_config: &MamlConfig,
+    out: &Path,
+    resume: bool,
+    stop: StopAt,
+    progress: bool,
+) -> anyhow::Result<TrainState> {
+    if !matches!(maml_config.order, 1 | 2) {
+        bail!("--order must be 1 or 2, got {}", maml_config.order);
+    }
+    if maml_config.meta_batch == 0 || maml_config.inner_steps == 0 {
+        bail!("MAML needs --meta-batch ≥ 1 and --inner-steps ≥ 1");
+    }
+    if !(maml_config.inner_lr.is_finite() && maml_config.inner_lr > 0.0) {
+        bail!(
+            "--inner-lr must be a positive number, got {}",
+            maml_config.inner_lr
+        );
+    }
+    if maml_config.order == 2 && !maml::second_order_ready()? {
+        bail!("second-order MAML needs differentiable gradients: set CANDLE_GRAD_DO_NOT_DETACH=1 (the fewshot binary does so itself)");
+    }
+    let run = RunConfig {
+        maml: Some(*maml_config),
+        ..RunConfig::new(config)
+    };
+    train(&run, out, resume, stop, progress)
+}
+
 /// A batch of `p` distinct classes × `k` images each (distinct while the
 /// class has `k`), with labels `0..p`.
 fn pk_batch(
@@ -560,6 +616,30 @@ trait Objective {
     fn classifier(&self) -> Option<EpisodeClassifier> {
         None
     }
+    /// Validates on episodes of images, for objectives that adapt the whole
+    /// network rather than classify embeddings (MAML); `None`: by
+    /// embeddings ([`Objective::classifier`]).
+    fn validate_images(
+        &self,
+        _images: &Bank,
+        _sampler: &EpisodeSampler,
+        _episodes: usize,
+        _seed: u64,
+    ) -> Option<anyhow::Result<crate::eval::EpisodeReport>> {
+        None
+    }
+    /// The loss value, training accuracy and gradients of step `step`; by
+    /// default the backward pass of [`Objective::step`]'s loss.
+    fn gradients(
+        &self,
+        batches: &Batches<'_>,
+        step: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)> {
+        let (loss, acc) = self.step(batches, step, rng)?;
+        let value = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+        Ok((value, acc, loss.backward()?))
+    }
     /// The loss and training accuracy of step `step` (0-based), drawing
     /// its batch from `batches` with `rng`.
     fn step(
@@ -605,6 +685,151 @@ impl<M: FewShotMethod> Objective for Episodic<M> {
             shape: self.shape,
         };
         Ok(self.method.loss(&batch, true)?)
+    }
+}
+
+/// MAML ([`maml`]): a meta-batch of N-way K-shot tasks a step; each task's
+/// query loss after the inner loop is back-propagated on its own (so one
+/// task's graph is held at a time) and the gradients summed.
+struct Maml {
+    /// The Conv-4 encoder over the same variables (validated by prototypes
+    /// nowhere; saved and exported).
+    encoder: Box<dyn Encoder>,
+    /// The meta-parameters in [`maml::forward`]'s order.
+    params: Vec<Tensor>,
+    /// Running mean and variance of each block's batch norm.
+    running: Vec<(Var, Var)>,
+    config: MamlConfig,
+    sampler: EpisodeSampler,
+    shape: EpisodeShape,
+    seed: u64,
+}
+
+impl Maml {
+    /// Folds batch statistics into the running ones (PyTorch's rule).
+    fn update_running(&self, stats: &[(Tensor, Tensor, f64)]) -> candle_core::Result<()> {
+        for ((rm, rv), (mean, var, m)) in self.running.iter().zip(stats) {
+            let c = rm.dim(0)?;
+            let unbiased = if *m > 1.0 { m / (m - 1.0) } else { 1.0 };
+            rm.set(&((rm.as_detached_tensor() * 0.9)? + (mean.reshape(c)? * 0.1)?)?)?;
+            rv.set(&((rv.as_detached_tensor() * 0.9)? + (var.reshape(c)? * (0.1 * unbiased))?)?)?;
+        }
+        Ok(())
+    }
+
+    /// Accuracy of one episode of `images` after the test-time inner loop.
+    fn episode_accuracy(
+        &self,
+        images: &Bank,
+        episode: &crate::episode::Episode,
+    ) -> anyhow::Result<f64> {
+        let shape = self.shape_of(episode);
+        let support = images.tensor(&episode.support)?;
+        let query = images.tensor(&episode.query)?;
+        let logits = maml::episode_logits(
+            &self.params,
+            &support,
+            &maml::class_major_labels(shape.k_way, shape.n_shot, &Device::Cpu)?,
+            &query,
+            self.config.inner_steps_test,
+            self.config.inner_lr,
+        )?;
+        let labels = maml::class_major_labels(shape.k_way, shape.q_queries, &Device::Cpu)?;
+        Ok(crate::nn::method::accuracy(&logits, &labels)?)
+    }
+
+    fn shape_of(&self, episode: &crate::episode::Episode) -> EpisodeShape {
+        EpisodeShape {
+            k_way: self.shape.k_way,
+            n_shot: episode.support.len() / self.shape.k_way,
+            q_queries: episode.query.len() / self.shape.k_way,
+        }
+    }
+}
+
+impl Objective for Maml {
+    fn method(&self) -> String {
+        "maml".into()
+    }
+    fn encoder(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
+    }
+    fn step(
+        &self,
+        _batches: &Batches<'_>,
+        _step: usize,
+        _rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<(Tensor, f64)> {
+        bail!("internal: MAML steps through Objective::gradients")
+    }
+    fn gradients(
+        &self,
+        batches: &Batches<'_>,
+        step: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)> {
+        let tasks = self.config.meta_batch.max(1);
+        let ys = maml::class_major_labels(self.shape.k_way, self.shape.n_shot, &Device::Cpu)?;
+        let yq = maml::class_major_labels(self.shape.k_way, self.shape.q_queries, &Device::Cpu)?;
+        let mut total: Option<candle_core::backprop::GradStore> = None;
+        let (mut loss_sum, mut acc_sum) = (0.0, 0.0);
+        for t in 0..tasks {
+            let episode = self.sampler.episode(self.seed, (step * tasks + t) as u64);
+            let support = (batches.gather)(&episode.support, rng)?;
+            let query = (batches.gather)(&episode.query, rng)?;
+            let mut stats = Vec::new();
+            let (loss, acc) = maml::task_loss(
+                &self.params,
+                &support,
+                &ys,
+                &query,
+                &yq,
+                &self.config,
+                self.config.inner_steps,
+                (t == 0).then_some(&mut stats),
+            )?;
+            if t == 0 {
+                self.update_running(&stats)?;
+            }
+            loss_sum += f64::from(loss.to_scalar::<f32>()?);
+            acc_sum += acc;
+            let grads = (loss / tasks as f64)?.backward()?;
+            total = Some(match total {
+                None => grads,
+                Some(mut sum) => {
+                    for p in &self.params {
+                        if let Some(g) = grads.get(p) {
+                            let added = match sum.get(p) {
+                                Some(s) => (s + g)?,
+                                None => g.clone(),
+                            };
+                            sum.insert(p, added.detach());
+                        }
+                    }
+                    sum
+                }
+            });
+        }
+        let grads = total.context("a meta-batch of no tasks")?;
+        Ok((loss_sum / tasks as f64, acc_sum / tasks as f64, grads))
+    }
+    fn validate_images(
+        &self,
+        images: &Bank,
+        sampler: &EpisodeSampler,
+        episodes: usize,
+        seed: u64,
+    ) -> Option<anyhow::Result<crate::eval::EpisodeReport>> {
+        let accuracies = (0..episodes)
+            .map(|i| self.episode_accuracy(images, &sampler.episode(seed, i as u64)))
+            .collect::<anyhow::Result<Vec<f64>>>();
+        Some(accuracies.and_then(|a| {
+            let summary = crate::stats::mean_ci95(&a).context("no validation episodes")?;
+            Ok(crate::eval::EpisodeReport {
+                summary,
+                accuracies: a,
+            })
+        }))
     }
 }
 
@@ -760,9 +985,56 @@ fn objective(
         run.siamese.is_some(),
         run.distill.is_some(),
         run.matching.is_some(),
+        run.maml.is_some(),
     ];
     if objectives.iter().filter(|&&o| o).count() > 1 {
         bail!("internal: a run has one objective");
+    }
+    if let Some(m) = run.maml {
+        let EncoderConfig::Conv4 {
+            embedding: None, ..
+        } = config.encoder
+        else {
+            bail!("MAML trains Conv-4 without a linear embedding (--arch conv4)");
+        };
+        candle_nn::linear(dim, config.shape.k_way, vb.pp("head"))?;
+        let EncoderConfig::Conv4 {
+            in_channels,
+            hidden,
+            ..
+        } = config.encoder
+        else {
+            bail!("internal: MAML's encoder is Conv-4");
+        };
+        let get = |name: &str, shape: &[usize]| -> anyhow::Result<Var> {
+            let (prefix, last) = name.rsplit_once('.').unwrap_or(("", name));
+            let t = vb.pp(prefix).get(shape, last)?;
+            Ok(Var::from_tensor(&t)?)
+        };
+        let shapes = maml::parameter_shapes(in_channels, hidden, dim, config.shape.k_way);
+        let params = maml::parameter_names()
+            .iter()
+            .zip(&shapes)
+            .map(|(n, s)| get(n, s).map(|v| v.as_tensor().clone()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let running = (0..4)
+            .map(|b| {
+                Ok((
+                    get(&format!("block{b}.bn.running_mean"), &[hidden])?,
+                    get(&format!("block{b}.bn.running_var"), &[hidden])?,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return Ok(Box::new(Maml {
+            encoder,
+            params,
+            running,
+            config: m,
+            sampler: EpisodeSampler::new(classes, config.shape, None, config.seed)
+                .context("training episodes")?,
+            shape: config.shape,
+            seed: config.seed,
+        }));
     }
     if let Some(m) = run.matching {
         let head = MatchingHead::new(m, distance, dim, vb.pp("head"))?;
@@ -1020,6 +1292,7 @@ fn train(
         recipe: config.recipe,
         distance: config.distance.clone(),
         matching: run.matching,
+        maml: run.maml,
         training: serde_json::json!({
             "run": config,
             "split": { "seed": split.seed, "val_classes": split.val.iter().map(|&c| &set.classes[c].name).collect::<Vec<_>>() },
@@ -1071,15 +1344,14 @@ fn train(
         adam.lr = lr;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ 0x5eed_a11e);
         rng.set_stream(state.episode as u64);
-        let (loss, acc) = objective.step(&batches, state.episode, &mut rng)?;
-        let loss_value = f64::from(loss.to_scalar::<f32>()?);
+        let (loss_value, acc, grads) = objective.gradients(&batches, state.episode, &mut rng)?;
         if !loss_value.is_finite() {
             bail!(
                 "training diverged at episode {}: loss is {loss_value}",
                 state.episode
             );
         }
-        adam.step(&loss.backward()?)?;
+        adam.step(&grads)?;
         state.episode += 1;
         sum_loss += loss_value;
         sum_acc += acc;
@@ -1120,10 +1392,20 @@ fn train(
                     recipe,
                     dim: config.encoder.dim(),
                 };
-                let classifier = objective
-                    .classifier()
-                    .unwrap_or(EpisodeClassifier::Prototypes(distance));
-                let report = validate(&live, &val_tensors, val_sampler, config, &classifier)?;
+                let report = match objective.validate_images(
+                    &val_bank,
+                    val_sampler,
+                    config.val_episodes,
+                    config.seed,
+                ) {
+                    Some(report) => report?,
+                    None => {
+                        let classifier = objective
+                            .classifier()
+                            .unwrap_or(EpisodeClassifier::Prototypes(distance));
+                        validate(&live, &val_tensors, val_sampler, config, &classifier)?
+                    }
+                };
                 let line = MetricLine {
                     episode: state.episode,
                     loss: None,

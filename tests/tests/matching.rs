@@ -40,6 +40,7 @@ fn checkpoint(dir: &Path, fce: FceConfig) -> std::path::PathBuf {
             recipe: Recipe::OMNIGLOT_28.into(),
             distance: "l2".into(),
             matching: Some(matching),
+            maml: None,
             training: serde_json::Value::Null,
         },
     )

@@ -7,7 +7,7 @@ use clap::Args;
 use fewshot_core::Distance;
 use fewshot_host::data::{ClassSet, Layout};
 use fewshot_host::episode::{EpisodeSampler, EpisodeShape};
-use fewshot_host::eval::{evaluate_episodes_with, EpisodeClassifier};
+use fewshot_host::eval::{evaluate_episodes_maml, evaluate_episodes_with, EpisodeClassifier};
 use serde_json::json;
 
 use super::model::{Defaults, ModelArgs};
@@ -103,30 +103,40 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         );
     }
     let progress = super::progress();
-    let embeddings = super::embed_files(model.as_ref(), &paths, progress)?;
     let finetune = args.finetune.finetune()?;
     let matching = args.model.matching_head()?;
-    if matching.is_some() && (finetune.is_some() || args.distance.is_some()) {
-        anyhow::bail!("--model is a Matching Network, which classifies with its own attention: leave out --distance and the fine-tuning flags");
+    let maml = args.model.maml()?;
+    if (matching.is_some() || maml.is_some()) && (finetune.is_some() || args.distance.is_some()) {
+        anyhow::bail!("--model is a Matching Network or MAML, which classifies its own way: leave out --distance and the fine-tuning flags");
     }
-    let classifier_name = match (&finetune, &matching) {
-        (Some(f), _) => super::describe_finetune(f),
-        (None, Some(head)) => super::describe_matching(head),
-        (None, None) => format!("{} distance", distance.name()),
+    let classifier_name = match (&finetune, &matching, &maml) {
+        (Some(f), _, _) => super::describe_finetune(f),
+        (None, Some(head), _) => super::describe_matching(head),
+        (None, None, Some(m)) => super::describe_maml(m),
+        (None, None, None) => format!("{} distance", distance.name()),
     };
-    let classifier = match (finetune, matching) {
-        (Some(f), _) => EpisodeClassifier::FineTuned(f),
-        (None, Some(head)) => EpisodeClassifier::Matching(std::sync::Arc::new(head)),
-        (None, None) => EpisodeClassifier::Prototypes(distance),
+    let report = match maml {
+        Some(m) => {
+            let images = fewshot_host::data::Tensors::load(&paths, &model.recipe(), progress)?;
+            evaluate_episodes_maml(&images, &sampler, args.episodes, args.seed, &m, progress)?
+        }
+        None => {
+            let embeddings = super::embed_files(model.as_ref(), &paths, progress)?;
+            let classifier = match (finetune, matching) {
+                (Some(f), _) => EpisodeClassifier::FineTuned(f),
+                (None, Some(head)) => EpisodeClassifier::Matching(std::sync::Arc::new(head)),
+                (None, None) => EpisodeClassifier::Prototypes(distance),
+            };
+            evaluate_episodes_with(
+                &embeddings,
+                &sampler,
+                args.episodes,
+                args.seed,
+                &classifier,
+                progress,
+            )?
+        }
     };
-    let report = evaluate_episodes_with(
-        &embeddings,
-        &sampler,
-        args.episodes,
-        args.seed,
-        &classifier,
-        progress,
-    )?;
     let s = report.summary;
     if args.json {
         super::print_json(&json!({
@@ -136,9 +146,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             "classes": sampler.eligible(),
             "excluded_classes": excluded,
             "k_way": shape.k_way, "n_shot": shape.n_shot, "q_queries": shape.q_queries,
-            "distance": match &classifier { EpisodeClassifier::FineTuned(_) => "cosine", _ => distance.name() },
+            "distance": if finetune.is_some() { "cosine" } else { distance.name() },
             "classifier": classifier_name,
-            "finetune": match &classifier { EpisodeClassifier::FineTuned(f) => Some(f), _ => None },
+            "finetune": finetune,
             "seed": args.seed,
             "episodes": s.n,
             "accuracy": s.mean,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use fewshot_core::Distance;
 use fewshot_host::data::RunSet;
-use fewshot_host::eval::{run_errors, run_errors_finetuned, run_errors_matching};
+use fewshot_host::eval::{run_errors, run_errors_finetuned, run_errors_maml, run_errors_matching};
 use serde_json::json;
 
 use super::model::{Defaults, ModelArgs};
@@ -37,20 +37,33 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
     let distance = args.distance.or(model.distance()).unwrap_or(Distance::L2);
     let finetune = args.finetune.finetune()?;
     let matching = args.model.matching_head()?;
-    if matching.is_some() && (finetune.is_some() || args.distance.is_some()) {
-        anyhow::bail!("--model is a Matching Network, which classifies with its own attention: leave out --distance and the fine-tuning flags");
+    let maml = args.model.maml()?;
+    if (matching.is_some() || maml.is_some()) && (finetune.is_some() || args.distance.is_some()) {
+        anyhow::bail!("--model is a Matching Network or MAML, which classifies its own way: leave out --distance and the fine-tuning flags");
     }
-    let classifier_name = match (&finetune, &matching) {
-        (Some(f), _) => super::describe_finetune(f),
-        (None, Some(head)) => super::describe_matching(head),
-        (None, None) => format!("{} distance", distance.name()),
+    let classifier_name = match (&finetune, &matching, &maml) {
+        (Some(f), _, _) => super::describe_finetune(f),
+        (None, Some(head), _) => super::describe_matching(head),
+        (None, None, Some(m)) => super::describe_maml(m),
+        (None, None, None) => format!("{} distance", distance.name()),
     };
     let mut results = Vec::new();
     for run in &set.runs {
         let mut paths = run.training.clone();
         paths.extend(run.test.iter().map(|(p, _)| p.clone()));
-        let embeddings = super::embed_files(model.as_ref(), &paths, false)?;
         let labels: Vec<usize> = run.test.iter().map(|(_, l)| *l).collect();
+        if let Some(m) = &maml {
+            let images = fewshot_host::data::Tensors::load(&paths, &model.recipe(), false)?;
+            results.push(run_errors_maml(
+                &run.name,
+                &images,
+                run.training.len(),
+                &labels,
+                m,
+            )?);
+            continue;
+        }
+        let embeddings = super::embed_files(model.as_ref(), &paths, false)?;
         results.push(match (&finetune, &matching) {
             (Some(f), _) => {
                 run_errors_finetuned(&run.name, &embeddings, run.training.len(), &labels, f)?

@@ -90,6 +90,21 @@ pub fn describe_matching(head: &fewshot_host::nn::matching::MatchingHead) -> Str
     }
 }
 
+/// A MAML network's test-time classifier in words.
+pub fn describe_maml(m: &fewshot_host::nn::maml::MamlModel) -> String {
+    format!(
+        "MAML ({} order): {} inner steps at rate {} on the support set, {}-way head",
+        if m.config.order == 2 {
+            "second"
+        } else {
+            "first"
+        },
+        m.config.inner_steps_test,
+        m.config.inner_lr,
+        m.k_way
+    )
+}
+
 /// Parses a distance name for clap.
 pub fn parse_distance(s: &str) -> Result<Distance, String> {
     Distance::from_name(s)

@@ -102,6 +102,16 @@ impl ModelArgs {
         Ok(load_matching_head(path)?)
     }
 
+    /// The meta-parameters of a `.safetensors` checkpoint trained by
+    /// `fewshot train maml` (none for any other model).
+    pub fn maml(&self) -> anyhow::Result<Option<fewshot_host::nn::maml::MamlModel>> {
+        let path = std::path::Path::new(&self.model);
+        if self.model == "pixels" || path.extension().is_none_or(|e| e != "safetensors") {
+            return Ok(None);
+        }
+        Ok(fewshot_host::nn::checkpoint::load_maml(path)?)
+    }
+
     /// The preprocessing of the pixel baseline (also the input of a new encoder).
     pub fn recipe(&self, defaults: Defaults) -> anyhow::Result<Recipe> {
         let base = match defaults {

@@ -9,11 +9,13 @@ use fewshot_host::augment::AffineRanges;
 use fewshot_host::augment::FaceAugment;
 use fewshot_host::episode::EpisodeShape;
 use fewshot_host::nn::encoder::EncoderConfig;
+use fewshot_host::nn::maml::MamlConfig;
 use fewshot_host::nn::matching::{FceConfig, MatchingConfig};
 use fewshot_host::nn::siamese::{EmbeddingDistance, Mining};
 use fewshot_host::train::{
-    train_cosface, train_distill, train_matching, train_protonet, train_siamese, CosFaceConfig,
-    DistillConfig, RunFiles, SiameseConfig, SiameseLoss, StopAt, TrainConfig, TrainState,
+    train_cosface, train_distill, train_maml, train_matching, train_protonet, train_siamese,
+    CosFaceConfig, DistillConfig, RunFiles, SiameseConfig, SiameseLoss, StopAt, TrainConfig,
+    TrainState,
 };
 
 use super::model::{Defaults, ModelArgs};
@@ -34,6 +36,10 @@ pub enum TrainCommand {
     /// optionally with full context embeddings (a bidirectional LSTM over the support
     /// set, an attention LSTM over each query).
     Matching(MatchingArgs),
+    /// MAML (Finn et al., 2017): meta-learns Conv-4 and an N-way head from which a few SGD
+    /// steps on a task's support set classify it; first or second order (--episodes counts
+    /// meta-steps of --meta-batch tasks).
+    Maml(MamlArgs),
     /// Distillation (Hinton et al., 2015, on embeddings): the student learns the unit
     /// embedding a teacher face encoder gives each image and its mirror image (targets
     /// computed once and cached); no identity labels needed.
@@ -118,6 +124,42 @@ pub struct MatchingArgs {
     /// Random affine distortions (±15° rotation, ±0.3 shear, ±20 % scale, ±10 % shift).
     #[arg(long)]
     affine: bool,
+}
+
+/// Arguments of `fewshot train maml`. Defaults suit Omniglot 5-way 1-shot as in the paper
+/// (inner rate 0.4, 1 inner step in training, 3 at test, meta-batch 32).
+#[derive(Debug, Args)]
+pub struct MamlArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// 1: first order (inner gradients detached); 2: second order (through the inner steps).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+    order: u8,
+    /// Inner SGD steps on each task's support set while meta-training.
+    #[arg(long, default_value_t = 1)]
+    inner_steps: usize,
+    /// Inner SGD steps at validation and test time.
+    #[arg(long, default_value_t = 3)]
+    inner_steps_test: usize,
+    /// Inner learning rate α.
+    #[arg(long, default_value_t = 0.4)]
+    inner_lr: f64,
+    /// Tasks per meta-step.
+    #[arg(long, default_value_t = 32)]
+    meta_batch: usize,
+    /// Do not add 90° rotations as new classes.
+    #[arg(long)]
+    no_rotations: bool,
+    /// Random affine distortions (±15° rotation, ±0.3 shear, ±20 % scale, ±10 % shift).
+    #[arg(long)]
+    affine: bool,
+}
+
+impl TrainCommand {
+    /// Whether the run needs differentiable gradients (second-order MAML).
+    pub fn second_order(&self) -> bool {
+        matches!(self, TrainCommand::Maml(a) if a.order == 2)
+    }
 }
 
 /// The Siamese objectives on the command line.
@@ -367,6 +409,31 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             let state = train_matching(
                 &config,
                 &matching,
+                &args.common.out,
+                args.common.resume,
+                stop,
+                super::progress(),
+            )?;
+            report(&args.common, &config, &state)
+        }
+        TrainCommand::Maml(args) => {
+            let config = args.common.config(
+                !args.no_rotations,
+                args.affine.then_some(AffineRanges::OMNIGLOT),
+                Distance::L2,
+                Defaults::Omniglot,
+            )?;
+            let maml = MamlConfig {
+                order: args.order,
+                inner_steps: args.inner_steps,
+                inner_steps_test: args.inner_steps_test,
+                inner_lr: args.inner_lr,
+                meta_batch: args.meta_batch,
+            };
+            let stop = args.common.stop();
+            let state = train_maml(
+                &config,
+                &maml,
                 &args.common.out,
                 args.common.resume,
                 stop,

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::embed::Embeddings;
 use crate::episode::{Episode, EpisodeSampler, EpisodeShape};
 use crate::nn::finetune::FineTune;
+use crate::nn::maml::MamlModel;
 use crate::nn::matching::MatchingHead;
 use crate::stats::{mean_ci95, MeanCi};
 
@@ -59,6 +60,9 @@ pub enum EvalError {
     /// The embeddings or prototypes were unusable.
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// The episodes do not fit the classifier (a MAML head of another way).
+    #[error("{0}")]
+    Ways(String),
     /// Fine-tuning or the Matching Network's head failed.
     #[error("classifier: {0}")]
     FineTune(#[from] candle_core::Error),
@@ -110,6 +114,93 @@ pub fn episode_accuracy_matching(
         .filter(|&(q, &p)| p as usize == q / shape.q_queries)
         .count();
     Ok(correct as f64 / episode.query.len() as f64)
+}
+
+/// Accuracy of a MAML network on one episode of preprocessed `images`
+/// (the test-time inner loop on its support set, then its queries).
+pub fn episode_accuracy_maml(
+    images: &crate::data::Tensors,
+    episode: &Episode,
+    shape: EpisodeShape,
+    model: &MamlModel,
+) -> Result<f64, EvalError> {
+    let logits = model.episode_logits(
+        &image_rows(images, &episode.support)?,
+        shape.n_shot,
+        &image_rows(images, &episode.query)?,
+    )?;
+    let predicted: Vec<u32> = logits.argmax(1)?.to_vec1()?;
+    let correct = predicted
+        .iter()
+        .enumerate()
+        .filter(|&(q, &p)| p as usize == q / shape.q_queries)
+        .count();
+    Ok(correct as f64 / episode.query.len() as f64)
+}
+
+/// Images `ids` of `images` as one `(n, c, h, w)` tensor.
+fn image_rows(
+    images: &crate::data::Tensors,
+    ids: &[usize],
+) -> candle_core::Result<candle_core::Tensor> {
+    let r = images.recipe;
+    let mut data = Vec::with_capacity(ids.len() * r.len());
+    for &i in ids {
+        data.extend_from_slice(images.row(i));
+    }
+    candle_core::Tensor::from_vec(
+        data,
+        (ids.len(), r.channels, r.height, r.width),
+        &candle_core::Device::Cpu,
+    )
+}
+
+/// Evaluates a MAML network on `episodes` episodes `0..episodes` of stream
+/// `seed` over preprocessed `images`, in parallel; the episodes must have
+/// the head's number of ways.
+pub fn evaluate_episodes_maml(
+    images: &crate::data::Tensors,
+    sampler: &EpisodeSampler,
+    episodes: usize,
+    seed: u64,
+    model: &MamlModel,
+    progress: bool,
+) -> Result<EpisodeReport, EvalError> {
+    if sampler.shape().k_way != model.k_way {
+        return Err(EvalError::Ways(format!(
+            "the MAML head is {}-way: evaluate {}-way episodes (--k-way {})",
+            model.k_way, model.k_way, model.k_way
+        )));
+    }
+    evaluate(sampler, episodes, seed, progress, |episode| {
+        episode_accuracy_maml(images, episode, sampler.shape(), model)
+    })
+}
+
+/// [`run_errors`] for a MAML network on a run's preprocessed images (the
+/// training images first, then the test items): the training images are the
+/// support set, one shot of each class.
+pub fn run_errors_maml(
+    name: &str,
+    images: &crate::data::Tensors,
+    n_training: usize,
+    labels: &[usize],
+    model: &MamlModel,
+) -> Result<RunResult, EvalError> {
+    if n_training != model.k_way {
+        return Err(EvalError::Ways(format!(
+            "run {name} is {n_training}-way, the MAML head {}-way: train with --k-way {n_training}",
+            model.k_way
+        )));
+    }
+    let support: Vec<usize> = (0..n_training).collect();
+    let query: Vec<usize> = (n_training..n_training + labels.len()).collect();
+    let logits = model.episode_logits(
+        &image_rows(images, &support)?,
+        1,
+        &image_rows(images, &query)?,
+    )?;
+    run_result(name, &logits, labels)
 }
 
 /// The door's prototypes after fine-tuning ([`FineTune::fit`]): the unit rows

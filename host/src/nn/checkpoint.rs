@@ -34,6 +34,9 @@ pub struct ModelConfig {
     /// method is `matching`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matching: Option<MatchingConfig>,
+    /// MAML's settings (its N-way head under `head.`), if the method is `maml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maml: Option<super::maml::MamlConfig>,
     /// Free-form record of the training run (data, split, seed, episodes, commit, figures).
     #[serde(default)]
     pub training: serde_json::Value,
@@ -164,6 +167,35 @@ pub fn load_matching_head(weights: &Path) -> Result<Option<MatchingHead>, Checkp
         ))
     })?;
     Ok(Some(head))
+}
+
+/// The meta-parameters of a MAML checkpoint `weights` (none if it is not one).
+pub fn load_maml(weights: &Path) -> Result<Option<super::maml::MamlModel>, CheckpointError> {
+    let config = load_config(weights)?;
+    let Some(maml) = config.maml else {
+        return Ok(None);
+    };
+    let bad = |message: String| CheckpointError::Weights {
+        path: weights.to_path_buf(),
+        message,
+    };
+    let tensors =
+        candle_core::safetensors::load(weights, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+    let params = super::maml::parameter_names()
+        .iter()
+        .map(|n| {
+            tensors
+                .get(n)
+                .cloned()
+                .ok_or_else(|| bad(format!("a MAML checkpoint without {n}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let k_way = params[16].dim(0).map_err(|e| bad(e.to_string()))?;
+    Ok(Some(super::maml::MamlModel {
+        params,
+        config: maml,
+        k_way,
+    }))
 }
 
 /// A trained encoder loaded for evaluation (batch norm in inference mode).

@@ -13,6 +13,7 @@ pub mod finetune;
 pub mod fused;
 pub mod init;
 mod kernel;
+pub mod maml;
 pub mod matching;
 pub mod method;
 pub mod mobile;

@@ -1,0 +1,316 @@
+//! MAML's meta-gradient against central differences of the meta-loss in
+//! f64 (1, 2 and 5 inner steps): second order matches; first order equals
+//! the query gradient at the adapted weights and differs from the true
+//! meta-gradient by the dropped term.
+
+mod common;
+
+use std::sync::Once;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use fewshot_host::nn::encoder::EncoderConfig;
+use fewshot_host::nn::init::seeded_init;
+use fewshot_host::nn::maml::{
+    adapt, class_major_labels, forward, parameter_names, parameters, second_order_ready,
+};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+static GRADIENTS_KEPT: Once = Once::new();
+
+/// Candle keeps gradients differentiable only with this variable set; it is
+/// read once per thread, at the thread's first backward pass.
+fn keep_gradients() {
+    GRADIENTS_KEPT.call_once(|| unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") });
+}
+
+const K_WAY: usize = 2;
+const SIDE: usize = 16;
+
+/// A Conv-4 of 3 channels on 16×16 grey images with a 2-way head, in f64.
+fn network(seed: u64) -> (VarMap, Vec<Var>) {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
+    let encoder = EncoderConfig::Conv4 {
+        in_channels: 1,
+        hidden: 3,
+        input_size: SIDE,
+        embedding: None,
+    };
+    encoder.build(vb.clone()).unwrap();
+    candle_nn::linear(encoder.features(), K_WAY, vb.pp("head")).unwrap();
+    seeded_init(&varmap, seed).unwrap();
+    let data = varmap.data().lock().unwrap();
+    let vars = parameter_names().iter().map(|n| data[n].clone()).collect();
+    drop(data);
+    (varmap, vars)
+}
+
+fn images(rng: &mut ChaCha8Rng, n: usize) -> Tensor {
+    let v: Vec<f64> = (0..n * SIDE * SIDE)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    Tensor::from_vec(v, (n, 1, SIDE, SIDE), &Device::Cpu).unwrap()
+}
+
+/// The meta-loss: the query cross-entropy after `steps` inner steps.
+fn meta_loss(params: &[Tensor], task: &Task, steps: usize, second_order: bool) -> Tensor {
+    let fast = adapt(
+        params,
+        &task.support,
+        &task.ys,
+        steps,
+        0.4,
+        second_order,
+        None,
+    )
+    .unwrap();
+    candle_nn::loss::cross_entropy(&forward(&fast, &task.query, None).unwrap(), &task.yq).unwrap()
+}
+
+struct Task {
+    support: Tensor,
+    query: Tensor,
+    ys: Tensor,
+    yq: Tensor,
+}
+
+fn flat(t: &Tensor) -> Vec<f64> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn meta_gradients_match_central_differences() {
+    keep_gradients();
+    assert!(
+        second_order_ready().unwrap(),
+        "gradients are kept differentiable"
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let task = Task {
+        support: images(&mut rng, K_WAY * 2),
+        query: images(&mut rng, K_WAY * 3),
+        ys: class_major_labels(K_WAY, 2, &Device::Cpu).unwrap(),
+        yq: class_major_labels(K_WAY, 3, &Device::Cpu).unwrap(),
+    };
+    let (_varmap, vars) = network(2);
+    let params: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    for steps in [1usize, 2, 5] {
+        let second = meta_loss(&params, &task, steps, true).backward().unwrap();
+        let first = meta_loss(&params, &task, steps, false).backward().unwrap();
+        // The first-order meta-gradient, independently: the query gradient
+        // at the adapted weights, taken as leaves.
+        let adapted: Vec<Var> = adapt(&params, &task.support, &task.ys, steps, 0.4, false, None)
+            .unwrap()
+            .iter()
+            .map(|t| Var::from_tensor(&t.detach()).unwrap())
+            .collect();
+        let at: Vec<Tensor> = adapted.iter().map(|v| v.as_tensor().clone()).collect();
+        let at_adapted =
+            candle_nn::loss::cross_entropy(&forward(&at, &task.query, None).unwrap(), &task.yq)
+                .unwrap()
+                .backward()
+                .unwrap();
+        let (mut worst, mut dropped, mut norm) = (0.0f64, 0.0f64, 0.0f64);
+        for (k, var) in vars.iter().enumerate() {
+            let so = flat(second.get(var.as_tensor()).unwrap());
+            let fo = flat(first.get(var.as_tensor()).unwrap());
+            let fo_ref = flat(at_adapted.get(adapted[k].as_tensor()).unwrap());
+            for (a, b) in fo.iter().zip(&fo_ref) {
+                assert!(
+                    (a - b).abs() < 1e-10 * (1.0 + b.abs()),
+                    "first order at {k}: {a} vs {b}"
+                );
+            }
+            let base = flat(var.as_tensor());
+            // Every head and bias entry; every 5th convolution weight.
+            let stride = match (base.len() > 20, steps) {
+                (false, _) => 1,
+                (true, 5) => 17,
+                (true, _) => 9,
+            };
+            for i in (0..base.len()).step_by(stride) {
+                let eps = 1e-6;
+                let at = |delta: f64| {
+                    let mut v = base.clone();
+                    v[i] += delta;
+                    var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap())
+                        .unwrap();
+                    meta_loss(&params, &task, steps, true)
+                        .to_scalar::<f64>()
+                        .unwrap()
+                };
+                let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+                at(0.0);
+                let err = (so[i] - numeric).abs() / (1e-3 + numeric.abs());
+                worst = worst.max(err);
+                assert!(
+                    err < 1e-4,
+                    "{} steps, {}[{i}]: second order {} against central difference {numeric}",
+                    steps,
+                    parameter_names()[k],
+                    so[i]
+                );
+                dropped += (fo[i] - numeric).abs();
+                norm += numeric.abs();
+            }
+        }
+        eprintln!(
+            "{steps} steps: worst relative error {worst:.2e}, first order off by {:.1} % of |g|",
+            100.0 * dropped / norm
+        );
+        assert!(
+            dropped > 0.01 * norm,
+            "{steps} steps: first order should differ from the true meta-gradient (off by {dropped} of {norm})"
+        );
+    }
+}
+
+#[test]
+fn inner_steps_raise_support_accuracy() {
+    keep_gradients();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let support = images(&mut rng, K_WAY * 3);
+    let ys = class_major_labels(K_WAY, 3, &Device::Cpu).unwrap();
+    let (varmap, _) = network(1);
+    let params = parameters(&varmap).unwrap();
+    let loss = |p: &[Tensor]| {
+        candle_nn::loss::cross_entropy(&forward(p, &support, None).unwrap(), &ys)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let before = loss(&params);
+    let fast = adapt(&params, &support, &ys, 10, 0.4, false, None).unwrap();
+    let after = loss(&fast);
+    assert!(after < 0.5 * before, "support loss {before} → {after}");
+    let logits = forward(&fast, &support, None).unwrap();
+    let acc = fewshot_host::nn::method::accuracy(&logits, &ys).unwrap();
+    assert_eq!(acc, 1.0, "ten steps fit six support images");
+}
+
+/// A folder of symbolic links to the first `n` characters of the Greek alphabet.
+fn subset(dir: &std::path::Path, n: usize) {
+    let greek = common::data_dir().join("omniglot/images_background_small1/Greek");
+    let alphabet = dir.join("Greek");
+    std::fs::create_dir_all(&alphabet).unwrap();
+    let mut chars: Vec<_> = std::fs::read_dir(&greek)
+        .unwrap_or_else(|e| panic!("{}: {e}", greek.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    chars.sort();
+    for c in chars.iter().take(n) {
+        std::os::unix::fs::symlink(c, alphabet.join(c.file_name().unwrap())).unwrap();
+    }
+}
+
+/// A short first-order meta-training run raises validation accuracy (by the
+/// test-time inner loop on held-out characters); its checkpoint loads as a
+/// MAML network and as a Conv-4 encoder whose batch norm has running
+/// statistics; a second-order run takes steps too.
+#[test]
+fn a_short_meta_training_run_improves_validation() {
+    keep_gradients();
+    use fewshot_core::Recipe;
+    use fewshot_host::episode::EpisodeShape;
+    use fewshot_host::nn::maml::MamlConfig;
+    use fewshot_host::train::{read_metrics, train_maml, RunFiles, StopAt, TrainConfig};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    subset(&data, 12);
+    // 16×16 inputs keep the run short (candle's own convolutions, which
+    // MAML differentiates, are slow on the CPU).
+    let recipe = Recipe {
+        width: 16,
+        height: 16,
+        ..Recipe::OMNIGLOT_28
+    };
+    let config = |episodes, val_every| TrainConfig {
+        data: data.clone(),
+        shape: EpisodeShape {
+            k_way: 5,
+            n_shot: 1,
+            q_queries: 3,
+        },
+        episodes,
+        lr: 5e-3,
+        lr_step: 1000,
+        lr_gamma: 0.5,
+        val_every,
+        val_episodes: 60,
+        val_fraction: 0.25,
+        rotations: true,
+        affine: None,
+        encoder: EncoderConfig::Conv4 {
+            in_channels: 1,
+            hidden: 16,
+            input_size: 16,
+            embedding: None,
+        },
+        recipe: recipe.into(),
+        distance: "l2".into(),
+        seed: 1,
+        init: None,
+        extra_train: Vec::new(),
+    };
+    let maml = MamlConfig {
+        order: 1,
+        inner_steps: 5,
+        inner_steps_test: 5,
+        inner_lr: 0.4,
+        meta_batch: 2,
+    };
+    // The same initialisation and validation episodes after one meta-step
+    // and after forty.
+    let run = |episodes: usize, name: &str| {
+        let out = tmp.path().join(name);
+        let state = train_maml(
+            &config(episodes, episodes),
+            &maml,
+            &out,
+            false,
+            StopAt::default(),
+            false,
+        )
+        .unwrap();
+        (state.best_val.unwrap(), RunFiles { dir: out })
+    };
+    let (start, _) = run(1, "one");
+    let (trained, files) = run(40, "forty");
+    eprintln!("validation after 1 meta-step {start}, after 40 {trained}");
+    assert!(
+        trained > start + 0.05,
+        "validation should improve: {start} → {trained}"
+    );
+    assert!(read_metrics(&files.metrics())
+        .iter()
+        .any(|m| m.loss.is_some()));
+    let model = fewshot_host::nn::checkpoint::load_maml(&files.best())
+        .unwrap()
+        .expect("a MAML checkpoint");
+    assert_eq!((model.k_way, model.config), (5, maml));
+    let weights = candle_core::safetensors::load(files.best(), &Device::Cpu).unwrap();
+    let running: Vec<f32> = weights["block3.bn.running_var"].to_vec1().unwrap();
+    assert!(
+        running.iter().any(|v| (v - 1.0).abs() > 1e-3),
+        "batch norm's running statistics were updated: {running:?}"
+    );
+
+    let second = MamlConfig {
+        order: 2,
+        inner_steps: 1,
+        ..maml
+    };
+    let out2 = tmp.path().join("second");
+    let state = train_maml(
+        &config(2, 2),
+        &second,
+        &out2,
+        false,
+        StopAt::default(),
+        false,
+    )
+    .unwrap();
+    assert_eq!(state.episode, 2);
+}
