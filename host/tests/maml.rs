@@ -190,21 +190,6 @@ fn inner_steps_raise_support_accuracy() {
     assert_eq!(acc, 1.0, "ten steps fit six support images");
 }
 
-/// A folder of symbolic links to the first `n` characters of the Greek alphabet.
-fn subset(dir: &std::path::Path, n: usize) {
-    let greek = common::data_dir().join("omniglot/images_background_small1/Greek");
-    let alphabet = dir.join("Greek");
-    std::fs::create_dir_all(&alphabet).unwrap();
-    let mut chars: Vec<_> = std::fs::read_dir(&greek)
-        .unwrap_or_else(|e| panic!("{}: {e}", greek.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    chars.sort();
-    for c in chars.iter().take(n) {
-        std::os::unix::fs::symlink(c, alphabet.join(c.file_name().unwrap())).unwrap();
-    }
-}
-
 /// A short first-order meta-training run raises validation accuracy (by the
 /// test-time inner loop on held-out characters); its checkpoint loads as a
 /// MAML network and as a Conv-4 encoder whose batch norm has running
@@ -218,7 +203,7 @@ fn a_short_meta_training_run_improves_validation() {
     use fewshot_host::train::{read_metrics, train_maml, RunFiles, StopAt, TrainConfig};
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    subset(&data, 12);
+    common::greek_subset(&data, 12);
     // 16×16 inputs keep the run short (candle's own convolutions, which
     // MAML differentiates, are slow on the CPU).
     let recipe = Recipe {

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
@@ -353,26 +352,11 @@ fn the_backward_matches_central_differences() {
     }
 }
 
-/// A folder of symbolic links to the first `n` characters of the Greek alphabet.
-fn subset(dir: &Path, n: usize) {
-    let greek = common::data_dir().join("omniglot/images_background_small1/Greek");
-    let alphabet = dir.join("Greek");
-    std::fs::create_dir_all(&alphabet).unwrap();
-    let mut chars: Vec<_> = std::fs::read_dir(&greek)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", greek.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    chars.sort();
-    for c in chars.iter().take(n) {
-        std::os::unix::fs::symlink(c, alphabet.join(c.file_name().unwrap())).unwrap();
-    }
-}
-
 #[test]
 fn a_short_fce_run_learns_and_its_checkpoint_evaluates() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    subset(&data, 12);
+    common::greek_subset(&data, 12);
     let out = tmp.path().join("run");
     let config = TrainConfig {
         data: data.clone(),

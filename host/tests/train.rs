@@ -14,21 +14,6 @@ use fewshot_host::nn::checkpoint::CandleEmbedder;
 use fewshot_host::nn::encoder::EncoderConfig;
 use fewshot_host::train::{read_metrics, train_protonet, RunFiles, StopAt, TrainConfig};
 
-/// A folder of symbolic links to the first `n` characters of the Greek alphabet.
-fn subset(dir: &Path, n: usize) {
-    let greek = common::data_dir().join("omniglot/images_background_small1/Greek");
-    let alphabet = dir.join("Greek");
-    std::fs::create_dir_all(&alphabet).unwrap();
-    let mut chars: Vec<_> = std::fs::read_dir(&greek)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    chars.sort();
-    for c in chars.iter().take(n) {
-        std::os::unix::fs::symlink(c, alphabet.join(c.file_name().unwrap())).unwrap();
-    }
-}
-
 fn config(data: &Path, episodes: usize) -> TrainConfig {
     TrainConfig {
         data: data.to_path_buf(),
@@ -64,7 +49,7 @@ fn config(data: &Path, episodes: usize) -> TrainConfig {
 fn loss_falls_and_accuracy_beats_chance() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    subset(&data, 12);
+    common::greek_subset(&data, 12);
     let out = tmp.path().join("run");
     let cfg = config(&data, 200);
     let state = train_protonet(&cfg, &out, false, StopAt::default(), false).unwrap();
@@ -136,7 +121,7 @@ fn loss_falls_and_accuracy_beats_chance() {
 fn resuming_ends_where_an_uninterrupted_run_does() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    subset(&data, 8);
+    common::greek_subset(&data, 8);
     let straight = tmp.path().join("straight");
     train_protonet(
         &config(&data, 40),
@@ -216,7 +201,7 @@ fn cosface_loss_falls_and_resume_checks_its_settings() {
     use fewshot_host::train::{train_cosface, CosFaceConfig};
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    subset(&data, 12);
+    common::greek_subset(&data, 12);
     let out = tmp.path().join("run");
     let mut cfg = config(&data, 120);
     cfg.rotations = false;
@@ -261,7 +246,7 @@ fn siamese_losses_fall() {
     use fewshot_host::train::{train_siamese, SiameseConfig, SiameseLoss};
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    subset(&data, 12);
+    common::greek_subset(&data, 12);
     let cfg = config(&data, 120);
     let triplet = |mining| SiameseLoss::Triplet {
         mining,
@@ -324,7 +309,7 @@ fn init_starts_from_the_checkpoint_encoder() {
     use fewshot_host::train::{train_siamese, SiameseConfig, SiameseLoss};
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    subset(&data, 12);
+    common::greek_subset(&data, 12);
     let first = tmp.path().join("protonet");
     train_protonet(&config(&data, 20), &first, false, StopAt::default(), false).unwrap();
     let init = first.join("best.safetensors");

@@ -137,3 +137,17 @@ fn tiny_run(
     .unwrap();
     dir.join("run/best.safetensors")
 }
+
+/// Image `n` (1-20) of a Tagalog character of `images_background_small2`
+/// (an alphabet the tiny models never saw).
+pub fn tagalog(character: u32, n: usize) -> PathBuf {
+    let dir = data_dir().join(format!(
+        "omniglot/images_background_small2/Tagalog/character{character:02}"
+    ));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files[n - 1].clone()
+}

@@ -4,7 +4,7 @@
 //! image of each, and refuse a character never enrolled.
 use std::path::{Path, PathBuf};
 
-use fewshot_e2e::{data_dir, tiny_checkpoint};
+use fewshot_e2e::tiny_checkpoint;
 use fewshot_firmware::camera::load_image;
 use fewshot_firmware::door::Config;
 use fewshot_firmware::encoder::OnnxEncoder;
@@ -19,19 +19,6 @@ fn tiny_model(dir: &Path) -> PathBuf {
     let onnx = dir.join("tiny.onnx");
     export_f32(&tiny_checkpoint(dir, 12, 32, 150), &onnx).unwrap();
     onnx
-}
-
-/// Image `n` (1-20) of a Tagalog character (an alphabet the tiny model never saw).
-fn tagalog(character: u32, n: usize) -> PathBuf {
-    let dir = data_dir().join(format!(
-        "omniglot/images_background_small2/Tagalog/character{character:02}"
-    ));
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files[n - 1].clone()
 }
 
 #[test]
@@ -56,9 +43,10 @@ fn a_tiny_trained_encoder_runs_the_door() {
     let threshold = people
         .iter()
         .map(|&c| {
-            probe
-                .distance()
-                .between(&embed(&tagalog(c, 1)), &embed(&tagalog(c, 2)))
+            probe.distance().between(
+                &embed(&fewshot_e2e::tagalog(c, 1)),
+                &embed(&fewshot_e2e::tagalog(c, 2)),
+            )
         })
         .fold(0.0f32, f32::max);
     eprintln!("threshold from the enrollment shots: {threshold}");
@@ -80,8 +68,10 @@ fn a_tiny_trained_encoder_runs_the_door() {
     let mut ids = Vec::new();
     for &c in &people {
         sim.step(&Command::Press(200)).unwrap();
-        sim.step(&Command::Frame(tagalog(c, 1))).unwrap();
-        sim.step(&Command::Frame(tagalog(c, 2))).unwrap();
+        sim.step(&Command::Frame(fewshot_e2e::tagalog(c, 1)))
+            .unwrap();
+        sim.step(&Command::Frame(fewshot_e2e::tagalog(c, 2)))
+            .unwrap();
         let enrolled: Vec<u32> = events
             .take()
             .into_iter()
@@ -96,7 +86,8 @@ fn a_tiny_trained_encoder_runs_the_door() {
 
     // A third image of each opens the door for that person.
     for (&c, &id) in people.iter().zip(&ids) {
-        sim.step(&Command::Frame(tagalog(c, 3))).unwrap();
+        sim.step(&Command::Frame(fewshot_e2e::tagalog(c, 3)))
+            .unwrap();
         match &events.take()[..] {
             [Event::Opened {
                 id: got, distance, ..
@@ -116,7 +107,8 @@ fn a_tiny_trained_encoder_runs_the_door() {
     // character 2's prototype, 6 of 8 are refused.)
     let mut refused = Vec::new();
     for stranger in 3u32..=10 {
-        sim.step(&Command::Frame(tagalog(stranger, 1))).unwrap();
+        sim.step(&Command::Frame(fewshot_e2e::tagalog(stranger, 1)))
+            .unwrap();
         match &events.take()[..] {
             [Event::Refused {
                 distance: Some(d), ..

@@ -208,19 +208,6 @@ fn exported_fce_graphs_agree_with_candle_in_tract_and_onnxruntime() {
 /// Embedding size (Conv-4 channels) of the door test's model.
 const DOOR_DIM: usize = 16;
 
-/// Image `n` (1-20) of a Tagalog character (an alphabet the tiny model never saw).
-fn tagalog(character: u32, n: usize) -> std::path::PathBuf {
-    let dir = fewshot_e2e::data_dir().join(format!(
-        "omniglot/images_background_small2/Tagalog/character{character:02}"
-    ));
-    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files[n - 1].clone()
-}
-
 /// The door with a trained (tiny) Matching Network with FCE: it loads the
 /// graphs beside the model, enrolls two people, opens for each with the
 /// distance of the frame attended over the gallery to the nearest context
@@ -259,7 +246,10 @@ fn the_door_runs_a_matching_network_with_fce() {
     let prototypes: Vec<f32> = people
         .iter()
         .flat_map(|&c| {
-            let (a, b) = (embed(&tagalog(c, 1)), embed(&tagalog(c, 2)));
+            let (a, b) = (
+                embed(&fewshot_e2e::tagalog(c, 1)),
+                embed(&fewshot_e2e::tagalog(c, 2)),
+            );
             a.iter()
                 .zip(&b)
                 .map(|(x, y)| (x + y) / 2.0)
@@ -276,7 +266,10 @@ fn the_door_runs_a_matching_network_with_fce() {
             .map(|g| distance.between(&f, g))
             .collect()
     };
-    let genuine: Vec<Vec<f32>> = people.iter().map(|&c| scores(&tagalog(c, 3))).collect();
+    let genuine: Vec<Vec<f32>> = people
+        .iter()
+        .map(|&c| scores(&fewshot_e2e::tagalog(c, 3)))
+        .collect();
     for (k, s) in genuine.iter().enumerate() {
         assert!(
             s[k] < s[1 - k],
@@ -291,7 +284,7 @@ fn the_door_runs_a_matching_network_with_fce() {
         * 1.01;
     let strangers: Vec<f32> = (3u32..=10)
         .map(|c| {
-            scores(&tagalog(c, 1))
+            scores(&fewshot_e2e::tagalog(c, 1))
                 .into_iter()
                 .fold(f32::INFINITY, f32::min)
         })
@@ -314,8 +307,10 @@ fn the_door_runs_a_matching_network_with_fce() {
     let mut ids = Vec::new();
     for &c in &people {
         sim.step(&Command::Press(200)).unwrap();
-        sim.step(&Command::Frame(tagalog(c, 1))).unwrap();
-        sim.step(&Command::Frame(tagalog(c, 2))).unwrap();
+        sim.step(&Command::Frame(fewshot_e2e::tagalog(c, 1)))
+            .unwrap();
+        sim.step(&Command::Frame(fewshot_e2e::tagalog(c, 2)))
+            .unwrap();
         let enrolled: Vec<u32> = events
             .take()
             .into_iter()
@@ -328,7 +323,8 @@ fn the_door_runs_a_matching_network_with_fce() {
         ids.push(enrolled[0]);
     }
     for (k, (&c, &id)) in people.iter().zip(&ids).enumerate() {
-        sim.step(&Command::Frame(tagalog(c, 3))).unwrap();
+        sim.step(&Command::Frame(fewshot_e2e::tagalog(c, 3)))
+            .unwrap();
         match &events.take()[..] {
             [Event::Opened {
                 id: got, distance, ..
@@ -341,7 +337,8 @@ fn the_door_runs_a_matching_network_with_fce() {
     }
     let mut refused = 0;
     for (i, c) in (3u32..=10).enumerate() {
-        sim.step(&Command::Frame(tagalog(c, 1))).unwrap();
+        sim.step(&Command::Frame(fewshot_e2e::tagalog(c, 1)))
+            .unwrap();
         match &events.take()[..] {
             [Event::Refused {
                 distance: Some(d), ..
@@ -364,9 +361,12 @@ fn the_door_runs_a_matching_network_with_fce() {
         .iter()
         .any(|e| matches!(e, Event::Deleted { id, .. } if *id == ids[1])));
     let alone = graphs.context(&prototypes[..DOOR_DIM]).unwrap();
-    let f = graphs.attend(&embed(&tagalog(1, 3)), &alone).unwrap();
+    let f = graphs
+        .attend(&embed(&fewshot_e2e::tagalog(1, 3)), &alone)
+        .unwrap();
     let want = distance.between(&f, &alone);
-    sim.step(&Command::Frame(tagalog(1, 3))).unwrap();
+    sim.step(&Command::Frame(fewshot_e2e::tagalog(1, 3)))
+        .unwrap();
     let got = match &events.take()[..] {
         [Event::Opened { distance, .. }] => Some(*distance),
         [Event::Refused { distance, .. }] => *distance,

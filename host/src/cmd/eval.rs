@@ -103,18 +103,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         );
     }
     let progress = super::progress();
-    let finetune = args.finetune.finetune()?;
-    let matching = args.model.matching_head()?;
-    let maml = args.model.maml()?;
-    if (matching.is_some() || maml.is_some()) && (finetune.is_some() || args.distance.is_some()) {
-        anyhow::bail!("--model is a Matching Network or MAML, which classifies its own way: leave out --distance and the fine-tuning flags");
-    }
-    let classifier_name = match (&finetune, &matching, &maml) {
-        (Some(f), _, _) => super::describe_finetune(f),
-        (None, Some(head), _) => super::describe_matching(head),
-        (None, None, Some(m)) => super::describe_maml(m),
-        (None, None, None) => format!("{} distance", distance.name()),
-    };
+    let super::Classifier {
+        finetune,
+        matching,
+        maml,
+        name: classifier_name,
+    } = super::Classifier::of(
+        &args.model,
+        args.finetune.finetune()?,
+        args.distance.is_some(),
+        distance,
+    )?;
     let report = match maml {
         Some(m) => {
             let images = fewshot_host::data::Tensors::load(&paths, &model.recipe(), progress)?;

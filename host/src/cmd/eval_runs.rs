@@ -35,18 +35,17 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
     let set = RunSet::load(&root)?;
     let model = args.model.load(Defaults::Omniglot)?;
     let distance = args.distance.or(model.distance()).unwrap_or(Distance::L2);
-    let finetune = args.finetune.finetune()?;
-    let matching = args.model.matching_head()?;
-    let maml = args.model.maml()?;
-    if (matching.is_some() || maml.is_some()) && (finetune.is_some() || args.distance.is_some()) {
-        anyhow::bail!("--model is a Matching Network or MAML, which classifies its own way: leave out --distance and the fine-tuning flags");
-    }
-    let classifier_name = match (&finetune, &matching, &maml) {
-        (Some(f), _, _) => super::describe_finetune(f),
-        (None, Some(head), _) => super::describe_matching(head),
-        (None, None, Some(m)) => super::describe_maml(m),
-        (None, None, None) => format!("{} distance", distance.name()),
-    };
+    let super::Classifier {
+        finetune,
+        matching,
+        maml,
+        name: classifier_name,
+    } = super::Classifier::of(
+        &args.model,
+        args.finetune.finetune()?,
+        args.distance.is_some(),
+        distance,
+    )?;
     let mut results = Vec::new();
     for run in &set.runs {
         let mut paths = run.training.clone();

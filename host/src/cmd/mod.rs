@@ -90,6 +90,48 @@ pub fn describe_matching(head: &fewshot_host::nn::matching::MatchingHead) -> Str
     }
 }
 
+/// How `eval` and `eval-runs` classify: a Matching Network's or MAML's own
+/// way when the model is one, else fine-tuned or by prototypes.
+pub struct Classifier {
+    /// Fine-tuning of a cosine classifier, if asked for.
+    pub finetune: Option<FineTune>,
+    /// A Matching Network's head.
+    pub matching: Option<fewshot_host::nn::matching::MatchingHead>,
+    /// A MAML network.
+    pub maml: Option<fewshot_host::nn::maml::MamlModel>,
+    /// The classifier in words.
+    pub name: String,
+}
+
+impl Classifier {
+    /// The classifier of `model` with the command's fine-tuning and distance
+    /// flags (refused for models that classify their own way).
+    pub fn of(
+        model: &model::ModelArgs,
+        finetune: Option<FineTune>,
+        distance_flag: bool,
+        distance: Distance,
+    ) -> anyhow::Result<Classifier> {
+        let matching = model.matching_head()?;
+        let maml = model.maml()?;
+        if (matching.is_some() || maml.is_some()) && (finetune.is_some() || distance_flag) {
+            anyhow::bail!("--model is a Matching Network or MAML, which classifies its own way: leave out --distance and the fine-tuning flags");
+        }
+        let name = match (&finetune, &matching, &maml) {
+            (Some(f), _, _) => describe_finetune(f),
+            (None, Some(head), _) => describe_matching(head),
+            (None, None, Some(m)) => describe_maml(m),
+            (None, None, None) => format!("{} distance", distance.name()),
+        };
+        Ok(Classifier {
+            finetune,
+            matching,
+            maml,
+            name,
+        })
+    }
+}
+
 /// A MAML network's test-time classifier in words.
 pub fn describe_maml(m: &fewshot_host::nn::maml::MamlModel) -> String {
     format!(

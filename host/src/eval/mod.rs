@@ -85,13 +85,19 @@ pub fn episode_accuracy_finetuned(
         &stack_rows(embeddings, episode.query.iter().copied())?,
         shape.k_way,
     )?;
+    query_accuracy(&logits, shape.q_queries)
+}
+
+/// Fraction of the class-major queries (`q_queries` a class) whose largest
+/// logit is their class's.
+fn query_accuracy(logits: &candle_core::Tensor, q_queries: usize) -> Result<f64, EvalError> {
     let predicted: Vec<u32> = logits.argmax(1)?.to_vec1()?;
     let correct = predicted
         .iter()
         .enumerate()
-        .filter(|&(q, &p)| p as usize == q / shape.q_queries)
+        .filter(|&(q, &p)| p as usize == q / q_queries)
         .count();
-    Ok(correct as f64 / episode.query.len() as f64)
+    Ok(correct as f64 / predicted.len().max(1) as f64)
 }
 
 /// Accuracy of a Matching Network's head on one episode, over precomputed
@@ -107,13 +113,7 @@ pub fn episode_accuracy_matching(
         &stack_rows(embeddings, episode.query.iter().copied())?,
         shape,
     )?;
-    let predicted: Vec<u32> = logits.argmax(1)?.to_vec1()?;
-    let correct = predicted
-        .iter()
-        .enumerate()
-        .filter(|&(q, &p)| p as usize == q / shape.q_queries)
-        .count();
-    Ok(correct as f64 / episode.query.len() as f64)
+    query_accuracy(&logits, shape.q_queries)
 }
 
 /// Accuracy of a MAML network on one episode of preprocessed `images`
@@ -129,13 +129,7 @@ pub fn episode_accuracy_maml(
         shape.n_shot,
         &image_rows(images, &episode.query)?,
     )?;
-    let predicted: Vec<u32> = logits.argmax(1)?.to_vec1()?;
-    let correct = predicted
-        .iter()
-        .enumerate()
-        .filter(|&(q, &p)| p as usize == q / shape.q_queries)
-        .count();
-    Ok(correct as f64 / episode.query.len() as f64)
+    query_accuracy(&logits, shape.q_queries)
 }
 
 /// Images `ids` of `images` as one `(n, c, h, w)` tensor.

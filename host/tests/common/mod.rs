@@ -37,3 +37,19 @@ pub fn aligned_grey(size: usize) -> fewshot_core::Recipe {
         std: [1.0; 3],
     }
 }
+
+/// A folder `dir/Greek` of symbolic links to the first `n` characters of the
+/// Greek alphabet of `images_background_small1`.
+pub fn greek_subset(dir: &std::path::Path, n: usize) {
+    let greek = data_dir().join("omniglot/images_background_small1/Greek");
+    let alphabet = dir.join("Greek");
+    std::fs::create_dir_all(&alphabet).unwrap();
+    let mut chars: Vec<_> = std::fs::read_dir(&greek)
+        .unwrap_or_else(|e| panic!("{}: {e}", greek.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    chars.sort();
+    for c in chars.iter().take(n) {
+        std::os::unix::fs::symlink(c, alphabet.join(c.file_name().unwrap())).unwrap();
+    }
+}
