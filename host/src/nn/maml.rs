@@ -4,11 +4,11 @@
 //! The network is run **functionally**: [`forward`] takes its parameters as
 //! a list of tensors, so the inner loop can replace them by fast weights
 //! `θ' = θ − α ∇θ L_support(θ)` and the outer loop can differentiate the
-//! query loss at `θ'` with respect to `θ`. It uses only candle's own
-//! operators (convolution, batch statistics, ReLU, and 2×2 max pooling as a
-//! reshape and two `max` reductions over an even crop), whose backward passes
-//! are themselves differentiable; the project's fused kernels, which have no
-//! second derivative, are not used here.
+//! query loss at `θ'` with respect to `θ`. It uses only candle operators
+//! whose backward passes are themselves differentiable: the 3×3 convolution
+//! as a gather (im2col) and a matrix product, batch statistics, ReLU, and 2×2
+//! max pooling as a reshape and two `max` reductions over an even crop. The
+//! project's fused kernels, which have no second derivative, are not used here.
 //!
 //! - **Second order** keeps the inner gradients in the graph (candle detaches
 //!   gradients unless `CANDLE_GRAD_DO_NOT_DETACH` is set: [`second_order_ready`]
@@ -108,6 +108,62 @@ fn batch_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
     Ok((mean, var))
 }
 
+/// Gather indices of a 3×3, padding-1 im2col of `(C, N, H, W)` activations
+/// flattened after padding to `(C, N, H + 2, W + 2)`: row `(c, dy, dx)`,
+/// column `(n, y, x)`. Cached per shape (the same few shapes every step).
+fn im2col_indices(c: usize, n: usize, h: usize, w: usize) -> Result<Tensor> {
+    use std::collections::HashMap;
+    thread_local! {
+        static CACHE: std::cell::RefCell<HashMap<[usize; 4], Tensor>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    if let Some(t) = CACHE.with(|m| m.borrow().get(&[c, n, h, w]).cloned()) {
+        return Ok(t);
+    }
+    let (hp, wp) = (h + 2, w + 2);
+    let mut ids = Vec::with_capacity(c * 9 * n * h * w);
+    for ci in 0..c {
+        for dy in 0..3 {
+            for dx in 0..3 {
+                for ni in 0..n {
+                    for y in 0..h {
+                        for x in 0..w {
+                            ids.push((((ci * n + ni) * hp + y + dy) * wp + x + dx) as u32);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let t = Tensor::from_vec(ids, c * 9 * n * h * w, &candle_core::Device::Cpu)?;
+    CACHE.with(|m| m.borrow_mut().insert([c, n, h, w], t.clone()));
+    Ok(t)
+}
+
+/// A 3×3 convolution with padding 1 and a bias, as a gather (im2col) and one
+/// matrix product: both have backward passes made of each other (gather ↔
+/// index-add, product ↔ product), so it differentiates to any order, and it
+/// avoids candle's slow CPU `conv_transpose2d` in the backward pass.
+fn conv3x3(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let cout = weight.dim(0)?;
+    let padded = x
+        .transpose(0, 1)?
+        .pad_with_zeros(2, 1, 1)?
+        .pad_with_zeros(3, 1, 1)?
+        .flatten_all()?;
+    let cols = padded
+        .index_select(&im2col_indices(c, n, h, w)?, 0)?
+        .reshape((c * 9, n * h * w))?;
+    weight
+        .reshape((cout, c * 9))?
+        .matmul(&cols)?
+        .broadcast_add(&bias.reshape((cout, 1))?)?
+        .reshape((cout, n, h, w))?
+        .transpose(0, 1)?
+        .contiguous()
+}
+
 /// 2×2 max pooling with stride 2 (an odd side drops its last row or column,
 /// as floor pooling does).
 fn max_pool2(x: &Tensor) -> Result<Tensor> {
@@ -137,9 +193,7 @@ pub fn forward(
         let p = &params[4 * b..4 * b + 4];
         let c = p[0].dim(0)?;
         let shape = (1, c, 1, 1);
-        x = x
-            .conv2d(&p[0], 1, 1, 1, 1)?
-            .broadcast_add(&p[1].reshape(shape)?)?;
+        x = conv3x3(&x, &p[0], &p[1])?;
         let (mean, var) = batch_stats(&x)?;
         if let Some(stats) = stats.as_deref_mut() {
             let (n, _, h, w) = x.dims4()?;
