@@ -771,10 +771,15 @@ impl Objective for Maml {
         let tasks = self.config.meta_batch.max(1);
         let ys = maml::class_major_labels(self.shape.k_way, self.shape.n_shot, &Device::Cpu)?;
         let yq = maml::class_major_labels(self.shape.k_way, self.shape.q_queries, &Device::Cpu)?;
-        let mut total: Option<candle_core::backprop::GradStore> = None;
+        // Only the meta-parameters' gradients are kept (detached) between
+        // tasks: a task's whole gradient store, every node's gradient with its
+        // graph under second order, is dropped as soon as it is read.
+        let mut total = candle_core::backprop::GradStore::default();
         let (mut loss_sum, mut acc_sum) = (0.0, 0.0);
         for t in 0..tasks {
-            let episode = self.sampler.episode(self.seed, (step * tasks + t) as u64);
+            let episode = self
+                .sampler
+                .episode(self.seed, (step * tasks + t) as u64);
             let support = (batches.gather)(&episode.support, rng)?;
             let query = (batches.gather)(&episode.query, rng)?;
             let mut stats = Vec::new();
@@ -794,23 +799,20 @@ impl Objective for Maml {
             loss_sum += f64::from(loss.to_scalar::<f32>()?);
             acc_sum += acc;
             let grads = (loss / tasks as f64)?.backward()?;
-            total = Some(match total {
-                None => grads,
-                Some(mut sum) => {
-                    for p in &self.params {
-                        if let Some(g) = grads.get(p) {
-                            let added = match sum.get(p) {
-                                Some(s) => (s + g)?,
-                                None => g.clone(),
-                            };
-                            sum.insert(p, added.detach());
-                        }
-                    }
-                    sum
+            for p in &self.params {
+                if let Some(g) = grads.get(p) {
+                    let added = match total.get(p) {
+                        Some(s) => (s + g.detach())?,
+                        None => g.detach(),
+                    };
+                    total.insert(p, added);
                 }
-            });
+            }
         }
-        let grads = total.context("a meta-batch of no tasks")?;
+        if tasks == 0 {
+            bail!("a meta-batch of no tasks");
+        }
+        let grads = total;
         Ok((loss_sum / tasks as f64, acc_sum / tasks as f64, grads))
     }
     fn validate_images(
