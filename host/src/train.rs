@@ -777,9 +777,7 @@ impl Objective for Maml {
         let mut total = candle_core::backprop::GradStore::default();
         let (mut loss_sum, mut acc_sum) = (0.0, 0.0);
         for t in 0..tasks {
-            let episode = self
-                .sampler
-                .episode(self.seed, (step * tasks + t) as u64);
+            let episode = self.sampler.episode(self.seed, (step * tasks + t) as u64);
             let support = (batches.gather)(&episode.support, rng)?;
             let query = (batches.gather)(&episode.query, rng)?;
             let mut stats = Vec::new();
