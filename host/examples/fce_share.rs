@@ -89,12 +89,10 @@ fn main() -> anyhow::Result<()> {
             fewshot_host::nn::method::accuracy(&plain.logits(&g_prime, &f_prime, shape)?, &labels)?;
         let g = fce.support_context(&g_prime)?;
         let f = fce.query_context(&f_prime, &g)?;
-        let (gp, g, fp, f): (Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>, Vec<Vec<f32>>) = (
-            g_prime.to_vec2()?,
-            g.to_vec2()?,
-            f_prime.to_vec2()?,
-            f.to_vec2()?,
-        );
+        let gp: Vec<Vec<f32>> = g_prime.to_vec2()?;
+        let g: Vec<Vec<f32>> = g.to_vec2()?;
+        let fp: Vec<Vec<f32>> = f_prime.to_vec2()?;
+        let f: Vec<Vec<f32>> = f.to_vec2()?;
         let mean_norm = gp.iter().map(|v| norm(v)).sum::<f64>() / gp.len() as f64;
         g_share += gp
             .iter()
