@@ -13,10 +13,9 @@ use fewshot_host::embed::Embeddings;
 use fewshot_host::episode::{EpisodeSampler, EpisodeShape};
 use fewshot_host::eval::{evaluate_episodes_with, EpisodeClassifier};
 use fewshot_host::nn::checkpoint::{load_matching_head, CandleEmbedder};
-use fewshot_host::nn::encoder::EncoderConfig;
 use fewshot_host::nn::init::seeded_init;
 use fewshot_host::nn::matching::{FceConfig, MatchingConfig, MatchingHead};
-use fewshot_host::train::{read_metrics, train_matching, RunFiles, StopAt, TrainConfig};
+use fewshot_host::train::{read_metrics, train_matching, RunFiles, StopAt};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -358,34 +357,7 @@ fn a_short_fce_run_learns_and_its_checkpoint_evaluates() {
     let data = tmp.path().join("data");
     common::greek_subset(&data, 12);
     let out = tmp.path().join("run");
-    let config = TrainConfig {
-        data: data.clone(),
-        shape: EpisodeShape {
-            k_way: 5,
-            n_shot: 1,
-            q_queries: 5,
-        },
-        episodes: 200,
-        lr: 3e-3,
-        lr_step: 1000,
-        lr_gamma: 0.5,
-        val_every: 20,
-        val_episodes: 50,
-        val_fraction: 0.25,
-        rotations: true,
-        affine: None,
-        encoder: EncoderConfig::Conv4 {
-            in_channels: 1,
-            hidden: 16,
-            input_size: 28,
-            embedding: None,
-        },
-        recipe: Recipe::OMNIGLOT_28.into(),
-        distance: "l2".into(),
-        seed: 1,
-        init: None,
-        extra_train: Vec::new(),
-    };
+    let config = common::tiny_config(&data, 200);
     let matching = MatchingConfig {
         fce: Some(FceConfig {
             lstm_layers: 1,

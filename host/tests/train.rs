@@ -5,7 +5,6 @@ mod common;
 
 use std::path::Path;
 
-use fewshot_core::Recipe;
 use fewshot_host::data::{ClassSet, Layout, Tensors};
 use fewshot_host::embed::{Embedder, Embeddings};
 use fewshot_host::episode::{EpisodeSampler, EpisodeShape};
@@ -15,34 +14,7 @@ use fewshot_host::nn::encoder::EncoderConfig;
 use fewshot_host::train::{read_metrics, train_protonet, RunFiles, StopAt, TrainConfig};
 
 fn config(data: &Path, episodes: usize) -> TrainConfig {
-    TrainConfig {
-        data: data.to_path_buf(),
-        shape: EpisodeShape {
-            k_way: 5,
-            n_shot: 1,
-            q_queries: 5,
-        },
-        episodes,
-        lr: 3e-3,
-        lr_step: 1000,
-        lr_gamma: 0.5,
-        val_every: 20,
-        val_episodes: 50,
-        val_fraction: 0.25,
-        rotations: true,
-        affine: None,
-        encoder: EncoderConfig::Conv4 {
-            in_channels: 1,
-            hidden: 16,
-            input_size: 28,
-            embedding: None,
-        },
-        recipe: Recipe::OMNIGLOT_28.into(),
-        distance: "l2".into(),
-        seed: 1,
-        init: None,
-        extra_train: Vec::new(),
-    }
+    common::tiny_config(data, episodes)
 }
 
 #[test]

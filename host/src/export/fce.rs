@@ -18,11 +18,11 @@ use std::collections::HashMap;
 use anyhow::{bail, Context};
 use candle_core::Tensor;
 use tract_onnx::pb::{
-    tensor_proto::DataType, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
-    StringStringEntryProto, TensorProto, ValueInfoProto,
+    tensor_proto::DataType, GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto,
+    ValueInfoProto,
 };
 
-use super::{attr_int, f32_tensor, node, values, OPSET};
+use super::{attr_int, f32_tensor, node, values};
 use crate::nn::checkpoint::ModelConfig;
 use crate::nn::matching::FceConfig;
 
@@ -111,28 +111,20 @@ fn model(
     output: Vec<ValueInfoProto>,
     config: &ModelConfig,
 ) -> anyhow::Result<ModelProto> {
-    Ok(ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: OPSET,
-        }],
-        producer_name: "fewshot".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(GraphProto {
+    Ok(super::onnx_model(
+        GraphProto {
             node: nodes,
             name: name.into(),
             initializer,
             input,
             output,
             ..Default::default()
-        }),
-        metadata_props: vec![StringStringEntryProto {
+        },
+        vec![StringStringEntryProto {
             key: super::meta::MATCHING.into(),
             value: serde_json::to_string(&config.matching)?,
         }],
-        ..Default::default()
-    })
+    ))
 }
 
 fn fce_of(config: &ModelConfig) -> anyhow::Result<FceConfig> {

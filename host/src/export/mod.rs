@@ -389,15 +389,8 @@ fn wrap(
         EncoderConfig::Conv4 { .. } => "conv4",
         EncoderConfig::Mobile { .. } => "mobile",
     };
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: OPSET,
-        }],
-        producer_name: "fewshot".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(GraphProto {
+    onnx_model(
+        GraphProto {
             node: nodes,
             name: format!("{}-{arch}", config.method),
             initializer,
@@ -407,7 +400,22 @@ fn wrap(
             )],
             output: vec![value_info(OUTPUT, &[None, Some(config.encoder.dim())])],
             ..Default::default()
-        }),
+        },
+        metadata_props,
+    )
+}
+
+/// A model of `graph` in this project's ONNX version and operator set.
+fn onnx_model(graph: GraphProto, metadata_props: Vec<StringStringEntryProto>) -> ModelProto {
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: OPSET,
+        }],
+        producer_name: "fewshot".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(graph),
         metadata_props,
         ..Default::default()
     }

@@ -53,3 +53,39 @@ pub fn greek_subset(dir: &std::path::Path, n: usize) {
         std::os::unix::fs::symlink(c, alphabet.join(c.file_name().unwrap())).unwrap();
     }
 }
+
+/// The tiny runs' settings: 5-way 1-shot 5-query episodes on `data`, Conv-4
+/// of 16 channels on Omniglot's 28×28 recipe, Adam 3e-3, validation every 20
+/// episodes on 50 episodes of a quarter of the classes, rotations, seed 1.
+pub fn tiny_config(data: &std::path::Path, episodes: usize) -> fewshot_host::train::TrainConfig {
+    use fewshot_host::episode::EpisodeShape;
+    use fewshot_host::nn::encoder::EncoderConfig;
+    fewshot_host::train::TrainConfig {
+        data: data.to_path_buf(),
+        shape: EpisodeShape {
+            k_way: 5,
+            n_shot: 1,
+            q_queries: 5,
+        },
+        episodes,
+        lr: 3e-3,
+        lr_step: 1000,
+        lr_gamma: 0.5,
+        val_every: 20,
+        val_episodes: 50,
+        val_fraction: 0.25,
+        rotations: true,
+        affine: None,
+        encoder: EncoderConfig::Conv4 {
+            in_channels: 1,
+            hidden: 16,
+            input_size: 28,
+            embedding: None,
+        },
+        recipe: fewshot_core::Recipe::OMNIGLOT_28.into(),
+        distance: "l2".into(),
+        seed: 1,
+        init: None,
+        extra_train: Vec::new(),
+    }
+}
