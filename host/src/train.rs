@@ -213,7 +213,6 @@ pub struct MetricLine {
 struct Bank {
     images: Vec<f32>,
     per_image: usize,
-    shape: Shape,
     classes: Vec<Vec<usize>>,
     /// The row of the source tensors each image came from.
     source: Vec<usize>,
@@ -240,7 +239,6 @@ impl Bank {
         Bank {
             images,
             per_image,
-            shape,
             classes: out,
             source,
         }
@@ -248,20 +246,6 @@ impl Bank {
 
     fn row(&self, i: usize) -> &[f32] {
         &self.images[i * self.per_image..(i + 1) * self.per_image]
-    }
-
-    /// Images `ids` as one `(n, c, h, w)` tensor, unaugmented.
-    fn tensor(&self, ids: &[usize]) -> candle_core::Result<Tensor> {
-        let mut data = Vec::with_capacity(ids.len() * self.per_image);
-        for &i in ids {
-            data.extend_from_slice(self.row(i));
-        }
-        let s = self.shape;
-        Tensor::from_vec(
-            data,
-            (ids.len(), s.channels, s.height, s.width),
-            &Device::Cpu,
-        )
     }
 
     fn as_tensors(&self, recipe: Recipe) -> Tensors {
@@ -621,7 +605,7 @@ trait Objective {
     /// embeddings ([`Objective::classifier`]).
     fn validate_images(
         &self,
-        _images: &Bank,
+        _images: &Tensors,
         _sampler: &EpisodeSampler,
         _episodes: usize,
         _seed: u64,
@@ -705,48 +689,6 @@ struct Maml {
     seed: u64,
 }
 
-impl Maml {
-    /// Folds batch statistics into the running ones (PyTorch's rule).
-    fn update_running(&self, stats: &[(Tensor, Tensor, f64)]) -> candle_core::Result<()> {
-        for ((rm, rv), (mean, var, m)) in self.running.iter().zip(stats) {
-            let c = rm.dim(0)?;
-            let unbiased = if *m > 1.0 { m / (m - 1.0) } else { 1.0 };
-            rm.set(&((rm.as_detached_tensor() * 0.9)? + (mean.reshape(c)? * 0.1)?)?)?;
-            rv.set(&((rv.as_detached_tensor() * 0.9)? + (var.reshape(c)? * (0.1 * unbiased))?)?)?;
-        }
-        Ok(())
-    }
-
-    /// Accuracy of one episode of `images` after the test-time inner loop.
-    fn episode_accuracy(
-        &self,
-        images: &Bank,
-        episode: &crate::episode::Episode,
-    ) -> anyhow::Result<f64> {
-        let shape = self.shape_of(episode);
-        let support = images.tensor(&episode.support)?;
-        let query = images.tensor(&episode.query)?;
-        let logits = maml::episode_logits(
-            &self.params,
-            &support,
-            &maml::class_major_labels(shape.k_way, shape.n_shot, &Device::Cpu)?,
-            &query,
-            self.config.inner_steps_test,
-            self.config.inner_lr,
-        )?;
-        let labels = maml::class_major_labels(shape.k_way, shape.q_queries, &Device::Cpu)?;
-        Ok(crate::nn::method::accuracy(&logits, &labels)?)
-    }
-
-    fn shape_of(&self, episode: &crate::episode::Episode) -> EpisodeShape {
-        EpisodeShape {
-            k_way: self.shape.k_way,
-            n_shot: episode.support.len() / self.shape.k_way,
-            q_queries: episode.query.len() / self.shape.k_way,
-        }
-    }
-}
-
 impl Objective for Maml {
     fn method(&self) -> String {
         "maml".into()
@@ -792,7 +734,7 @@ impl Objective for Maml {
                 (t == 0).then_some(&mut stats),
             )?;
             if t == 0 {
-                self.update_running(&stats)?;
+                maml::update_running(&self.running, &stats)?;
             }
             loss_sum += f64::from(loss.to_scalar::<f32>()?);
             acc_sum += acc;
@@ -815,21 +757,20 @@ impl Objective for Maml {
     }
     fn validate_images(
         &self,
-        images: &Bank,
+        images: &Tensors,
         sampler: &EpisodeSampler,
         episodes: usize,
         seed: u64,
     ) -> Option<anyhow::Result<crate::eval::EpisodeReport>> {
-        let accuracies = (0..episodes)
-            .map(|i| self.episode_accuracy(images, &sampler.episode(seed, i as u64)))
-            .collect::<anyhow::Result<Vec<f64>>>();
-        Some(accuracies.and_then(|a| {
-            let summary = crate::stats::mean_ci95(&a).context("no validation episodes")?;
-            Ok(crate::eval::EpisodeReport {
-                summary,
-                accuracies: a,
-            })
-        }))
+        let model = maml::MamlModel {
+            params: self.params.clone(),
+            config: self.config,
+            k_way: self.shape.k_way,
+        };
+        Some(
+            crate::eval::evaluate_episodes_maml(images, sampler, episodes, seed, &model, false)
+                .map_err(anyhow::Error::from),
+        )
     }
 }
 
@@ -1393,7 +1334,7 @@ fn train(
                     dim: config.encoder.dim(),
                 };
                 let report = match objective.validate_images(
-                    &val_bank,
+                    &val_tensors,
                     val_sampler,
                     config.val_episodes,
                     config.seed,

@@ -212,21 +212,14 @@ fn a_short_meta_training_run_improves_validation() {
         ..Recipe::OMNIGLOT_28
     };
     let config = |episodes, val_every| TrainConfig {
-        data: data.clone(),
         shape: EpisodeShape {
             k_way: 5,
             n_shot: 1,
             q_queries: 3,
         },
-        episodes,
         lr: 5e-3,
-        lr_step: 1000,
-        lr_gamma: 0.5,
         val_every,
         val_episodes: 60,
-        val_fraction: 0.25,
-        rotations: true,
-        affine: None,
         encoder: EncoderConfig::Conv4 {
             in_channels: 1,
             hidden: 16,
@@ -234,10 +227,7 @@ fn a_short_meta_training_run_improves_validation() {
             embedding: None,
         },
         recipe: recipe.into(),
-        distance: "l2".into(),
-        seed: 1,
-        init: None,
-        extra_train: Vec::new(),
+        ..common::tiny_config(&data, episodes)
     };
     let maml = MamlConfig {
         order: 1,

@@ -327,22 +327,13 @@ pub fn parameters(varmap: &VarMap) -> Result<Vec<Tensor>> {
         .collect()
 }
 
-/// Folds batch statistics from [`forward`]'s `stats` into the running
-/// statistics of `varmap` (`block{i}.bn.running_mean`/`running_var`),
-/// PyTorch's rule (unbiased variance, momentum 0.1).
-pub fn update_running(varmap: &VarMap, stats: &[(Tensor, Tensor, f64)]) -> Result<()> {
-    let data = varmap
-        .data()
-        .lock()
-        .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".into()))?;
-    for (b, (mean, var, m)) in stats.iter().enumerate().take(4) {
-        let get = |what: &str| {
-            data.get(&format!("block{b}.bn.{what}"))
-                .ok_or_else(|| candle_core::Error::Msg(format!("no block{b}.bn.{what}")))
-        };
-        let (rm, rv) = (get("running_mean")?, get("running_var")?);
-        let unbiased = if *m > 1.0 { m / (m - 1.0) } else { 1.0 };
+/// Folds batch statistics from [`forward`]'s `stats` into each block's
+/// running mean and variance (`running`, block order), PyTorch's rule
+/// (unbiased variance, momentum 0.1).
+pub fn update_running(running: &[(Var, Var)], stats: &[(Tensor, Tensor, f64)]) -> Result<()> {
+    for ((rm, rv), (mean, var, m)) in running.iter().zip(stats) {
         let c = rm.dim(0)?;
+        let unbiased = if *m > 1.0 { m / (m - 1.0) } else { 1.0 };
         let mean = mean.reshape(c)?.to_dtype(rm.dtype())?;
         let var = var.reshape(c)?.to_dtype(rv.dtype())?;
         rm.set(&((rm.as_detached_tensor() * (1.0 - MOMENTUM))? + (mean * MOMENTUM)?)?)?;
