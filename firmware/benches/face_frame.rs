@@ -1,7 +1,8 @@
 //! Per-frame cost of the face path on a 640×480 camera frame holding one
 //! face (an ORL photo scaled to 300 px high at (170, 90)), stage by stage:
-//! PNG decode, detection (letterbox, YuNet in tract, decoding, suppression),
-//! alignment (the similarity and the warp to the encoder's input), the
+//! PNG decode, detection (letterbox, YuNet in tract, decoding, suppression;
+//! `find_face` is the scan and two refine passes), alignment (the similarity
+//! and the warp to the encoder's input), detection and alignment together, the
 //! encoder, the nearest of 64 enrolled identities; then all of it through
 //! `Door::poll`. The default detector (`yunet_s_dynamic.onnx` at its
 //! default sizes) and the fixed 320×320 and 640×640 files are measured.
@@ -116,13 +117,37 @@ fn face_frame(c: &mut Criterion) {
     let det = FaceDetector::load(&data_dir().join(DEFAULT_DETECTOR), None).unwrap();
     let face = det.find_face(&f).unwrap().1.unwrap();
     let mut input = vec![0.0; recipe.len()];
-    group.bench_function("align: similarity and warp", |b| {
+    group.bench_function("align: similarity and warp, sampling the frame", |b| {
         b.iter(|| {
             recipe
                 .apply_aligned(black_box(&f), black_box(&face.landmarks), &mut input)
                 .unwrap()
         })
     });
+    group.bench_function(
+        "align: similarity and warp through a grey plane (the door's)",
+        |b| {
+            b.iter(|| {
+                let lm = black_box(&face.landmarks);
+                let mut plane = vec![0.0; recipe.aligned_plane_len(&f, lm).unwrap()];
+                recipe
+                    .apply_aligned_in(black_box(&f), lm, &mut input, &mut plane)
+                    .unwrap()
+            })
+        },
+    );
+    group.bench_function(
+        "detect and align: find_face, then the warp (the door's)",
+        |b| {
+            b.iter(|| {
+                let face = det.find_face(black_box(&f)).unwrap().1.unwrap();
+                let mut plane = vec![0.0; recipe.aligned_plane_len(&f, &face.landmarks).unwrap()];
+                recipe
+                    .apply_aligned_in(&f, &face.landmarks, &mut input, &mut plane)
+                    .unwrap()
+            })
+        },
+    );
     recipe
         .apply_aligned(&f, &face.landmarks, &mut input)
         .unwrap();

@@ -33,11 +33,19 @@ fn main() -> Result<()> {
             scan,
             rescan,
             refine,
+            again: None,
         })
     };
     let configs = [
         ("320x320 file", None),
         ("default", Some(DEFAULT_SIZES)),
+        (
+            "default, no second refine",
+            Some(InputSizes {
+                again: None,
+                ..DEFAULT_SIZES
+            }),
+        ),
         (
             "160x128/160",
             sizes((160, 128), Some((320, 256)), (160, 160)),

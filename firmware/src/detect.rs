@@ -20,6 +20,13 @@ pub const MAX_FACES: usize = 32;
 /// the same share of the detector's input whatever its size in the frame.
 pub const REFINE_WINDOW: f32 = 2.0;
 
+/// The IoU above which a candidate's landmarks count in a found face's
+/// ([`DetectConfig::vote_iou`]): on ORL photos pasted into 640×480 frames
+/// it took the landmarks' shift against the photo alone from 0.068 to 0.049
+/// eye distances (`cargo run --release -p fewshot-firmware --example
+/// off_centre`); 0.3 gave the same.
+pub const VOTE_IOU: f32 = 0.5;
+
 /// YuNet's strides, in the order of its outputs.
 const STRIDES: [usize; 3] = [8, 16, 32];
 /// YuNet's output groups, each one tensor per stride.
@@ -58,7 +65,8 @@ pub enum DetectorError {
 /// The detector's input sizes, each (width, height), multiples of 32:
 /// `scan` for the whole frame, `rescan` for the whole frame again when the
 /// scan finds no face (a larger input finds smaller faces), `refine` for
-/// the second look around the face ([`FaceDetector::find_face`]).
+/// the second look around the face, `again` for a third look around what
+/// the second found ([`FaceDetector::find_face`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputSizes {
     /// The input the whole frame is fitted into first.
@@ -67,6 +75,8 @@ pub struct InputSizes {
     pub rescan: Option<(usize, usize)>,
     /// The input the window around a found face is fitted into.
     pub refine: (usize, usize),
+    /// The input of the second refine pass, if any.
+    pub again: Option<(usize, usize)>,
 }
 
 impl InputSizes {
@@ -76,12 +86,13 @@ impl InputSizes {
             scan: size,
             rescan: None,
             refine: size,
+            again: Some(size),
         }
     }
 
-    /// Each size used, in the order scan, rescan, refine.
+    /// Each size used, in the order scan, rescan, refine, again.
     pub fn all(&self) -> impl Iterator<Item = (usize, usize)> {
-        [Some(self.scan), self.rescan, Some(self.refine)]
+        [Some(self.scan), self.rescan, Some(self.refine), self.again]
             .into_iter()
             .flatten()
     }
@@ -91,29 +102,42 @@ impl InputSizes {
 /// chosen by measurement on 640×480 frames (README, "The face path"): the
 /// 160×128 scan misses faces whose eyes are under about 50 px apart and
 /// costs about a quarter of a 320×320 pass or less; the 320×256 rescan finds them; a
-/// 128×128 refine moves the landmarks little more than 320×320 passes do.
+/// 128×128 refine moves the landmarks little more than 320×320 passes do; a
+/// second refine pass at 96×96, centred on the first's face, averaged with
+/// it, took the landmarks' shift between a photo and the photo pasted into a
+/// scene from 0.046 to 0.031 eye distances (at 128×128: 0.028, for about 1 ms
+/// more a frame; `cargo run --release -p fewshot-firmware --example off_centre`).
 pub const DEFAULT_SIZES: InputSizes = InputSizes {
     scan: (160, 128),
     rescan: Some((320, 256)),
     refine: (128, 128),
+    again: Some((96, 96)),
 };
 
 impl std::fmt::Display for InputSizes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let size = |(w, h): (usize, usize)| format!("{w}x{h}");
         let rescan = self.rescan.map_or("none".to_string(), size);
-        write!(f, "{},{},{}", size(self.scan), rescan, size(self.refine))
+        let again = self.again.map_or("none".to_string(), size);
+        write!(
+            f,
+            "{},{},{},{}",
+            size(self.scan),
+            rescan,
+            size(self.refine),
+            again
+        )
     }
 }
 
 impl std::str::FromStr for InputSizes {
     type Err = String;
 
-    /// `SCAN,RESCAN,REFINE`, each `WIDTHxHEIGHT` (RESCAN may be `none`),
-    /// e.g. `160x128,320x256,128x128`.
+    /// `SCAN,RESCAN,REFINE,AGAIN`, each `WIDTHxHEIGHT` (RESCAN and AGAIN may
+    /// be `none`; AGAIN left out is none), e.g. `160x128,320x256,128x128,96x96`.
     fn from_str(text: &str) -> Result<Self, String> {
         let bad = || {
-            format!("{text:?}: expected SCAN,RESCAN,REFINE as WxH,WxH,WxH (RESCAN may be none), multiples of 32, e.g. {DEFAULT_SIZES}")
+            format!("{text:?}: expected SCAN,RESCAN,REFINE[,AGAIN] as WxH,WxH,WxH,WxH (RESCAN and AGAIN may be none), multiples of 32, e.g. {DEFAULT_SIZES}")
         };
         let size = |part: &str| -> Result<(usize, usize), String> {
             let (w, h) = part.trim().split_once('x').ok_or_else(bad)?;
@@ -123,17 +147,21 @@ impl std::str::FromStr for InputSizes {
                 _ => Err(bad()),
             }
         };
+        let optional = |part: &str| match part.trim() {
+            "none" => Ok(None),
+            p => size(p).map(Some),
+        };
         let parts: Vec<&str> = text.split(',').collect();
-        let [scan, rescan, refine] = parts[..] else {
-            return Err(bad());
+        let (scan, rescan, refine, again) = match parts[..] {
+            [scan, rescan, refine] => (scan, rescan, refine, "none"),
+            [scan, rescan, refine, again] => (scan, rescan, refine, again),
+            _ => return Err(bad()),
         };
         Ok(InputSizes {
             scan: size(scan)?,
-            rescan: match rescan.trim() {
-                "none" => None,
-                r => Some(size(r)?),
-            },
+            rescan: optional(rescan)?,
             refine: size(refine)?,
+            again: optional(again)?,
         })
     }
 }
@@ -258,7 +286,10 @@ impl FaceDetector {
             plans,
             sizes,
             order,
-            config: DetectConfig::default(),
+            config: DetectConfig {
+                vote_iou: Some(VOTE_IOU),
+                ..DetectConfig::default()
+            },
             path: path.to_path_buf(),
         })
     }
@@ -283,6 +314,16 @@ impl FaceDetector {
         self.config = config;
     }
 
+    /// The settings that decide what [`FaceDetector::find_face`] finds,
+    /// besides the model file, as text (for caches of its results).
+    pub fn settings(&self) -> String {
+        let c = self.config;
+        format!(
+            "{} score {} nms {} vote {:?} refine window {REFINE_WINDOW}",
+            self.sizes, c.score_threshold, c.nms_iou, c.vote_iou
+        )
+    }
+
     /// The model file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -304,32 +345,52 @@ impl FaceDetector {
     /// ([`REFINE_WINDOW`]): one pass's landmarks move with the face's size
     /// in the detector's input (by up to a quarter of the eye distance,
     /// measured on ORL photos pasted into 640×480 frames at different
-    /// sizes), the second pass sees every face at about the same size. When
-    /// the second pass loses the face, the first pass's face is kept.
+    /// sizes), the refine pass sees every face at about the same size. The
+    /// second refine pass ([`InputSizes::again`]) centres its window on the
+    /// first's face, and the landmarks are the mean of the two passes' (each
+    /// sees the face at another offset from the detector's cell grid, and its
+    /// landmarks err differently). A pass that loses the face ends the
+    /// refining; when the first does, the scan's face is kept.
     pub fn find_face(&self, frame: &Frame<'_>) -> Result<(usize, Option<Face>), DetectorError> {
         let faces = self.detect(frame)?;
         let Some(first) = detect::largest(&faces).copied() else {
             return Ok((0, None));
         };
-        let side = REFINE_WINDOW * first.bbox[2].max(first.bbox[3]);
-        let [cx, cy] = first.centre();
-        let window = [cx - side / 2.0, cy - side / 2.0, side, side];
-        let (width, height) = self.sizes.refine;
-        let letterbox = Letterbox::fit_region(window, width, height);
-        let again = self.detect_in(frame, &letterbox)?;
-        let refined = again
-            .iter()
-            .filter(|f| f.iou(&first) > 0.3)
-            .min_by(|a, b| {
-                let d = |f: &Face| {
-                    let [x, y] = f.centre();
-                    (x - cx).hypot(y - cy)
-                };
-                d(a).total_cmp(&d(b))
-            })
-            .copied()
-            .unwrap_or(first);
-        Ok((faces.len(), Some(refined)))
+        let mut around = first;
+        let mut sum = [[0.0f32; 2]; 5];
+        let mut passes = 0;
+        for (width, height) in [Some(self.sizes.refine), self.sizes.again]
+            .into_iter()
+            .flatten()
+        {
+            let side = REFINE_WINDOW * around.bbox[2].max(around.bbox[3]);
+            let [cx, cy] = around.centre();
+            let window = [cx - side / 2.0, cy - side / 2.0, side, side];
+            let letterbox = Letterbox::fit_region(window, width, height);
+            let found = self
+                .detect_in(frame, &letterbox)?
+                .into_iter()
+                .filter(|f| f.iou(&around) > 0.3)
+                .min_by(|a, b| {
+                    let d = |f: &Face| {
+                        let [x, y] = f.centre();
+                        (x - cx).hypot(y - cy)
+                    };
+                    d(a).total_cmp(&d(b))
+                });
+            let Some(found) = found else { break };
+            for (s, p) in sum.iter_mut().zip(&found.landmarks) {
+                s[0] += p[0];
+                s[1] += p[1];
+            }
+            passes += 1;
+            around = found;
+        }
+        if passes > 1 {
+            let n = passes as f32;
+            around.landmarks = sum.map(|[x, y]| [x / n, y / n]);
+        }
+        Ok((faces.len(), Some(around)))
     }
 
     /// The faces in the part of `frame` that `letterbox` fits into the input.
@@ -338,9 +399,25 @@ impl FaceDetector {
         frame: &Frame<'_>,
         letterbox: &Letterbox,
     ) -> Result<Vec<Face>, DetectorError> {
-        let letterbox = *letterbox;
-        let plan = self
-            .plan((letterbox.width, letterbox.height))
+        let input = self.input(frame, letterbox)?;
+        self.run_decode(input, letterbox)
+    }
+
+    /// The input tensor of a pass: `frame` fitted by `letterbox`.
+    fn input(&self, frame: &Frame<'_>, letterbox: &Letterbox) -> Result<Tensor, DetectorError> {
+        let plan = self.plan_for(letterbox)?;
+        // The letterbox is written straight into tract's input tensor.
+        let mut input = Tensor::zero::<f32>(&[1, 3, plan.height, plan.width]).map_err(run_err)?;
+        {
+            let mut view = input.try_as_plain_ram_mut().map_err(run_err)?;
+            letterbox.fill(frame, view.as_slice_mut::<f32>().map_err(run_err)?)?;
+        }
+        Ok(input)
+    }
+
+    /// The plan that takes `letterbox`'s input size.
+    fn plan_for(&self, letterbox: &Letterbox) -> Result<&Plan, DetectorError> {
+        self.plan((letterbox.width, letterbox.height))
             .ok_or_else(|| {
                 DetectorError::Run(format!(
                     "a letterbox for {}x{}, the detector takes {}",
@@ -348,16 +425,14 @@ impl FaceDetector {
                     letterbox.height,
                     self.sizes_text()
                 ))
-            })?;
-        // The letterbox is written straight into tract's input tensor, and
-        // the outputs are read where tract left them: no copies.
-        let run_err = |e: TractError| DetectorError::Run(format!("{e:#}"));
-        let mut input = Tensor::zero::<f32>(&[1, 3, plan.height, plan.width]).map_err(run_err)?;
-        {
-            let mut view = input.try_as_plain_ram_mut().map_err(run_err)?;
-            letterbox.fill(frame, view.as_slice_mut::<f32>().map_err(run_err)?)?;
-        }
-        let outputs = plan.run_tensor(input)?;
+            })
+    }
+
+    /// Runs the model on `input` (made for `letterbox`) and decodes its
+    /// outputs, read where tract left them, into faces in frame pixels.
+    fn run_decode(&self, input: Tensor, letterbox: &Letterbox) -> Result<Vec<Face>, DetectorError> {
+        let letterbox = *letterbox;
+        let outputs = self.plan_for(&letterbox)?.run_tensor(input)?;
         let output = |group: usize, s: usize| -> Result<&[f32], DetectorError> {
             outputs
                 .get(self.order[group][s])
@@ -432,4 +507,8 @@ impl Plan {
             })
             .collect()
     }
+}
+
+fn run_err(e: TractError) -> DetectorError {
+    DetectorError::Run(format!("{e:#}"))
 }

@@ -230,7 +230,11 @@ impl OnnxEncoder {
         landmarks: &fewshot_core::Landmarks,
     ) -> Result<Vec<f32>, EncoderError> {
         let mut input = vec![0.0; self.recipe.len()];
-        self.recipe.apply_aligned(frame, landmarks, &mut input)?;
+        // The frame under the face, converted once (the warp samples each
+        // pixel many times): the same crop, about a fifth of the time.
+        let mut plane = vec![0.0; self.recipe.aligned_plane_len(frame, landmarks)?];
+        self.recipe
+            .apply_aligned_in(frame, landmarks, &mut input, &mut plane)?;
         self.embed(&input)
     }
 

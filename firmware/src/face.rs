@@ -105,11 +105,14 @@ pub struct FaceArgs {
     /// <data>/models/yunet_s_dynamic.onnx when this is not given.
     #[arg(long)]
     pub detector: Option<std::path::PathBuf>,
-    /// The detector's input sizes, SCAN,RESCAN,REFINE (RESCAN may be none):
-    /// the whole frame is scanned at SCAN, again at RESCAN when no face is
-    /// found, then the largest face's surroundings at REFINE. Only for a
-    /// detector with a dynamic input; default 160x128,320x256,128x128.
-    #[arg(long, value_name = "SCAN,RESCAN,REFINE")]
+    /// The detector's input sizes, SCAN,RESCAN,REFINE,AGAIN (RESCAN and
+    /// AGAIN may be none): the whole frame is scanned at SCAN, again at
+    /// RESCAN when no face is found, then the largest face's surroundings at
+    /// REFINE, and around what that found at AGAIN (landmarks averaged).
+    /// Only for a detector with a dynamic input; default
+    /// 160x128,320x256,128x128,96x96. The host's face commands detect at the
+    /// default: other sizes give other crops than the model trained on.
+    #[arg(long, value_name = "SCAN,RESCAN,REFINE,AGAIN")]
     pub detector_input: Option<crate::detect::InputSizes>,
     /// Faces whose eyes are closer than this many frame pixels are refused.
     #[arg(long, default_value_t = DEFAULT_MIN_EYE_PX)]

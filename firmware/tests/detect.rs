@@ -44,6 +44,7 @@ fn onnxruntime(
         .arg(raw.path())
         .args([lb.width, lb.height].map(|v| v.to_string()))
         .args([lb.scale, c.score_threshold, c.nms_iou].map(|v| v.to_string()))
+        .args(c.vote_iou.map(|v| v.to_string()))
         .output()
         .unwrap_or_else(|e| panic!("{python}: {e} (run ./test.sh, or set FEWSHOT_PYTHON)"));
     assert!(
@@ -394,9 +395,16 @@ fn input_sizes_are_parsed_and_bad_ones_named() {
         InputSizes {
             scan: (160, 128),
             rescan: None,
-            refine: (96, 96)
+            refine: (96, 96),
+            again: None,
         }
     );
+    let four: InputSizes = "160x128,320x256,128x128,64x64".parse().unwrap();
+    assert_eq!(
+        (four.rescan, four.again),
+        (Some((320, 256)), Some((64, 64)))
+    );
+    assert_eq!("160x128,none,96x96,none".parse::<InputSizes>(), Ok(sizes));
     assert_eq!(
         DEFAULT_SIZES.to_string().parse::<InputSizes>(),
         Ok(DEFAULT_SIZES)
@@ -406,6 +414,8 @@ fn input_sizes_are_parsed_and_bad_ones_named() {
         "160x100,none,96x96",
         "0x32,none,32x32",
         "axb,none,32x32",
+        "160x128,none,96x96,50x50",
+        "160x128,none,96x96,none,none",
         "",
     ] {
         let err = bad.parse::<InputSizes>().unwrap_err();

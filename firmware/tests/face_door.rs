@@ -81,10 +81,13 @@ fn decision(events: &[Event]) -> Option<Option<u32>> {
     })
 }
 
-/// 20 ORL people enrolled from one photo each; 80 probes (60 genuine, 20
-/// strangers) shown alone and placed in a 640×480 scene: how often the two
-/// decisions agree, of how many, and how often the photo alone opened for
-/// the right person.
+/// 20 ORL people enrolled from one photo each; 200 probes (their other nine
+/// photos, and 20 strangers) shown alone and placed in a 640×480 scene: how
+/// often the two decisions agree, of how many, and how often the photo alone
+/// opened for the right person.
+/// Genuine probes of [`off_centre`], nine a person.
+const GENUINE: usize = 180;
+
 fn off_centre<const DIM: usize>(model: &Path) -> (usize, usize, usize) {
     let tmp = tempfile::tempdir().unwrap();
     let (mut sim, events) = door::<DIM>(model, 16.0, |c| c.enroll_shots = 1);
@@ -105,9 +108,9 @@ fn off_centre<const DIM: usize>(model: &Path) -> (usize, usize, usize) {
         ids.push(enrolled[0]);
         sim.step(&Command::Wait(4000)).unwrap();
     }
-    // Probes: three more photos of each, and 20 strangers (ORL people 21-40).
+    // Probes: the nine other photos of each, and 20 strangers (ORL people 21-40).
     let mut probes: Vec<PathBuf> = (1..=20)
-        .flat_map(|p| (2..=4).map(move |n| orl(p, n)))
+        .flat_map(|p| (2..=10).map(move |n| orl(p, n)))
         .collect();
     probes.extend((21..=40).map(|p| orl(p, 1)));
     let mut rng = Lcg(7);
@@ -140,7 +143,7 @@ fn off_centre<const DIM: usize>(model: &Path) -> (usize, usize, usize) {
         events.take();
         total += 1;
         same += usize::from(alone == placed);
-        if i < 60 && alone == Some(ids[i / 3]) {
+        if i < GENUINE && alone == Some(ids[i / 9]) {
             opened_right += 1;
         }
     }
@@ -150,15 +153,15 @@ fn off_centre<const DIM: usize>(model: &Path) -> (usize, usize, usize) {
 #[test]
 fn a_face_anywhere_in_the_frame_gets_the_decision_of_the_photo() {
     let (same, total, opened_right) = off_centre::<1024>(&aligned_model());
-    eprintln!("same decision for {same} of {total} probes; the photos alone opened for the right person {opened_right} of 60 times");
-    assert_eq!(total, 80);
-    // The goal is the same decision in at least 98 % of cases; the committed
-    // aligned model gets 78 of 80 (97.5 %) with the default detector sizes:
-    // the landmarks of a photo and of the same photo in a scene differ by
-    // about 7 % of the eye distance (1-2 px of the 64-px crop), which moves
-    // probes near the threshold across it. A geometry error (a wrong scale
-    // or offset back to the frame) agrees far less often; this bound guards
-    // against that with room for two more flips.
+    eprintln!("same decision for {same} of {total} probes; the photos alone opened for the right person {opened_right} of {GENUINE} times");
+    assert_eq!(total, 200);
+    // The goal is the same decision in at least 98 % of cases. A photo and
+    // the same photo in a scene get landmarks that differ by a few percent
+    // of the eye distance, which moves probes near the threshold across it;
+    // with voted landmarks and two refine passes the aligned model gets 195
+    // of 200 (2026-12-03; 78 of 80 of these probes with one pass and no
+    // voting). A geometry error (a wrong scale or offset back to the frame)
+    // agrees far less often; this bound guards against that.
     assert!(
         same * 100 >= 95 * total,
         "same decision for only {same} of {total}"
@@ -281,16 +284,17 @@ fn an_aligning_model_without_a_detector_file_is_refused_by_name() {
 fn the_distilled_model_gets_the_decision_of_the_photo_off_centre() {
     let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/face-distilled.onnx");
     let (same, total, opened_right) = off_centre::<192>(&model);
-    eprintln!("distilled: same decision for {same} of {total} probes; the photos alone opened for the right person {opened_right} of 60 times");
-    assert_eq!(total, 80);
-    // Below the 98 % goal too: 75 of 80 (2026-12-01). This model opens by
-    // its stricter threshold for the gallery's size (that of 50 people for
-    // these 20), where more genuine probes sit near the threshold, and the
-    // landmarks' 1-2 px of jitter moves them across it (training with shifts
-    // of up to 2 px gave 76 of 80: models/README.md). The bound guards against
-    // a geometry error (which agrees far less often), not the goal.
+    eprintln!("distilled: same decision for {same} of {total} probes; the photos alone opened for the right person {opened_right} of {GENUINE} times");
+    assert_eq!(total, 200);
+    // 196 of 200 (98.0 %, the goal) with voted landmarks and two refine
+    // passes; 192 with one pass and no voting (`cargo run --release -p
+    // fewshot-firmware --example off_centre`, the same probes). This model
+    // opens by its stricter threshold for the gallery's size (that of 50
+    // people for these 20), where more genuine probes sit near it. The
+    // bound leaves room for two flips, which a CPU whose kernels round
+    // differently could bring; a geometry error agrees far less often.
     assert!(
-        same * 100 >= 90 * total,
+        same * 100 >= 97 * total,
         "same decision for only {same} of {total}"
     );
 }

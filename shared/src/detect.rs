@@ -149,7 +149,10 @@ impl Letterbox {
 
     /// [`Letterbox::fill`] for `BPP` bytes per pixel, `out` zeroed. Taps are
     /// computed once per row and once per column (in chunks of columns);
-    /// a sample outside the frame is a tap of weight 0.
+    /// a sample outside the frame is a tap of weight 0. Separably: for each
+    /// input row and chunk, the frame rows' taps are summed first over the
+    /// frame columns the chunk reaches (contiguous bytes, one weight a row:
+    /// it vectorises), then each input pixel sums its column taps of that.
     fn fill_with<const BPP: usize>(&self, frame: &Frame<'_>, out: &mut [f32]) {
         const CHUNK: usize = 32;
         let plane = self.width * self.height;
@@ -159,54 +162,65 @@ impl Letterbox {
         // Source channel of output plane B, G, R: RGB's 2, 1, 0; grey's 0.
         let channels: [usize; 3] = if BPP == 3 { [2, 1, 0] } else { [0, 0, 0] };
         let pixels = frame.pixels;
-        // A tap pair: two byte offsets and their weights, 1/n folded in.
-        let taps = |origin: f32, o: usize, k: usize, len: usize, stride: usize| match tap(
-            origin, o, k, n, step, len,
-        ) {
-            Some((a, b, f)) => (a * stride, b * stride, (1.0 - f) * share, f * share),
-            None => (0, 0, 0.0, 0.0),
+        let row_bytes = frame.width * BPP;
+        // A tap pair: two indices and their weights, 1/n folded in.
+        let taps = |origin: f32, o: usize, k: usize, len: usize| {
+            tap(origin, o, k, n, step, len).map(|(a, b, f)| (a, b, (1.0 - f) * share, f * share))
         };
         let (iw, ih) = (self.inner_width, self.inner_height);
         let mut cols = [(0usize, 0usize, 0.0f32, 0.0f32); CHUNK * MAX_LETTERBOX_SAMPLES];
         let mut col_taps = [0usize; CHUNK];
+        // The chunk's frame columns summed over the row taps, BPP values a column.
+        let mut sums = [0.0f32; SPAN * 3];
         for first in (0..iw).step_by(CHUNK) {
             let width = CHUNK.min(iw - first);
+            let (mut lo, mut hi) = (usize::MAX, 0);
             for (c, count) in col_taps.iter_mut().enumerate().take(width) {
                 // Samples outside the frame are left out (they add black).
                 *count = 0;
                 for i in 0..n {
-                    let t = taps(self.x0, first + c, i, frame.width, BPP);
-                    if t.2 + t.3 > 0.0 {
+                    if let Some(t) = taps(self.x0, first + c, i, frame.width) {
                         cols[c * n + *count] = t;
                         *count += 1;
+                        lo = lo.min(t.0);
+                        hi = hi.max(t.1);
                     }
                 }
             }
+            if lo > hi {
+                continue;
+            }
+            let span = hi + 1 - lo;
+            if span > SPAN {
+                self.fill_chunk_direct::<BPP>(frame, out, first, width, &cols, &col_taps);
+                continue;
+            }
+            let sums = &mut sums[..span * BPP];
+            let bytes = lo * BPP..(hi + 1) * BPP;
             for oy in 0..ih {
-                let mut rows = [(0usize, 0usize, 0.0f32, 0.0f32); MAX_LETTERBOX_SAMPLES];
-                let mut n_rows = 0;
+                sums.fill(0.0);
+                let mut any = false;
                 for j in 0..n {
-                    let t = taps(self.y0, oy, j, frame.height, frame.width * BPP);
-                    if t.2 + t.3 > 0.0 {
-                        rows[n_rows] = t;
-                        n_rows += 1;
+                    let Some((ya, yb, wya, wyb)) = taps(self.y0, oy, j, frame.height) else {
+                        continue;
+                    };
+                    any = true;
+                    let top = &pixels[ya * row_bytes..][bytes.clone()];
+                    let bottom = &pixels[yb * row_bytes..][bytes.clone()];
+                    for ((s, &t), &b) in sums.iter_mut().zip(top).zip(bottom) {
+                        *s += wya * f32::from(t) + wyb * f32::from(b);
                     }
                 }
-                let rows = &rows[..n_rows];
+                if !any {
+                    continue;
+                }
                 let at = oy * self.width + first;
                 for c in 0..width {
-                    let col = &cols[c * n..c * n + col_taps[c]];
                     let mut acc = [0.0f32; 3];
-                    for &(ra, rb, wya, wyb) in rows {
-                        for &(xa, xb, wxa, wxb) in col {
-                            let quad = [ra + xa, ra + xb, rb + xa, rb + xb];
-                            let w = [wya * wxa, wya * wxb, wyb * wxa, wyb * wxb];
-                            for (&q, w) in quad.iter().zip(w) {
-                                let p = &pixels[q..q + BPP];
-                                for (a, &ch) in acc.iter_mut().zip(&channels) {
-                                    *a += w * f32::from(p[ch]);
-                                }
-                            }
+                    for &(xa, xb, wxa, wxb) in &cols[c * n..c * n + col_taps[c]] {
+                        let (pa, pb) = ((xa - lo) * BPP, (xb - lo) * BPP);
+                        for (a, &ch) in acc.iter_mut().zip(&channels) {
+                            *a += wxa * sums[pa + ch] + wxb * sums[pb + ch];
                         }
                     }
                     for (k, a) in acc.iter().enumerate() {
@@ -216,7 +230,60 @@ impl Letterbox {
             }
         }
     }
+
+    /// One chunk of [`Letterbox::fill_with`] whose columns reach too far
+    /// apart for its sums (a frame shrunk very much): each input pixel sums
+    /// its row and column taps' pixels directly.
+    fn fill_chunk_direct<const BPP: usize>(
+        &self,
+        frame: &Frame<'_>,
+        out: &mut [f32],
+        first: usize,
+        width: usize,
+        cols: &[(usize, usize, f32, f32)],
+        col_taps: &[usize],
+    ) {
+        let plane = self.width * self.height;
+        let n = letterbox_samples(1.0 / self.scale);
+        let share = 1.0 / n as f32;
+        let channels: [usize; 3] = if BPP == 3 { [2, 1, 0] } else { [0, 0, 0] };
+        let row_bytes = frame.width * BPP;
+        for oy in 0..self.inner_height {
+            let mut rows = [(0usize, 0usize, 0.0f32, 0.0f32); MAX_LETTERBOX_SAMPLES];
+            let mut n_rows = 0;
+            for j in 0..n {
+                if let Some((a, b, f)) = tap(self.y0, oy, j, n, 1.0 / self.scale, frame.height) {
+                    rows[n_rows] = (a * row_bytes, b * row_bytes, (1.0 - f) * share, f * share);
+                    n_rows += 1;
+                }
+            }
+            let at = oy * self.width + first;
+            for c in 0..width {
+                let mut acc = [0.0f32; 3];
+                for &(ra, rb, wya, wyb) in &rows[..n_rows] {
+                    for &(xa, xb, wxa, wxb) in &cols[c * n..c * n + col_taps[c]] {
+                        let quad = [ra + xa * BPP, ra + xb * BPP, rb + xa * BPP, rb + xb * BPP];
+                        let w = [wya * wxa, wya * wxb, wyb * wxa, wyb * wxb];
+                        for (&q, w) in quad.iter().zip(w) {
+                            let p = &frame.pixels[q..q + BPP];
+                            for (a, &ch) in acc.iter_mut().zip(&channels) {
+                                *a += w * f32::from(p[ch]);
+                            }
+                        }
+                    }
+                }
+                for (k, a) in acc.iter().enumerate() {
+                    out[k * plane + at + c] = *a;
+                }
+            }
+        }
+    }
 }
+
+/// The most frame columns one chunk of [`Letterbox::fill`] sums at once
+/// (a chunk of 32 input columns at up to 16 frame pixels each: 6 KB of
+/// stack); a chunk reaching further is summed pixel by pixel.
+const SPAN: usize = 512;
 
 /// At most this many samples per axis per input pixel in [`Letterbox::fill`].
 pub const MAX_LETTERBOX_SAMPLES: usize = 8;
@@ -283,6 +350,12 @@ pub struct DetectConfig {
     pub score_threshold: f32,
     /// A face overlapping a better one by more than this IoU is dropped.
     pub nms_iou: f32,
+    /// When set, a kept face's landmarks are the score-weighted mean of the
+    /// landmarks of every candidate overlapping it by at least this IoU (its
+    /// neighbouring cells and strides, which it suppressed), not its own
+    /// cell's alone: each cell's estimate moves with where the face falls on
+    /// the cell grid, their mean much less.
+    pub vote_iou: Option<f32>,
 }
 
 impl Default for DetectConfig {
@@ -290,6 +363,7 @@ impl Default for DetectConfig {
         DetectConfig {
             score_threshold: 0.6,
             nms_iou: 0.3,
+            vote_iou: None,
         }
     }
 }
@@ -363,8 +437,37 @@ pub fn decode<const N: usize>(
             push_best(faces, face);
         }
     }
-    nms(faces, config.nms_iou);
+    match config.vote_iou {
+        Some(vote) => {
+            let candidates = faces.clone();
+            nms(faces, config.nms_iou);
+            for face in faces.iter_mut() {
+                face.landmarks = voted_landmarks(face, &candidates, vote);
+            }
+        }
+        None => nms(faces, config.nms_iou),
+    }
     Ok(())
+}
+
+/// The score-weighted mean of the landmarks of the `candidates` that overlap
+/// `face` by at least `iou` (`face`'s own when none does).
+fn voted_landmarks(face: &Face, candidates: &[Face], iou: f32) -> Landmarks {
+    let mut sum = [[0.0f32; 2]; 5];
+    let mut total = 0.0f32;
+    for c in candidates.iter().filter(|c| face.iou(c) >= iou) {
+        for (s, p) in sum.iter_mut().zip(&c.landmarks) {
+            s[0] += c.score * p[0];
+            s[1] += c.score * p[1];
+        }
+        total += c.score;
+    }
+    // Kept faces pass the score threshold; a zero or NaN total leaves the
+    // face as it is.
+    if total.is_nan() || total <= 0.0 {
+        return face.landmarks;
+    }
+    sum.map(|[x, y]| [x / total, y / total])
 }
 
 /// Adds `face`, or replaces the worst face when full and `face` is better.

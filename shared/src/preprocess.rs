@@ -233,7 +233,6 @@ impl Recipe {
     ) {
         let plane = self.width * self.height;
         for c in 0..self.channels {
-            let (mean, std) = (self.mean[c], self.std[c]);
             let src = Source {
                 frame,
                 channel: c,
@@ -241,9 +240,7 @@ impl Recipe {
             };
             for oy in 0..self.height {
                 for ox in 0..self.width {
-                    let v = value(&src, ox, oy);
-                    let v = if self.invert { 1.0 - v } else { v };
-                    out[c * plane + oy * self.width + ox] = (v - mean) / std;
+                    out[c * plane + oy * self.width + ox] = self.finish(c, value(&src, ox, oy));
                 }
             }
         }
@@ -258,36 +255,76 @@ impl Recipe {
         landmarks: &Landmarks,
         out: &mut [f32],
     ) -> Result<(), PreprocessError> {
+        self.apply_aligned_in(frame, landmarks, out, &mut [])
+    }
+
+    /// [`Recipe::apply_aligned`] with scratch memory: each channel's values
+    /// under the face are converted once into `plane`, so the warp's samples
+    /// (up to 64 per output pixel, four taps each) read floats instead of
+    /// converting pixels again. The output is the same, bit for bit. A
+    /// `plane` shorter than [`Recipe::aligned_plane_len`] is not used.
+    pub fn apply_aligned_in(
+        &self,
+        frame: &Frame<'_>,
+        landmarks: &Landmarks,
+        out: &mut [f32],
+        plane: &mut [f32],
+    ) -> Result<(), PreprocessError> {
         let Crop::Aligned(template) = self.crop else {
             return self.apply(frame, out);
         };
         let frame = &self.check(frame, out)?;
-        let to_crop = Similarity::aligning(landmarks, &template, self.width, self.height)
-            .ok_or(PreprocessError::BadLandmarks)?;
-        let to_frame = to_crop.inverse().ok_or(PreprocessError::BadLandmarks)?;
-        let n = match self.resize {
-            Resize::Area => supersampling(to_frame.scale()),
-            Resize::Bilinear => 1,
-        };
-        let step = 1.0 / n as f32;
-        let weight = 1.0 / (n * n) as f32;
-        // The frame points of an output pixel's n × n sub-samples: the
-        // first, then steps along the output's x and y axes.
-        let (a, b) = (to_frame.a * step, to_frame.b * step);
-        self.fill(frame, out, |src, ox, oy| {
-            let [x0, y0] = to_frame.apply([ox as f32 + 0.5 * step, oy as f32 + 0.5 * step]);
-            let mut v = 0.0;
-            for j in 0..n {
-                let jf = j as f32;
-                let (row_x, row_y) = (x0 - b * jf, y0 + a * jf);
-                for i in 0..n {
-                    let f = i as f32;
-                    v += sample(src, row_x + a * f, row_y + b * f);
+        let warp = Warp::new(self, &template, landmarks)?;
+        let region = warp.region(frame);
+        let mut plane = plane.get_mut(..region.width * region.height);
+        let size = self.width * self.height;
+        let gray = self.channels == 1;
+        for (channel, out) in out.chunks_exact_mut(size).enumerate() {
+            let src = Source {
+                frame,
+                channel,
+                gray,
+            };
+            match plane {
+                Some(ref mut values) => {
+                    region.read(&src, values);
+                    let grid = Grid {
+                        region,
+                        values: &values[..],
+                    };
+                    warp.run(out, |x, y| {
+                        grid.sample(x, y).unwrap_or_else(|| sample(&src, x, y))
+                    });
                 }
+                None => warp.run(out, |x, y| sample(&src, x, y)),
             }
-            v * weight
-        });
+            for v in out.iter_mut() {
+                *v = self.finish(channel, *v);
+            }
+        }
         Ok(())
+    }
+
+    /// How many values [`Recipe::apply_aligned_in`] needs in its `plane` for
+    /// this face in this frame (0 for a recipe that does not align).
+    pub fn aligned_plane_len(
+        &self,
+        frame: &Frame<'_>,
+        landmarks: &Landmarks,
+    ) -> Result<usize, PreprocessError> {
+        let Crop::Aligned(template) = self.crop else {
+            return Ok(0);
+        };
+        let region = Warp::new(self, &template, landmarks)?.region(frame);
+        Ok(region.width * region.height)
+    }
+
+    /// A value in `[0, 1]` of channel `c`, inverted and normalised as the
+    /// recipe says.
+    #[inline]
+    fn finish(&self, c: usize, v: f32) -> f32 {
+        let v = if self.invert { 1.0 - v } else { v };
+        (v - self.mean[c]) / self.std[c]
     }
 
     /// The crop rectangle `(x, y, width, height)` in frame pixels (the whole
@@ -385,6 +422,153 @@ impl RecipeSpec {
         };
         recipe.validate()?;
         Ok(recipe)
+    }
+}
+
+/// The warp of an aligned crop: where each output pixel's `n × n`
+/// sub-samples fall in the frame.
+struct Warp {
+    /// Crop pixels to frame pixels.
+    to_frame: Similarity,
+    /// Output size.
+    width: usize,
+    height: usize,
+    /// Sub-samples per axis.
+    n: usize,
+}
+
+impl Warp {
+    fn new(
+        recipe: &Recipe,
+        template: &FaceTemplate,
+        landmarks: &Landmarks,
+    ) -> Result<Warp, PreprocessError> {
+        let to_crop = Similarity::aligning(landmarks, template, recipe.width, recipe.height)
+            .ok_or(PreprocessError::BadLandmarks)?;
+        let to_frame = to_crop.inverse().ok_or(PreprocessError::BadLandmarks)?;
+        let n = match recipe.resize {
+            Resize::Area => supersampling(to_frame.scale()),
+            Resize::Bilinear => 1,
+        };
+        Ok(Warp {
+            to_frame,
+            width: recipe.width,
+            height: recipe.height,
+            n,
+        })
+    }
+
+    /// Writes each output pixel's mean of `sample(x, y)` over its
+    /// sub-samples (values in `[0, 1]`), row by row.
+    #[inline]
+    fn run(&self, out: &mut [f32], sample: impl Fn(f32, f32) -> f32) {
+        let n = self.n;
+        let step = 1.0 / n as f32;
+        let weight = 1.0 / (n * n) as f32;
+        // The frame points of an output pixel's n × n sub-samples: the
+        // first, then steps along the output's x and y axes.
+        let (a, b) = (self.to_frame.a * step, self.to_frame.b * step);
+        for (oy, row) in out.chunks_exact_mut(self.width).enumerate() {
+            for (ox, o) in row.iter_mut().enumerate() {
+                let [x0, y0] = self
+                    .to_frame
+                    .apply([ox as f32 + 0.5 * step, oy as f32 + 0.5 * step]);
+                let mut v = 0.0;
+                for j in 0..n {
+                    let jf = j as f32;
+                    let (row_x, row_y) = (x0 - b * jf, y0 + a * jf);
+                    for i in 0..n {
+                        let f = i as f32;
+                        v += sample(row_x + a * f, row_y + b * f);
+                    }
+                }
+                *o = v * weight;
+            }
+        }
+    }
+
+    /// The frame pixels that the samples' taps can reach (the crop's
+    /// corners in the frame, a pixel of margin for the taps and one for
+    /// rounding), clipped to the frame; empty when the face is outside it.
+    fn region(&self, frame: &Frame<'_>) -> Region {
+        let (w, h) = (self.width as f32, self.height as f32);
+        let corners = [[0.0, 0.0], [w, 0.0], [0.0, h], [w, h]].map(|p| self.to_frame.apply(p));
+        let (mut lo, mut hi) = ([f32::INFINITY; 2], [f32::NEG_INFINITY; 2]);
+        for p in corners {
+            for k in 0..2 {
+                lo[k] = lo[k].min(p[k]);
+                hi[k] = hi[k].max(p[k]);
+            }
+        }
+        let span = |lo: f32, hi: f32, len: usize| -> (usize, usize) {
+            if !(lo.is_finite() && hi.is_finite()) {
+                return (0, 0);
+            }
+            let start = libm::floorf(lo - 2.0).clamp(0.0, len as f32) as usize;
+            let end = (libm::floorf(hi + 2.0).clamp(0.0, len as f32) as usize).max(start);
+            (start, end - start)
+        };
+        let (x0, width) = span(lo[0], hi[0], frame.width);
+        let (y0, height) = span(lo[1], hi[1], frame.height);
+        Region {
+            x0,
+            y0,
+            width,
+            height,
+        }
+    }
+}
+
+/// A rectangle of frame pixels.
+#[derive(Clone, Copy)]
+struct Region {
+    x0: usize,
+    y0: usize,
+    width: usize,
+    height: usize,
+}
+
+impl Region {
+    /// Writes [`Source::value`] of every pixel of the region into `values`
+    /// (row-major, `width × height`).
+    fn read(&self, src: &Source<'_, '_>, values: &mut [f32]) {
+        let bpp = src.frame.format.bytes_per_pixel();
+        for (y, row) in values.chunks_exact_mut(self.width.max(1)).enumerate() {
+            let start = bpp * ((self.y0 + y) * src.frame.width + self.x0);
+            let bytes = &src.frame.pixels[start..start + bpp * self.width];
+            for (v, px) in row.iter_mut().zip(bytes.chunks_exact(bpp)) {
+                *v = src.value(px);
+            }
+        }
+    }
+}
+
+/// A region's values (0-255), read once.
+struct Grid<'v> {
+    region: Region,
+    values: &'v [f32],
+}
+
+impl Grid<'_> {
+    /// [`sample`] at `(x, y)` when all four taps are inside the region (the
+    /// same arithmetic, so the same value), else `None`.
+    #[inline]
+    fn sample(&self, x: f32, y: f32) -> Option<f32> {
+        let (u, v) = (x - 0.5, y - 0.5);
+        let (x0, y0) = (floor(u), floor(v));
+        let (wx, wy) = (u - x0 as f32, v - y0 as f32);
+        let r = &self.region;
+        let (gx, gy) = (x0 - r.x0 as i64, y0 - r.y0 as i64);
+        if gx < 0 || gy < 0 || gx + 1 >= r.width as i64 || gy + 1 >= r.height as i64 {
+            return None;
+        }
+        let row = gy as usize * r.width + gx as usize;
+        let next = row + r.width;
+        // In bounds: gx + 1 < width and gy + 1 < height, and `values` holds
+        // width × height values.
+        let v = self.values;
+        let pair = |i: usize| v[i] * (1.0 - wx) + v[i + 1] * wx;
+        Some((pair(row) * (1.0 - wy) + pair(next) * wy) * (1.0 / 255.0))
     }
 }
 

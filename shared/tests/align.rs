@@ -211,6 +211,75 @@ proptest! {
     }
 }
 
+proptest! {
+    #[test]
+    fn the_warp_through_a_plane_is_the_direct_warp_bit_for_bit(
+        seed in any::<u64>(), cx in -20.0f32..120.0, cy in -20.0f32..100.0,
+        eyes in 4.0f32..80.0, angle in -0.8f32..0.8, area in any::<bool>(),
+        rgb in any::<bool>(), channels in prop::sample::select(vec![1usize, 3]),
+        invert in any::<bool>(), short in any::<bool>(),
+    ) {
+        // Faces partly or wholly outside the frame included: the taps there
+        // go the direct way, inside they read the plane; a plane too short
+        // is not used.
+        let (w, h) = (100, 80);
+        let format = if rgb { PixelFormat::Rgb8 } else { PixelFormat::Gray8 };
+        let mut state = seed | 1;
+        let px: Vec<u8> = (0..w * h * format.bytes_per_pixel()).map(|_| {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            (state >> 24) as u8
+        }).collect();
+        let f = Frame::new(w, h, format, &px).unwrap();
+        let lm = face_at(cx, cy, eyes, angle);
+        let r = Recipe {
+            invert,
+            mean: [0.1, 0.2, 0.3],
+            std: [0.5, 0.25, 2.0],
+            ..face_recipe(24, channels, if area { Resize::Area } else { Resize::Bilinear })
+        };
+        let mut direct = vec![0.0; r.len()];
+        r.apply_aligned(&f, &lm, &mut direct).unwrap();
+        let need = r.aligned_plane_len(&f, &lm).unwrap();
+        prop_assert!(need <= w * h);
+        let mut plane = vec![f32::NAN; if short { need.saturating_sub(1) } else { need }];
+        let mut fast = vec![0.0; r.len()];
+        r.apply_aligned_in(&f, &lm, &mut fast, &mut plane).unwrap();
+        for (i, (a, b)) in direct.iter().zip(&fast).enumerate() {
+            prop_assert_eq!(a.to_bits(), b.to_bits(), "value {}: {} against {}", i, a, b);
+        }
+    }
+}
+
+#[test]
+fn a_face_inside_the_frame_needs_a_plane_of_its_footprint_only() {
+    // Eyes 20 px apart in a 640×480 frame: the crop covers about 64 px of
+    // the frame, so the plane is far smaller than the frame.
+    let px = vec![0u8; 640 * 480];
+    let f = Frame::new(640, 480, PixelFormat::Gray8, &px).unwrap();
+    let r = face_recipe(32, 1, Resize::Area);
+    let need = r
+        .aligned_plane_len(&f, &face_at(300.0, 200.0, 20.0, 0.0))
+        .unwrap();
+    assert!((64 * 64..=80 * 80).contains(&need), "{need}");
+    // A face far outside reads nothing.
+    assert_eq!(
+        r.aligned_plane_len(&f, &face_at(-500.0, 200.0, 20.0, 0.0))
+            .unwrap(),
+        0
+    );
+    // A plain recipe needs none.
+    let plain = Recipe {
+        crop: Crop::None,
+        ..r
+    };
+    assert_eq!(
+        plain
+            .aligned_plane_len(&f, &face_at(300.0, 200.0, 20.0, 0.0))
+            .unwrap(),
+        0
+    );
+}
+
 #[test]
 fn marked_landmarks_land_on_the_template() {
     // A black 200×160 frame with a white 3×3 mark at each landmark of a face

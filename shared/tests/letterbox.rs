@@ -85,6 +85,30 @@ proptest! {
 }
 
 #[test]
+fn a_frame_shrunk_very_much_matches_the_reference_too() {
+    // 3 000 × 40 RGB into 64 × 32: about 47 frame pixels an input pixel, so
+    // a chunk of input columns reaches too far to be summed by columns and
+    // is summed pixel by pixel; and a region shrunk less, summed by columns.
+    let (w, h) = (3000, 40);
+    let px: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+    let frame = Frame::new(w, h, PixelFormat::Rgb8, &px).unwrap();
+    for lb in [
+        Letterbox::fit(w, h, 64, 32),
+        Letterbox::fit_region([100.0, -5.0, 400.0, 50.0], 64, 32),
+    ] {
+        let mut out = vec![f32::NAN; 3 * 64 * 32];
+        lb.fill(&frame, &mut out).unwrap();
+        let want = reference(&px, w, h, 3, &lb);
+        for (i, (g, e)) in out.iter().zip(&want).enumerate() {
+            assert!(
+                (f64::from(*g) - e).abs() < 1e-3 * (1.0 + e.abs()),
+                "{lb:?}: value {i}: {g} against {e}"
+            );
+        }
+    }
+}
+
+#[test]
 fn an_exact_halving_averages_each_two_by_two_block() {
     // A 4×2 grey frame halved into a 32×32 input: half-pixel centres put the
     // single bilinear sample of each input pixel between four frame pixels.

@@ -3,9 +3,11 @@
 model on a raw little-endian f32 input (1x3xHxW, B G R, 0-255) and numpy
 decodes its outputs independently of the Rust core; prints JSON with the raw
 outputs (by name) and the faces (box, score, landmarks, in frame pixels:
-input pixels divided by SCALE). Used by firmware/tests/detect.rs.
+input pixels divided by SCALE). With VOTE_IOU, each kept face's landmarks
+are the score-weighted mean of those of every candidate overlapping it by at
+least VOTE_IOU. Used by firmware/tests/detect.rs.
 
-    python3 yunet_ort.py MODEL.onnx INPUT.f32 W H SCALE SCORE_THRESHOLD NMS_IOU
+    python3 yunet_ort.py MODEL.onnx INPUT.f32 W H SCALE SCORE_THRESHOLD NMS_IOU [VOTE_IOU]
 """
 import json
 import sys
@@ -28,6 +30,7 @@ def main():
     model, raw = sys.argv[1], sys.argv[2]
     w, h = int(sys.argv[3]), int(sys.argv[4])
     scale, threshold, nms_iou = (float(v) for v in sys.argv[5:8])
+    vote = float(sys.argv[8]) if len(sys.argv) > 8 else None
     x = np.fromfile(raw, dtype="<f4").reshape(1, 3, h, w)
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
@@ -56,6 +59,12 @@ def main():
     for f in faces:
         if all(iou(k["box"], f["box"]) <= nms_iou for k in kept):
             kept.append(f)
+    if vote is not None:
+        for k in kept:
+            near = [f for f in faces if iou(k["box"], f["box"]) >= vote]
+            weights = np.array([f["score"] for f in near])
+            marks = np.array([f["landmarks"] for f in near])
+            k["landmarks"] = (np.tensordot(weights, marks, axes=1) / weights.sum()).tolist()
     print(json.dumps({
         "outputs": {k: v.reshape(-1).astype(float).tolist() for k, v in outs.items()},
         "faces": kept,

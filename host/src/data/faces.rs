@@ -34,7 +34,7 @@ pub const DETECTOR_ENV: &str = "FEWSHOT_DETECTOR";
 pub const CACHE_ENV: &str = "FEWSHOT_CACHE";
 /// Names how faces are found (part of the cache's name): change it when
 /// the detection code changes what it finds.
-const METHOD: &str = "find_face 2";
+const METHOD: &str = "find_face 3";
 /// The fallback's square, as a fraction of the shorter side.
 pub const FALLBACK_CROP: f32 = 0.5;
 
@@ -110,14 +110,7 @@ fn open_index(path: &Path, cache_dir: Option<&Path>) -> Result<FaceIndex, String
         format!("{e} (the recipe aligns faces; set {DETECTOR_ENV} to a YuNet .onnx file)")
     })?;
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let c = detector.config();
-    let sizes = detector.input_sizes();
-    let settings = format!(
-        "{METHOD} {sizes} {} {} refined {}",
-        c.score_threshold,
-        c.nms_iou,
-        fewshot_firmware::detect::REFINE_WINDOW
-    );
+    let settings = format!("{METHOD} {}", detector.settings());
     let key = fnv1a(bytes.iter().chain(settings.as_bytes()));
     let cache_file = cache_dir.map(|d| d.join(format!("faces-{key:016x}.jsonl")));
     let mut faces = HashMap::new();
