@@ -399,25 +399,9 @@ impl FaceDetector {
         frame: &Frame<'_>,
         letterbox: &Letterbox,
     ) -> Result<Vec<Face>, DetectorError> {
-        let input = self.input(frame, letterbox)?;
-        self.run_decode(input, letterbox)
-    }
-
-    /// The input tensor of a pass: `frame` fitted by `letterbox`.
-    fn input(&self, frame: &Frame<'_>, letterbox: &Letterbox) -> Result<Tensor, DetectorError> {
-        let plan = self.plan_for(letterbox)?;
-        // The letterbox is written straight into tract's input tensor.
-        let mut input = Tensor::zero::<f32>(&[1, 3, plan.height, plan.width]).map_err(run_err)?;
-        {
-            let mut view = input.try_as_plain_ram_mut().map_err(run_err)?;
-            letterbox.fill(frame, view.as_slice_mut::<f32>().map_err(run_err)?)?;
-        }
-        Ok(input)
-    }
-
-    /// The plan that takes `letterbox`'s input size.
-    fn plan_for(&self, letterbox: &Letterbox) -> Result<&Plan, DetectorError> {
-        self.plan((letterbox.width, letterbox.height))
+        let letterbox = *letterbox;
+        let plan = self
+            .plan((letterbox.width, letterbox.height))
             .ok_or_else(|| {
                 DetectorError::Run(format!(
                     "a letterbox for {}x{}, the detector takes {}",
@@ -425,14 +409,16 @@ impl FaceDetector {
                     letterbox.height,
                     self.sizes_text()
                 ))
-            })
-    }
-
-    /// Runs the model on `input` (made for `letterbox`) and decodes its
-    /// outputs, read where tract left them, into faces in frame pixels.
-    fn run_decode(&self, input: Tensor, letterbox: &Letterbox) -> Result<Vec<Face>, DetectorError> {
-        let letterbox = *letterbox;
-        let outputs = self.plan_for(&letterbox)?.run_tensor(input)?;
+            })?;
+        // The letterbox is written straight into tract's input tensor, and
+        // the outputs are read where tract left them: no copies.
+        let run_err = |e: TractError| DetectorError::Run(format!("{e:#}"));
+        let mut input = Tensor::zero::<f32>(&[1, 3, plan.height, plan.width]).map_err(run_err)?;
+        {
+            let mut view = input.try_as_plain_ram_mut().map_err(run_err)?;
+            letterbox.fill(frame, view.as_slice_mut::<f32>().map_err(run_err)?)?;
+        }
+        let outputs = plan.run_tensor(input)?;
         let output = |group: usize, s: usize| -> Result<&[f32], DetectorError> {
             outputs
                 .get(self.order[group][s])
@@ -507,8 +493,4 @@ impl Plan {
             })
             .collect()
     }
-}
-
-fn run_err(e: TractError) -> DetectorError {
-    DetectorError::Run(format!("{e:#}"))
 }
