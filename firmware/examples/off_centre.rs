@@ -1,6 +1,6 @@
 //! Where a face placed in a scene gets another door decision than the photo
 //! alone, and why: the protocol of `tests/face_door.rs` (20 ORL people
-//! enrolled from one photo, 60 genuine and 20 stranger probes, each shown
+//! enrolled from one photo, 180 genuine and 20 stranger probes, each shown
 //! alone and pasted 150-400 px high at a random place in a black 640×480
 //! frame), with per probe the nearest distance alone, placed, and placed but
 //! aligned by the photo's own landmarks mapped into the scene (so the
@@ -12,7 +12,7 @@
 //! 128×128).
 //!
 //! `cargo run --release -p fewshot-firmware --example off_centre [MODEL] [PROBES_PER_PERSON]`
-//! (default `models/face-distilled.onnx`, 3 probes a person as the test).
+//! (default `models/face-distilled.onnx`, and 9 probes a person, photos 2-10, as the test).
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -42,7 +42,11 @@ fn main() -> Result<()> {
     let model = args.next().map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/face-distilled.onnx")
     });
-    let per_person: u32 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+    let per_person: u32 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(9);
+    anyhow::ensure!(
+        (1..=9).contains(&per_person),
+        "PROBES_PER_PERSON {per_person}: expected 1 to 9 (ORL has 10 photos a person, the first is enrolled)"
+    );
     let encoder = OnnxEncoder::load(&model)?;
     let config = encoder.door_config(None)?;
     let threshold = config

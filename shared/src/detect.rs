@@ -149,10 +149,12 @@ impl Letterbox {
 
     /// [`Letterbox::fill`] for `BPP` bytes per pixel, `out` zeroed. Taps are
     /// computed once per row and once per column (in chunks of columns);
-    /// a sample outside the frame is a tap of weight 0. Separably: for each
-    /// input row and chunk, the frame rows' taps are summed first over the
-    /// frame columns the chunk reaches (contiguous bytes, one weight a row:
-    /// it vectorises), then each input pixel sums its column taps of that.
+    /// a sample outside the frame is a tap of weight 0. Separably where it
+    /// can: for each input row and chunk, the frame rows' taps are summed
+    /// first over the frame columns the chunk reaches (contiguous bytes, one
+    /// weight a row: it vectorises), then each input pixel sums its column
+    /// taps of that; a chunk reaching over [`SPAN`] columns sums each input
+    /// pixel's row and column taps' pixels directly.
     fn fill_with<const BPP: usize>(&self, frame: &Frame<'_>, out: &mut [f32]) {
         const CHUNK: usize = 32;
         let plane = self.width * self.height;
@@ -190,90 +192,58 @@ impl Letterbox {
             if lo > hi {
                 continue;
             }
-            let span = hi + 1 - lo;
-            if span > SPAN {
-                self.fill_chunk_direct::<BPP>(frame, out, first, width, &cols, &col_taps);
-                continue;
-            }
-            let sums = &mut sums[..span * BPP];
+            let separable = hi + 1 - lo <= SPAN;
+            let sums = &mut sums[..if separable { (hi + 1 - lo) * BPP } else { 0 }];
             let bytes = lo * BPP..(hi + 1) * BPP;
             for oy in 0..ih {
-                sums.fill(0.0);
-                let mut any = false;
+                let mut rows = [(0usize, 0usize, 0.0f32, 0.0f32); MAX_LETTERBOX_SAMPLES];
+                let mut n_rows = 0;
                 for j in 0..n {
-                    let Some((ya, yb, wya, wyb)) = taps(self.y0, oy, j, frame.height) else {
-                        continue;
-                    };
-                    any = true;
-                    let top = &pixels[ya * row_bytes..][bytes.clone()];
-                    let bottom = &pixels[yb * row_bytes..][bytes.clone()];
-                    for ((s, &t), &b) in sums.iter_mut().zip(top).zip(bottom) {
-                        *s += wya * f32::from(t) + wyb * f32::from(b);
+                    if let Some((a, b, wa, wb)) = taps(self.y0, oy, j, frame.height) {
+                        rows[n_rows] = (a * row_bytes, b * row_bytes, wa, wb);
+                        n_rows += 1;
                     }
                 }
-                if !any {
+                let rows = &rows[..n_rows];
+                if rows.is_empty() {
                     continue;
+                }
+                if separable {
+                    sums.fill(0.0);
+                    for &(ra, rb, wya, wyb) in rows {
+                        let top = &pixels[ra..][bytes.clone()];
+                        let bottom = &pixels[rb..][bytes.clone()];
+                        for ((s, &t), &b) in sums.iter_mut().zip(top).zip(bottom) {
+                            *s += wya * f32::from(t) + wyb * f32::from(b);
+                        }
+                    }
                 }
                 let at = oy * self.width + first;
                 for c in 0..width {
+                    let col = &cols[c * n..c * n + col_taps[c]];
                     let mut acc = [0.0f32; 3];
-                    for &(xa, xb, wxa, wxb) in &cols[c * n..c * n + col_taps[c]] {
-                        let (pa, pb) = ((xa - lo) * BPP, (xb - lo) * BPP);
-                        for (a, &ch) in acc.iter_mut().zip(&channels) {
-                            *a += wxa * sums[pa + ch] + wxb * sums[pb + ch];
+                    for &(xa, xb, wxa, wxb) in col {
+                        if separable {
+                            let (pa, pb) = ((xa - lo) * BPP, (xb - lo) * BPP);
+                            for (a, &ch) in acc.iter_mut().zip(&channels) {
+                                *a += wxa * sums[pa + ch] + wxb * sums[pb + ch];
+                            }
+                            continue;
+                        }
+                        for &(ra, rb, wya, wyb) in rows {
+                            let quad = [ra + xa * BPP, ra + xb * BPP, rb + xa * BPP, rb + xb * BPP];
+                            let w = [wya * wxa, wya * wxb, wyb * wxa, wyb * wxb];
+                            for (&q, w) in quad.iter().zip(w) {
+                                let p = &pixels[q..q + BPP];
+                                for (a, &ch) in acc.iter_mut().zip(&channels) {
+                                    *a += w * f32::from(p[ch]);
+                                }
+                            }
                         }
                     }
                     for (k, a) in acc.iter().enumerate() {
                         out[k * plane + at + c] = *a;
                     }
-                }
-            }
-        }
-    }
-
-    /// One chunk of [`Letterbox::fill_with`] whose columns reach too far
-    /// apart for its sums (a frame shrunk very much): each input pixel sums
-    /// its row and column taps' pixels directly.
-    fn fill_chunk_direct<const BPP: usize>(
-        &self,
-        frame: &Frame<'_>,
-        out: &mut [f32],
-        first: usize,
-        width: usize,
-        cols: &[(usize, usize, f32, f32)],
-        col_taps: &[usize],
-    ) {
-        let plane = self.width * self.height;
-        let n = letterbox_samples(1.0 / self.scale);
-        let share = 1.0 / n as f32;
-        let channels: [usize; 3] = if BPP == 3 { [2, 1, 0] } else { [0, 0, 0] };
-        let row_bytes = frame.width * BPP;
-        for oy in 0..self.inner_height {
-            let mut rows = [(0usize, 0usize, 0.0f32, 0.0f32); MAX_LETTERBOX_SAMPLES];
-            let mut n_rows = 0;
-            for j in 0..n {
-                if let Some((a, b, f)) = tap(self.y0, oy, j, n, 1.0 / self.scale, frame.height) {
-                    rows[n_rows] = (a * row_bytes, b * row_bytes, (1.0 - f) * share, f * share);
-                    n_rows += 1;
-                }
-            }
-            let at = oy * self.width + first;
-            for c in 0..width {
-                let mut acc = [0.0f32; 3];
-                for &(ra, rb, wya, wyb) in &rows[..n_rows] {
-                    for &(xa, xb, wxa, wxb) in &cols[c * n..c * n + col_taps[c]] {
-                        let quad = [ra + xa * BPP, ra + xb * BPP, rb + xa * BPP, rb + xb * BPP];
-                        let w = [wya * wxa, wya * wxb, wyb * wxa, wyb * wxb];
-                        for (&q, w) in quad.iter().zip(w) {
-                            let p = &frame.pixels[q..q + BPP];
-                            for (a, &ch) in acc.iter_mut().zip(&channels) {
-                                *a += w * f32::from(p[ch]);
-                            }
-                        }
-                    }
-                }
-                for (k, a) in acc.iter().enumerate() {
-                    out[k * plane + at + c] = *a;
                 }
             }
         }

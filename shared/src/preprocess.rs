@@ -554,9 +554,7 @@ impl Grid<'_> {
     /// same arithmetic, so the same value), else `None`.
     #[inline]
     fn sample(&self, x: f32, y: f32) -> Option<f32> {
-        let (u, v) = (x - 0.5, y - 0.5);
-        let (x0, y0) = (floor(u), floor(v));
-        let (wx, wy) = (u - x0 as f32, v - y0 as f32);
+        let (x0, y0, wx, wy) = tap_point(x, y);
         let r = &self.region;
         let (gx, gy) = (x0 - r.x0 as i64, y0 - r.y0 as i64);
         if gx < 0 || gy < 0 || gx + 1 >= r.width as i64 || gy + 1 >= r.height as i64 {
@@ -567,8 +565,7 @@ impl Grid<'_> {
         // In bounds: gx + 1 < width and gy + 1 < height, and `values` holds
         // width × height values.
         let v = self.values;
-        let pair = |i: usize| v[i] * (1.0 - wx) + v[i + 1] * wx;
-        Some((pair(row) * (1.0 - wy) + pair(next) * wy) * (1.0 / 255.0))
+        Some(bilerp([v[row], v[row + 1]], [v[next], v[next + 1]], wx, wy))
     }
 }
 
@@ -628,20 +625,15 @@ fn luma(r: u8, g: u8, b: u8) -> f32 {
 /// at half-integers); taps outside the frame read 0 (black).
 #[inline]
 fn sample(src: &Source<'_, '_>, x: f32, y: f32) -> f32 {
-    let (u, v) = (x - 0.5, y - 0.5);
-    let (x0, y0) = (floor(u), floor(v));
-    let (wx, wy) = (u - x0 as f32, v - y0 as f32);
+    let (x0, y0, wx, wy) = tap_point(x, y);
     let (w, h) = (src.frame.width as i64, src.frame.height as i64);
     if x0 >= 0 && y0 >= 0 && x0 + 1 < w && y0 + 1 < h {
         // All four taps inside: two rows of two pixels, no per-tap checks.
         let bpp = src.frame.format.bytes_per_pixel();
         let row = bpp * (y0 as usize * src.frame.width + x0 as usize);
         let next = row + bpp * src.frame.width;
-        let pair = |i: usize| {
-            let [a, b] = src.pair(&src.frame.pixels[i..i + 2 * bpp]);
-            a * (1.0 - wx) + b * wx
-        };
-        return (pair(row) * (1.0 - wy) + pair(next) * wy) * (1.0 / 255.0);
+        let pair = |i: usize| src.pair(&src.frame.pixels[i..i + 2 * bpp]);
+        return bilerp(pair(row), pair(next), wx, wy);
     }
     let at = |x: i64, y: i64| {
         if (0..w).contains(&x) && (0..h).contains(&y) {
@@ -653,6 +645,24 @@ fn sample(src: &Source<'_, '_>, x: f32, y: f32) -> f32 {
     let top = at(x0, y0) * (1.0 - wx) + at(x0 + 1, y0) * wx;
     let bottom = at(x0, y0 + 1) * (1.0 - wx) + at(x0 + 1, y0 + 1) * wx;
     top * (1.0 - wy) + bottom * wy
+}
+
+/// The top-left tap `(x0, y0)` of a bilinear sample at the continuous point
+/// `(x, y)` (pixel centres at half-integers) and the weights `(wx, wy)` of
+/// the taps to its right and below.
+#[inline]
+fn tap_point(x: f32, y: f32) -> (i64, i64, f32, f32) {
+    let (u, v) = (x - 0.5, y - 0.5);
+    let (x0, y0) = (floor(u), floor(v));
+    (x0, y0, u - x0 as f32, v - y0 as f32)
+}
+
+/// Bilinear interpolation of two rows of two tap values (0-255), scaled to
+/// `[0, 1]`: the one formula of the warp's samples inside the frame.
+#[inline]
+fn bilerp(top: [f32; 2], bottom: [f32; 2], wx: f32, wy: f32) -> f32 {
+    let pair = |[a, b]: [f32; 2]| a * (1.0 - wx) + b * wx;
+    (pair(top) * (1.0 - wy) + pair(bottom) * wy) * (1.0 / 255.0)
 }
 
 /// `⌊v⌋`, saturating far outside the `i64` range (where any tap is outside
