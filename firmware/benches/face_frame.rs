@@ -19,13 +19,16 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use fewshot_firmware::camera::OwnedFrame;
 use fewshot_firmware::core::{Distance, Letterbox, PixelFormat};
 use fewshot_firmware::detect::{FaceDetector, InputSizes, DEFAULT_DETECTOR, REFINE_WINDOW};
-use fewshot_firmware::door::{Config, CAPACITY};
+use fewshot_firmware::door::{Config, DEFAULT_CAPACITY};
 use fewshot_firmware::encoder::OnnxEncoder;
 use fewshot_firmware::face::{DoorEncoder, FacePipeline};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 use common::data_dir;
+
+/// People enrolled in the measured door (the figures of the README were taken at 64).
+const PEOPLE: usize = 64;
 
 fn aligned_model() -> PathBuf {
     std::env::var_os("FACE_BENCH_MODEL")
@@ -155,8 +158,8 @@ fn face_frame(c: &mut Criterion) {
         b.iter(|| encoder.embed(black_box(&input)).unwrap())
     });
     let query = encoder.embed(&input).unwrap();
-    let mut gallery = fewshot_firmware::door::DoorGallery::<1024>::new();
-    for i in 0..CAPACITY {
+    let mut gallery = fewshot_firmware::door::DoorGallery::<1024>::with_capacity(DEFAULT_CAPACITY);
+    for i in 0..PEOPLE {
         let mut e = query.clone();
         e[i] += 1.0;
         gallery.enroll("x", &e).unwrap();

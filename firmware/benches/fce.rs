@@ -13,12 +13,15 @@ use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fewshot_firmware::camera::load_image;
-use fewshot_firmware::door::{Config, DoorGallery, CAPACITY};
+use fewshot_firmware::door::{Config, DoorGallery, DEFAULT_CAPACITY};
 use fewshot_firmware::encoder::OnnxEncoder;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 use common::{data_dir, model_path};
+
+/// People enrolled in the measured door (the figures of the README were taken at 64).
+const PEOPLE: usize = 64;
 
 fn images(dir: PathBuf) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -30,14 +33,14 @@ fn images(dir: PathBuf) -> Vec<PathBuf> {
 }
 
 /// 64 characters of images_background_small2, one image each.
-fn gallery(encoder: &OnnxEncoder) -> Box<DoorGallery<64>> {
-    let mut gallery = Box::new(DoorGallery::<64>::new());
+fn gallery(encoder: &OnnxEncoder) -> DoorGallery<64> {
+    let mut gallery = DoorGallery::<64>::with_capacity(DEFAULT_CAPACITY);
     'fill: for alphabet in images(data_dir().join("omniglot/images_background_small2")) {
         for character in images(alphabet) {
             let f = load_image(&images(character)[0]).unwrap();
             let e = encoder.embed_frame(&f.as_frame().unwrap()).unwrap();
             gallery.enroll("x", &e).unwrap();
-            if gallery.len() == CAPACITY {
+            if gallery.len() == PEOPLE {
                 break 'fill;
             }
         }

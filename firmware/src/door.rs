@@ -28,6 +28,19 @@
 //! `d(x_1, x_2) <= threshold`. Otherwise nothing is enrolled
 //! ([`Event::EnrollRefused`]). With K = 1 there is nothing to compare.
 //!
+//! **Names.** An installer's [`Admin`] command names the next enrollment
+//! (`person-<id>` without one); a name someone already has adds the
+//! enrollment's frames to that person (their prototype becomes the running
+//! mean of all their frames) when the new frames' mean lies within the
+//! enrollment spread limit of their prototype ([`Event::AddRefused`]
+//! otherwise). A name is used by the next enrollment only, whatever its
+//! outcome.
+//!
+//! **Rate.** A face shown over and over is refused at most `max_rejections`
+//! times in a row before `cooldown_ms` of ignored frames: at most
+//! `max_rejections` decisions per cool-down. The cool-down is reported once
+//! ([`Event::CoolDown`]), and ignored frames at most every `ignored_every_ms`.
+//!
 //! Every change to the gallery is stored before it counts: when the save
 //! fails the gallery in memory goes back to what is stored and an
 //! [`Event::Error`] says so.
@@ -36,7 +49,9 @@ use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::{InputPin, OutputPin};
 use fewshot_core::prototype::mean_into;
 use fewshot_core::store;
-use fewshot_core::{Distance, Frame, Gallery, GalleryThresholds, OpenSet};
+use fewshot_core::{Distance, Frame, GalleryThresholds, HeapGallery, Name, OpenSet, StoreError};
+
+use crate::admin::Admin;
 
 use crate::button::{ButtonEvent, Debouncer, PressKind, PressTimes};
 use crate::camera::{Camera, OwnedFrame};
@@ -46,15 +61,21 @@ use crate::events::{Event, EventSink};
 use crate::face::{DoorEncoder, FacePipeline, Sight};
 use crate::storage::Storage;
 
-/// Most identities a door holds.
-pub const CAPACITY: usize = 64;
+/// Most identities a door holds unless configured otherwise
+/// ([`Config::capacity`]).
+pub const DEFAULT_CAPACITY: usize = 1000;
+
+/// The largest capacity a door can be configured with (the stored form
+/// counts identities in 16 bits).
+pub const MAX_CAPACITY: usize = u16::MAX as usize;
 
 /// Embedding sizes a door can be built for (the gallery's size is fixed at
 /// compile time; the model's metadata picks one of these at run time).
 pub const SUPPORTED_DIMS: [usize; 9] = [8, 16, 32, 64, 128, 192, 256, 512, 1024];
 
-/// The door's gallery for `DIM`-dimensional embeddings.
-pub type DoorGallery<const DIM: usize> = Gallery<CAPACITY, DIM>;
+/// The door's gallery for `DIM`-dimensional embeddings: on the heap, its
+/// capacity chosen at start ([`Config::capacity`]).
+pub type DoorGallery<const DIM: usize> = HeapGallery<DIM>;
 
 /// Turns a camera frame into an embedding.
 pub trait Encoder {
@@ -167,12 +188,17 @@ pub struct Config {
     pub frame_size: Option<(usize, usize)>,
     /// Frames without a face are reported at most once in this long.
     pub no_face_every_ms: u64,
+    /// Frames ignored during a cool-down are reported at most once in this long.
+    pub ignored_every_ms: u64,
+    /// The most people the door holds (1 to [`MAX_CAPACITY`]).
+    pub capacity: usize,
 }
 
 impl Config {
     /// Defaults around a model's distance and threshold: relay 3 s, K = 2,
     /// enrollment within 10 s, debounce 30 ms, long press 1.5 s, erase 5 s,
-    /// cool-down of 30 s after 5 refusals in a row, "no face" at most every 5 s.
+    /// cool-down of 30 s after 5 refusals in a row, "no face" and "ignored" at
+    /// most every 5 s, [`DEFAULT_CAPACITY`] people.
     pub fn new(distance: Distance, threshold: f32) -> Self {
         Config {
             distance,
@@ -193,6 +219,8 @@ impl Config {
             cooldown_ms: 30_000,
             frame_size: None,
             no_face_every_ms: 5_000,
+            ignored_every_ms: 5_000,
+            capacity: DEFAULT_CAPACITY,
         }
     }
 
@@ -214,6 +242,12 @@ impl Config {
         }
         if self.max_rejections == 0 {
             return bad("max rejections must be at least 1");
+        }
+        if !(1..=MAX_CAPACITY).contains(&self.capacity) {
+            return Err(DoorError::Config(format!(
+                "capacity must be 1 to {MAX_CAPACITY} people, got {}",
+                self.capacity
+            )));
         }
         Ok(())
     }
@@ -274,7 +308,7 @@ pub struct Door<const DIM: usize, E, B, R, L, D, C, Cam, S, K> {
     storage: S,
     sink: K,
     config: Config,
-    gallery: Box<DoorGallery<DIM>>,
+    gallery: DoorGallery<DIM>,
     generation: u32,
     button: Debouncer,
     erase_armed: bool,
@@ -282,6 +316,9 @@ pub struct Door<const DIM: usize, E, B, R, L, D, C, Cam, S, K> {
     rejections: u32,
     cooldown_until: Option<u64>,
     last_no_face_ms: Option<u64>,
+    last_ignored_ms: Option<u64>,
+    /// The name the next enrollment gets.
+    next_name: Option<Name>,
     /// With FCE: the gallery's context embeddings, in gallery order.
     context: Option<Vec<f32>>,
 }
@@ -319,16 +356,24 @@ where
         }
         io.relay.set_low().map_err(pin_err("relay"))?;
         io.led.set_low().map_err(pin_err("led"))?;
-        let mut gallery = Box::new(DoorGallery::<DIM>::new());
+        let mut gallery = DoorGallery::<DIM>::with_capacity(config.capacity);
         let mut generation = 0;
         let loaded = storage
             .load()
             .map_err(|e| DoorError::Storage(e.to_string()))?;
         if let Some(bytes) = loaded {
-            match store::decode::<CAPACITY, DIM>(&bytes) {
+            match store::decode_into(&bytes, gallery.clone()) {
                 Ok(stored) => {
-                    *gallery = stored.gallery;
+                    gallery = stored.gallery;
                     generation = stored.generation;
+                }
+                // Intact, but more people than this door is set up for:
+                // the installer's choice to make, not corruption.
+                Err(StoreError::TooMany { count, capacity }) => {
+                    return Err(DoorError::Config(format!(
+                        "the stored gallery holds {count} people, more than the door's \
+                         capacity of {capacity}: start it with a larger capacity"
+                    )));
                 }
                 Err(e) => {
                     let kept_at = storage
@@ -371,6 +416,8 @@ where
             rejections: 0,
             cooldown_until: None,
             last_no_face_ms: None,
+            last_ignored_ms: None,
+            next_name: None,
             context: None,
         };
         door.refresh_context();
@@ -397,6 +444,7 @@ where
         if let Mode::Enrolling { since_ms, .. } = self.mode {
             if now.saturating_sub(since_ms) > self.config.enroll_timeout_ms {
                 self.mode = Mode::Watching;
+                self.next_name = None;
                 self.io.led.set_low().map_err(pin_err("led"))?;
                 self.emit(Event::EnrollTimedOut);
             }
@@ -425,6 +473,43 @@ where
     /// the simulator, say) through the door's sink.
     pub fn report(&mut self, event: Event) {
         self.emit(event);
+    }
+
+    /// Carries out an installer's command (see [`crate::admin`]); what
+    /// happened is reported as events.
+    pub fn admin(&mut self, command: Admin) {
+        match command {
+            Admin::Name(name) => {
+                let adds_to = self.gallery.find_name(&name).map(|i| i.id);
+                self.emit(Event::NameSet {
+                    name: name.to_string(),
+                    adds_to,
+                });
+                self.next_name = Some(name);
+            }
+            Admin::List => {
+                let people = self
+                    .gallery
+                    .iter()
+                    .map(|i| (i.id, i.name.to_string(), i.shots))
+                    .collect();
+                let capacity = self.gallery.capacity();
+                self.emit(Event::Roster { people, capacity });
+            }
+            Admin::Delete(name) => match self.gallery.find_name(&name).map(|i| i.id) {
+                None => self.emit(Event::NotEnrolled {
+                    name: name.to_string(),
+                }),
+                Some(id) => {
+                    if self.change(|g| drop(g.remove(id))) {
+                        self.emit(Event::Deleted {
+                            id,
+                            name: name.to_string(),
+                        });
+                    }
+                }
+            },
+        }
     }
 
     /// Whether the door is waiting for enrollment frames.
@@ -502,7 +587,7 @@ where
 
     /// Makes `next` the gallery once it is stored; on failure keeps the
     /// gallery as it was, reports the error and returns false.
-    fn commit(&mut self, next: Box<DoorGallery<DIM>>) -> bool {
+    fn commit(&mut self, next: DoorGallery<DIM>) -> bool {
         let before = std::mem::replace(&mut self.gallery, next);
         match self.persist() {
             Ok(()) => {
@@ -644,12 +729,19 @@ where
         if !self.is_enrolling() {
             if let Some(until) = self.cooldown_until {
                 if now < until {
-                    self.emit(Event::Ignored {
-                        remaining_ms: until - now,
-                    });
+                    let due = self
+                        .last_ignored_ms
+                        .is_none_or(|t| now.saturating_sub(t) >= self.config.ignored_every_ms);
+                    if due {
+                        self.last_ignored_ms = Some(now);
+                        self.emit(Event::Ignored {
+                            remaining_ms: until - now,
+                        });
+                    }
                     return Ok(());
                 }
                 self.cooldown_until = None;
+                self.last_ignored_ms = None;
             }
         }
         let Some((embedding, bbox)) = self.embed(frame) else {
@@ -724,6 +816,7 @@ where
     }
 
     fn finish_enrollment(&mut self, shots: &[Vec<f32>]) {
+        let name = self.next_name.take();
         let spread = self.spread(shots);
         let limit = self.config.enroll_spread.unwrap_or(self.config.threshold);
         // `spread` is never NaN (see `spread`).
@@ -731,7 +824,15 @@ where
             self.emit(Event::EnrollRefused { spread, limit });
             return;
         }
-        let name = format!("person-{}", self.gallery.next_id());
+        if let Some(person) = name.as_ref().and_then(|n| self.gallery.find_name(n)) {
+            let (id, prototype) = (person.id, person.prototype);
+            self.add_shots(id, &prototype, shots, limit);
+            return;
+        }
+        let name = match name {
+            Some(name) => name.to_string(),
+            None => format!("person-{}", self.gallery.next_id()),
+        };
         let mut next = self.gallery.clone();
         let enrolled = next.enroll(&name, &shots[0]).and_then(|id| {
             shots[1..]
@@ -749,6 +850,48 @@ where
                         id,
                         name,
                         shots: shots.len(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Adds agreeing `shots` to the enrolled person `id` whose prototype is
+    /// `prototype`, when their mean lies within `limit` of it.
+    fn add_shots(&mut self, id: u32, prototype: &[f32; DIM], shots: &[Vec<f32>], limit: f32) {
+        let name = self
+            .gallery
+            .get(id)
+            .map(|i| i.name.to_string())
+            .unwrap_or_default();
+        let mut mean = [0.0f32; DIM];
+        let distance = match mean_into(shots.iter().map(|s| &s[..]), &mut mean) {
+            Ok(_) => self.config.distance.between(&mean, prototype),
+            Err(_) => f32::INFINITY,
+        };
+        if distance.is_nan() || distance > limit {
+            self.emit(Event::AddRefused {
+                id,
+                name,
+                distance,
+                limit,
+            });
+            return;
+        }
+        let mut next = self.gallery.clone();
+        let added = shots.iter().try_for_each(|s| next.add_shot(id, s));
+        let total = next.get(id).map_or(0, |i| i.shots);
+        match added {
+            Err(e) => self.emit(Event::Error {
+                message: format!("adding frames to {name}: {e}"),
+            }),
+            Ok(()) => {
+                if self.commit(next) {
+                    self.emit(Event::ShotsAdded {
+                        id,
+                        name,
+                        shots: shots.len(),
+                        total,
                     });
                 }
             }

@@ -112,6 +112,50 @@ pub enum Event {
         /// Milliseconds of cool-down left.
         remaining_ms: u64,
     },
+    /// The next enrollment will get this name (`adds_to`: someone already
+    /// has it, and the frames will be added to that person).
+    NameSet {
+        /// The name.
+        name: String,
+        /// The id of the person who already has it.
+        adds_to: Option<u32>,
+    },
+    /// Frames were added to someone already enrolled (their prototype is the
+    /// running mean of all their frames) and the gallery stored.
+    ShotsAdded {
+        /// Their id.
+        id: u32,
+        /// Their name.
+        name: String,
+        /// Frames added now.
+        shots: usize,
+        /// Frames their prototype now averages.
+        total: u32,
+    },
+    /// Frames meant for someone already enrolled do not look like them;
+    /// nothing stored.
+    AddRefused {
+        /// Their id.
+        id: u32,
+        /// Their name.
+        name: String,
+        /// Distance of the new frames' mean to their prototype.
+        distance: f32,
+        /// The largest allowed.
+        limit: f32,
+    },
+    /// Everyone enrolled, oldest first (the answer to `list`).
+    Roster {
+        /// Id, name and frames averaged, per person.
+        people: Vec<(u32, String, u32)>,
+        /// The most people the door holds.
+        capacity: usize,
+    },
+    /// An admin command named someone who is not enrolled.
+    NotEnrolled {
+        /// The name given.
+        name: String,
+    },
     /// Something went wrong; the door carries on, shut.
     Error {
         /// What went wrong.
@@ -139,6 +183,11 @@ impl Event {
             Event::Ignored { .. } => "ignored",
             Event::NoFace => "no_face",
             Event::FaceTooSmall { .. } => "face_too_small",
+            Event::NameSet { .. } => "name_set",
+            Event::ShotsAdded { .. } => "shots_added",
+            Event::AddRefused { .. } => "add_refused",
+            Event::Roster { .. } => "roster",
+            Event::NotEnrolled { .. } => "not_enrolled",
             Event::Error { .. } => "error",
         }
     }
@@ -184,6 +233,27 @@ impl Event {
                 json!({"rejections": rejections, "for_ms": for_ms})
             }
             Event::Ignored { remaining_ms } => json!({ "remaining_ms": remaining_ms }),
+            Event::NameSet { name, adds_to } => json!({"name": name, "adds_to": adds_to}),
+            Event::ShotsAdded {
+                id,
+                name,
+                shots,
+                total,
+            } => json!({"id": id, "name": name, "shots": shots, "total": total}),
+            Event::AddRefused {
+                id,
+                name,
+                distance,
+                limit,
+            } => json!({"id": id, "name": name, "distance": distance, "limit": limit}),
+            Event::Roster { people, capacity } => {
+                let people: Vec<Value> = people
+                    .iter()
+                    .map(|(id, name, shots)| json!({"id": id, "name": name, "shots": shots}))
+                    .collect();
+                json!({"people": people, "capacity": capacity})
+            }
+            Event::NotEnrolled { name } => json!({ "name": name }),
             Event::Error { message } => json!({ "message": message }),
             Event::EnrollTimedOut | Event::NothingToDelete | Event::EraseArmed | Event::NoFace => {
                 json!({})
@@ -270,6 +340,45 @@ impl Event {
             Event::Ignored { remaining_ms } => {
                 format!("frame ignored: cool-down, {remaining_ms} ms left")
             }
+            Event::NameSet {
+                name,
+                adds_to: None,
+            } => format!("the next enrollment will be named {name}"),
+            Event::NameSet {
+                name,
+                adds_to: Some(id),
+            } => format!("the next enrollment adds frames to {name} (id {id})"),
+            Event::ShotsAdded {
+                id,
+                name,
+                shots,
+                total,
+            } => format!("added {shots} frames to {name} (id {id}), {total} in all"),
+            Event::AddRefused {
+                id,
+                name,
+                distance,
+                limit,
+            } => format!(
+                "frames not added to {name} (id {id}): they are {distance:.4} from their \
+                 prototype (> {limit:.4}); nothing stored"
+            ),
+            Event::Roster { people, capacity } => {
+                let list: Vec<String> = people
+                    .iter()
+                    .map(|(id, name, shots)| format!("{name} (id {id}, {shots} frames)"))
+                    .collect();
+                format!(
+                    "{} of {capacity} enrolled: {}",
+                    people.len(),
+                    if list.is_empty() {
+                        "nobody".into()
+                    } else {
+                        list.join(", ")
+                    }
+                )
+            }
+            Event::NotEnrolled { name } => format!("nobody named {name} is enrolled"),
             Event::Error { message } => format!("error: {message}"),
         }
     }

@@ -8,6 +8,7 @@
 //! Linux board's GPIO character device.
 #![warn(missing_docs)]
 
+pub mod admin;
 #[cfg(feature = "linux")]
 pub mod board;
 pub mod button;
@@ -21,6 +22,7 @@ pub mod face;
 pub mod matching;
 pub mod pins;
 pub mod sim;
+pub mod soak;
 pub mod storage;
 
 pub use fewshot_core as core;

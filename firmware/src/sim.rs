@@ -8,6 +8,7 @@
 //! | `frame <image path>` | the camera delivers that image, and the door takes it in one poll |
 //! | `press <ms>` | the button is held `ms` milliseconds, then released (and the door polled past the debounce time) |
 //! | `wait <ms>` | time passes, the door polling every `poll_ms` |
+//! | `name <text>`, `list`, `delete <text>` | an installer's command ([`crate::admin`]) |
 //! | `# ...`, blank | nothing |
 //!
 //! Image paths are used as given when they exist, else looked up under the
@@ -17,6 +18,7 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
+use crate::admin::{parse_admin, Admin};
 use crate::camera::{load_image, QueueCamera};
 use crate::clock::{Clock, SimClock};
 use crate::door::{Door, DoorError, Encoder};
@@ -33,6 +35,8 @@ pub enum Command {
     Press(u64),
     /// This many milliseconds pass.
     Wait(u64),
+    /// An installer's command.
+    Admin(Admin),
 }
 
 /// Parses one script line; `Ok(None)` for blank lines and comments.
@@ -49,13 +53,16 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, String> {
         rest.parse::<u64>()
             .map_err(|_| format!("`{what}` takes a whole number of milliseconds, got `{rest}`"))
     };
+    if let Some(admin) = parse_admin(word, rest) {
+        return admin.map(|a| Some(Command::Admin(a)));
+    }
     match word {
         "frame" if !rest.is_empty() => Ok(Some(Command::Frame(PathBuf::from(rest)))),
         "frame" => Err("`frame` takes an image path".into()),
         "press" => Ok(Some(Command::Press(ms("press")?))),
         "wait" => Ok(Some(Command::Wait(ms("wait")?))),
         other => Err(format!(
-            "unknown command `{other}` (expected frame, press or wait)"
+            "unknown command `{other}` (expected frame, press, wait, name, list or delete)"
         )),
     }
 }
@@ -212,6 +219,10 @@ where
                 self.run_for(settle)
             }
             Command::Wait(ms) => self.run_for(*ms),
+            Command::Admin(admin) => {
+                self.door.admin(admin.clone());
+                Ok(())
+            }
         }
     }
 
@@ -254,6 +265,14 @@ mod tests {
         );
         assert_eq!(parse_line("press 300"), Ok(Some(Command::Press(300))));
         assert_eq!(parse_line("wait\t2000"), Ok(Some(Command::Wait(2000))));
+        assert_eq!(
+            parse_line("name  Ada L # the new one"),
+            Ok(Some(Command::Admin(Admin::Name(
+                "Ada L".try_into().unwrap()
+            ))))
+        );
+        assert_eq!(parse_line("list"), Ok(Some(Command::Admin(Admin::List))));
+        assert!(parse_line("delete").is_err());
         assert!(parse_line("press").unwrap_err().contains("milliseconds"));
         assert!(parse_line("wait -1").is_err());
         assert!(parse_line("frame").is_err());

@@ -385,8 +385,10 @@ fn a_corrupt_gallery_is_set_aside_and_the_door_starts_empty_and_locked() {
 #[test]
 fn a_full_gallery_refuses_one_more_and_keeps_the_others() {
     let storage = MemStorage::new();
-    let mut rig = Rig::boot(storage.clone(), config());
-    for i in 0..fewshot_firmware::door::CAPACITY as u8 {
+    let mut c = config();
+    c.capacity = 40;
+    let mut rig = Rig::boot(storage.clone(), c);
+    for i in 0..40 {
         let v = [i * 3, 0, 0, 0];
         assert!(matches!(&rig.enroll(v, v)[..], [Event::Enrolled { .. }]));
     }
@@ -395,7 +397,7 @@ fn a_full_gallery_refuses_one_more_and_keeps_the_others() {
         [Event::Error { message }] => assert!(message.contains("full"), "{message}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(rig.door.gallery().len(), fewshot_firmware::door::CAPACITY);
+    assert_eq!(rig.door.gallery().len(), 40);
     assert_eq!(storage.saves(), saves, "nothing stored");
 }
 
@@ -431,4 +433,169 @@ fn the_threshold_follows_the_gallery_size_when_the_model_carries_them() {
         &rig.enroll([50, 50, 50, 50], [53, 50, 50, 50])[..],
         [Event::Enrolled { .. }]
     ));
+}
+
+#[test]
+fn a_stranger_held_up_for_ten_minutes_gets_five_tries_per_cool_down() {
+    let mut rig = Rig::boot(MemStorage::new(), config());
+    rig.enroll([10, 10, 10, 10], [10, 10, 10, 10]);
+    // A stranger's photo every 100 ms for 10 simulated minutes.
+    let mut refused_at = Vec::new();
+    let (mut cool_downs, mut ignored) = (0, 0);
+    for _ in 0..6000 {
+        rig.hw.camera.push(face([40, 10, 10, 10]));
+        rig.run_ms(100);
+        let now = fewshot_firmware::clock::Clock::now_ms(&rig.hw.clock);
+        for event in rig.events.take() {
+            match event {
+                Event::Refused { .. } => refused_at.push(now),
+                Event::CoolDown {
+                    rejections: 5,
+                    for_ms: 30_000,
+                } => cool_downs += 1,
+                Event::Ignored { .. } => ignored += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    // Any 30 s holds at most 5 decisions; each cool-down ends after 30 s
+    // and its five tries take 0.5 s: 600 / 30.5 cycles.
+    for (i, &t) in refused_at.iter().enumerate() {
+        let in_window = refused_at[i..]
+            .iter()
+            .take_while(|&&u| u < t + 30_000)
+            .count();
+        assert!(
+            in_window <= 5,
+            "{in_window} decisions within 30 s of {t} ms"
+        );
+    }
+    assert_eq!(refused_at.len(), 5 * 20, "{refused_at:?}");
+    assert_eq!(cool_downs, 20);
+    // Ignored frames are reported at most every 5 s: 6 in each 30 s
+    // cool-down (5 in the last, cut short by the end of the 10 minutes).
+    assert_eq!(ignored, 6 * 19 + 5);
+    assert_eq!(rig.hw.relay.rises(), 0);
+    // After a cool-down the count starts from zero: four more refusals do
+    // not start another, and the enrolled face opens.
+    rig.run_ms(30_000);
+    for _ in 0..4 {
+        assert!(matches!(
+            &rig.show(face([40, 10, 10, 10]))[..],
+            [Event::Refused { .. }]
+        ));
+    }
+    assert!(matches!(
+        &rig.show(face([10, 10, 10, 10]))[..],
+        [Event::Opened { .. }]
+    ));
+}
+
+fn name(text: &str) -> fewshot_firmware::admin::Admin {
+    fewshot_firmware::admin::Admin::Name(text.try_into().unwrap())
+}
+
+#[test]
+fn names_add_frames_to_the_same_person_and_delete_them() {
+    use fewshot_firmware::admin::Admin;
+    let storage = MemStorage::new();
+    let mut rig = Rig::boot(storage.clone(), config());
+    rig.door.admin(name("Ada"));
+    assert_eq!(
+        rig.events.take(),
+        vec![Event::NameSet {
+            name: "Ada".into(),
+            adds_to: None
+        }]
+    );
+    assert_eq!(
+        rig.enroll([10, 10, 10, 10], [12, 10, 10, 10]),
+        vec![Event::Enrolled {
+            id: 0,
+            name: "Ada".into(),
+            shots: 2
+        }]
+    );
+    // The name was for that enrollment only.
+    assert!(matches!(
+        &rig.enroll([50, 10, 10, 10], [50, 10, 10, 10])[..],
+        [Event::Enrolled { id: 1, name, .. }] if name == "person-1"
+    ));
+    // Two more frames of Ada: her prototype is the mean of all four.
+    rig.door.admin(name("Ada"));
+    assert_eq!(
+        rig.events.take(),
+        vec![Event::NameSet {
+            name: "Ada".into(),
+            adds_to: Some(0)
+        }]
+    );
+    assert_eq!(
+        rig.enroll([13, 10, 10, 10], [13, 10, 10, 10]),
+        vec![Event::ShotsAdded {
+            id: 0,
+            name: "Ada".into(),
+            shots: 2,
+            total: 4
+        }]
+    );
+    let ada = rig.door.gallery().get(0).unwrap();
+    assert_eq!((ada.shots, ada.prototype), (4, [12.0, 10.0, 10.0, 10.0]));
+    let stored = store::decode::<64, 4>(&storage.bytes().unwrap()).unwrap();
+    assert_eq!(stored.gallery.get(0).unwrap().shots, 4, "stored");
+    // Frames that do not look like Ada (mean 40, her prototype 12: 28² > 10)
+    // are not added, though they agree with each other.
+    rig.door.admin(name("Ada"));
+    rig.events.take();
+    assert_eq!(
+        rig.enroll([40, 10, 10, 10], [40, 10, 10, 10]),
+        vec![Event::AddRefused {
+            id: 0,
+            name: "Ada".into(),
+            distance: 784.0,
+            limit: 10.0
+        }]
+    );
+    assert_eq!(rig.door.gallery().get(0).unwrap().shots, 4);
+    // A name set before an enrollment that times out is dropped.
+    rig.door.admin(name("Bo"));
+    rig.events.take();
+    assert_eq!(rig.press(100), vec![Event::EnrollStarted { frames: 2 }]);
+    rig.run_ms(10_100);
+    assert_eq!(rig.events.take(), vec![Event::EnrollTimedOut]);
+    assert!(matches!(
+        &rig.enroll([90, 10, 10, 10], [90, 10, 10, 10])[..],
+        [Event::Enrolled { id: 2, name, .. }] if name == "person-2"
+    ));
+    // The roster, then deletions by name.
+    rig.door.admin(Admin::List);
+    assert_eq!(
+        rig.events.take(),
+        vec![Event::Roster {
+            people: vec![
+                (0, "Ada".into(), 4),
+                (1, "person-1".into(), 2),
+                (2, "person-2".into(), 2)
+            ],
+            capacity: fewshot_firmware::door::DEFAULT_CAPACITY
+        }]
+    );
+    rig.door.admin(Admin::Delete("Ada".try_into().unwrap()));
+    assert_eq!(
+        rig.events.take(),
+        vec![Event::Deleted {
+            id: 0,
+            name: "Ada".into()
+        }]
+    );
+    rig.door.admin(Admin::Delete("Ada".try_into().unwrap()));
+    assert_eq!(
+        rig.events.take(),
+        vec![Event::NotEnrolled { name: "Ada".into() }]
+    );
+    let stored = store::decode::<64, 4>(&storage.bytes().unwrap()).unwrap();
+    assert_eq!(
+        stored.gallery.iter().map(|i| i.id).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
 }

@@ -318,3 +318,96 @@ fn a_corrupt_file_is_set_aside_under_a_fresh_name() {
         assert_eq!(store.load().unwrap(), None);
     }
 }
+
+/// A stand-in encoder for booting a door of 192-d embeddings (never asked
+/// to embed here).
+struct Dim192;
+
+impl fewshot_firmware::door::Encoder for Dim192 {
+    fn dim(&self) -> usize {
+        192
+    }
+    fn embed_frame(
+        &mut self,
+        _: &fewshot_firmware::core::Frame<'_>,
+    ) -> Result<Vec<f32>, fewshot_firmware::encoder::EncoderError> {
+        Ok(vec![0.0; 192])
+    }
+}
+
+#[test]
+fn a_door_of_a_thousand_people_keeps_them_through_a_cut_at_any_step() {
+    use fewshot_firmware::door::{Config, Door, DoorGallery, DEFAULT_CAPACITY};
+    use fewshot_firmware::events::Recorder;
+    use fewshot_firmware::sim::SimHardware;
+
+    let mut old = DoorGallery::<192>::with_capacity(DEFAULT_CAPACITY);
+    let embedding =
+        |i: usize| -> Vec<f32> { (0..192).map(|j| ((i * 7 + j) % 13) as f32 * 0.1).collect() };
+    for i in 0..1000 {
+        old.enroll(&format!("Person {i}"), &embedding(i)).unwrap();
+    }
+    // Old: people 0-999; new: one left (id 0), one joined (id 1000).
+    let mut new = old.clone();
+    new.remove(0).unwrap();
+    new.enroll("Person 1000", &embedding(1000)).unwrap();
+    assert_eq!((old.len(), new.len()), (1000, 1000));
+    let encode = |g: &DoorGallery<192>, generation| {
+        let mut out = vec![0; g.encoded_len()];
+        store::encode(g, generation, &mut out).unwrap();
+        out
+    };
+    let path = Path::new("/door/gallery.fsgl");
+    let mut before = SimFs::default();
+    FileStore::with_fs(&mut before, path)
+        .save(&encode(&old, 1))
+        .unwrap();
+    for cut_at in 1..=5 {
+        let mut fs = before.clone();
+        fs.steps = 0;
+        fs.cut_at = Some(cut_at);
+        let saved = FileStore::with_fs(&mut fs, path).save(&encode(&new, 2));
+        assert_eq!(saved.is_ok(), cut_at > 4, "cut at step {cut_at}");
+        for pessimistic in [true, false] {
+            // The door boots on what the disk kept, with the default capacity.
+            let hw = SimHardware::new();
+            let door: fewshot_firmware::sim::SimDoor<192, _, _, _> = Door::boot(
+                Dim192,
+                hw.io(),
+                hw.camera.clone(),
+                FileStore::with_fs(fs.reboot(pessimistic), path),
+                Recorder::new(),
+                Config::new(fewshot_firmware::core::Distance::L2, 1.0),
+            )
+            .unwrap();
+            let got = door.gallery();
+            assert!(
+                got == &old || got == &new,
+                "cut at step {cut_at} (pessimistic {pessimistic}): {} people, first id {:?}",
+                got.len(),
+                got.iter().next().map(|i| i.id)
+            );
+            if cut_at > 4 {
+                assert_eq!(got, &new, "an uncut save is durable");
+            }
+        }
+    }
+    // A door started with a smaller capacity refuses the intact gallery
+    // instead of setting it aside as corrupt.
+    let hw = SimHardware::new();
+    let mut config = Config::new(fewshot_firmware::core::Distance::L2, 1.0);
+    config.capacity = 999;
+    let refused = Door::<192, _, _, _, _, _, _, _, _, _>::boot(
+        Dim192,
+        hw.io(),
+        hw.camera.clone(),
+        FileStore::with_fs(before.reboot(true), path),
+        Recorder::new(),
+        config,
+    );
+    let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.contains("1000 people") && message.contains("999"),
+        "{message}"
+    );
+}

@@ -1,11 +1,14 @@
-//! Nearest prototype over 1 000 enrolled identities of 64 dimensions, f32 and int8.
+//! Nearest prototype over 1 000 enrolled identities of 64 dimensions, f32 and
+//! int8; and the door's matching step (`HeapGallery::identify`: nearest
+//! prototype and open-set decision) at 50, 272 and 1 000 people, for the
+//! Omniglot (64-d) and face (192-d) embeddings.
 //!
 //! Run: `cargo bench -p fewshot-core --bench nearest`
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use fewshot_core::quant::{nearest_q8, QuantizedEmbedding};
-use fewshot_core::{nearest, Distance};
+use fewshot_core::{nearest, Distance, HeapGallery, OpenSet};
 
 const IDENTITIES: usize = 1000;
 const DIM: usize = 64;
@@ -51,5 +54,25 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+fn identify<const DIM: usize>(c: &mut Criterion) {
+    let mut group = c.benchmark_group(format!("door_identify_{DIM}d"));
+    for people in [50, 272, 1000] {
+        let mut gallery = HeapGallery::<DIM>::with_capacity(1000);
+        for i in 0..people {
+            gallery
+                .enroll("someone", &values(i as u64 + 1, DIM))
+                .expect("room for everyone");
+        }
+        let query = values(999_999, DIM);
+        let rule = OpenSet::threshold(0.5);
+        for distance in [Distance::L2, Distance::Cosine] {
+            group.bench_function(format!("{people}_{}", distance.name()), |b| {
+                b.iter(|| gallery.identify(black_box(&query), distance, &rule))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, identify::<64>, identify::<192>);
 criterion_main!(benches);

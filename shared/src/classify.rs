@@ -28,6 +28,8 @@ pub fn nearest<'a, I>(
 where
     I: IntoIterator<Item = &'a [f32]>,
 {
+    // The query's squared norm, summed once for every prototype.
+    let qq = (distance == Distance::Cosine).then(|| crate::distance::sum_squares(query));
     nearest_by(prototypes.into_iter().map(|p| {
         if p.len() != query.len() {
             return Err(CoreError::DimMismatch {
@@ -35,7 +37,10 @@ where
                 found: p.len(),
             });
         }
-        Ok(distance.between(query, p))
+        Ok(match qq {
+            Some(qq) => crate::distance::cosine_with(query, qq, p),
+            None => distance.between(query, p),
+        })
     }))
 }
 

@@ -90,8 +90,35 @@ pub fn l2(a: &[f32], b: &[f32]) -> f32 {
 #[inline]
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "embedding lengths differ");
-    let ab = lanes(a, b, |x, y| x * y);
-    let aa = lanes(a, a, |x, _| x * x);
-    let bb = lanes(b, b, |x, _| x * x);
+    cosine_with(a, lanes(a, a, |x, _| x * x), b)
+}
+
+/// [`cosine`] given `aa = Σ a_i²` (summed as [`cosine`] does), so a query
+/// compared with many prototypes is summed once; `a·b` and `|b|²` are summed
+/// in one pass. The result is bit for bit [`cosine`]'s.
+#[inline]
+pub(crate) fn cosine_with(a: &[f32], aa: f32, b: &[f32]) -> f32 {
+    let mut ab_acc = [0.0f32; LANES];
+    let mut bb_acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            ab_acc[i] += x[i] * y[i];
+            bb_acc[i] += y[i] * y[i];
+        }
+    }
+    let mut ab: f32 = ab_acc.iter().sum();
+    let mut bb: f32 = bb_acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        ab += x * y;
+        bb += y * y;
+    }
     1.0 - ab / (libm::sqrtf(aa) * libm::sqrtf(bb)).max(COSINE_EPS)
+}
+
+/// `Σ a_i²`, summed as [`cosine`] sums it.
+#[inline]
+pub(crate) fn sum_squares(a: &[f32]) -> f32 {
+    lanes(a, a, |x, _| x * x)
 }

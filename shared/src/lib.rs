@@ -10,6 +10,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
 pub mod align;
 pub mod classify;
 pub mod detect;
@@ -22,6 +25,7 @@ pub mod openset;
 pub mod preprocess;
 pub mod prototype;
 pub mod quant;
+pub mod slots;
 pub mod store;
 
 pub use align::{FaceTemplate, Landmarks, Similarity};
@@ -30,6 +34,8 @@ pub use detect::{DetectConfig, Face, Letterbox};
 pub use distance::Distance;
 pub use error::{CoreError, DetectError, GalleryError, PreprocessError, StoreError};
 pub use finetune::CosineClassifier;
-pub use gallery::{Gallery, Identity, Match, Name, NAME_CAP};
+#[cfg(feature = "alloc")]
+pub use gallery::HeapGallery;
+pub use gallery::{Gallery, GalleryIn, Identity, Match, Name, NAME_CAP};
 pub use openset::{Decision, GalleryThresholds, GalleryThresholdsError, OpenSet};
 pub use preprocess::{Crop, Frame, PixelFormat, Recipe, Resize};

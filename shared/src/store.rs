@@ -22,7 +22,8 @@
 //! save after a power cut.
 
 use crate::error::StoreError;
-use crate::gallery::{Gallery, Identity, Name, NAME_CAP};
+use crate::gallery::{Gallery, GalleryIn, Identity, Name, NAME_CAP};
+use crate::slots::Slots;
 
 /// First four bytes of a stored gallery.
 pub const MAGIC: [u8; 4] = *b"FSGL";
@@ -44,15 +45,25 @@ pub const fn encoded_len(count: usize, dim: usize) -> usize {
 }
 
 /// A decoded gallery and the generation it was saved with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stored<const CAP: usize, const DIM: usize> {
+#[derive(Debug, Clone)]
+pub struct StoredIn<S, const DIM: usize> {
     /// The gallery.
-    pub gallery: Gallery<CAP, DIM>,
+    pub gallery: GalleryIn<S, DIM>,
     /// The writer's save counter.
     pub generation: u32,
 }
 
-impl<const CAP: usize, const DIM: usize> Gallery<CAP, DIM> {
+impl<S: Slots<Identity<DIM>>, const DIM: usize> PartialEq for StoredIn<S, DIM> {
+    fn eq(&self, other: &Self) -> bool {
+        self.gallery == other.gallery && self.generation == other.generation
+    }
+}
+
+/// A decoded [`Gallery`] and its generation.
+pub type Stored<const CAP: usize, const DIM: usize> =
+    StoredIn<heapless::Vec<Identity<DIM>, CAP>, DIM>;
+
+impl<S: Slots<Identity<DIM>>, const DIM: usize> GalleryIn<S, DIM> {
     /// Bytes [`encode`] needs for this gallery.
     pub fn encoded_len(&self) -> usize {
         encoded_len(self.len(), DIM)
@@ -60,12 +71,18 @@ impl<const CAP: usize, const DIM: usize> Gallery<CAP, DIM> {
 }
 
 /// Writes `gallery` into `out` and returns the number of bytes written.
-pub fn encode<const CAP: usize, const DIM: usize>(
-    gallery: &Gallery<CAP, DIM>,
+pub fn encode<S: Slots<Identity<DIM>>, const DIM: usize>(
+    gallery: &GalleryIn<S, DIM>,
     generation: u32,
     out: &mut [u8],
 ) -> Result<usize, StoreError> {
-    const { assert!(DIM <= u16::MAX as usize && CAP <= u16::MAX as usize) };
+    const { assert!(DIM <= u16::MAX as usize) };
+    if gallery.len() > usize::from(u16::MAX) {
+        return Err(StoreError::TooMany {
+            count: gallery.len(),
+            capacity: usize::from(u16::MAX),
+        });
+    }
     let needed = gallery.encoded_len();
     let out = match out.get_mut(..needed) {
         Some(out) => out,
@@ -105,6 +122,17 @@ pub fn encode<const CAP: usize, const DIM: usize>(
 pub fn decode<const CAP: usize, const DIM: usize>(
     bytes: &[u8],
 ) -> Result<Stored<CAP, DIM>, StoreError> {
+    decode_into(bytes, Gallery::<CAP, DIM>::new())
+}
+
+/// Reads a stored gallery into `empty` (its identities are dropped first;
+/// its capacity bounds what is read). Never panics, whatever the bytes; a
+/// gallery that does not fit is [`StoreError::TooMany`], reported only for
+/// intact bytes.
+pub fn decode_into<S: Slots<Identity<DIM>>, const DIM: usize>(
+    bytes: &[u8],
+    empty: GalleryIn<S, DIM>,
+) -> Result<StoredIn<S, DIM>, StoreError> {
     let mut r = Reader { bytes, at: 0 };
     if bytes.len() < HEADER_LEN + CRC_LEN {
         return Err(StoreError::Length {
@@ -127,12 +155,6 @@ pub fn decode<const CAP: usize, const DIM: usize>(
         });
     }
     let count = usize::from(u16::from_le_bytes(r.take()?));
-    if count > CAP {
-        return Err(StoreError::TooMany {
-            count,
-            capacity: CAP,
-        });
-    }
     let expected = encoded_len(count, DIM);
     if bytes.len() != expected {
         return Err(StoreError::Length {
@@ -148,6 +170,12 @@ pub fn decode<const CAP: usize, const DIM: usize>(
     if stored != computed {
         return Err(StoreError::Checksum { stored, computed });
     }
+    if count > empty.capacity() {
+        return Err(StoreError::TooMany {
+            count,
+            capacity: empty.capacity(),
+        });
+    }
     let [name_cap, reserved] = r.take()?;
     if usize::from(name_cap) != NAME_CAP || reserved != 0 {
         return Err(StoreError::BadRecord {
@@ -157,7 +185,7 @@ pub fn decode<const CAP: usize, const DIM: usize>(
     }
     let next_id = u32::from_le_bytes(r.take()?);
     let generation = u32::from_le_bytes(r.take()?);
-    let mut gallery = Gallery::<CAP, DIM>::new();
+    let mut gallery = empty.cleared();
     gallery.next_id = next_id;
     for record in 0..count {
         let bad = |what| StoreError::BadRecord { record, what };
@@ -185,7 +213,12 @@ pub fn decode<const CAP: usize, const DIM: usize>(
         if id >= next_id {
             return Err(bad("id not below the next id"));
         }
-        if gallery.identities.last().is_some_and(|prev| prev.id >= id) {
+        if gallery
+            .identities
+            .as_slice()
+            .last()
+            .is_some_and(|prev| prev.id >= id)
+        {
             return Err(bad("ids not in increasing order"));
         }
         gallery
@@ -198,7 +231,7 @@ pub fn decode<const CAP: usize, const DIM: usize>(
             })
             .map_err(|_| bad("over capacity"))?;
     }
-    Ok(Stored {
+    Ok(StoredIn {
         gallery,
         generation,
     })

@@ -102,6 +102,17 @@ proptest! {
     }
 
     #[test]
+    fn nearest_reports_the_pairwise_distance_bit_for_bit(protos in (1usize..12).prop_flat_map(|n| vecs(n + 1, 1..70))) {
+        // `nearest` sums the query's norm once for cosine: the same value.
+        let (query, protos) = protos.split_first().unwrap();
+        for d in Distance::ALL {
+            let got = nearest(query, protos.iter().map(|p| &p[..]), d).unwrap();
+            let want = protos.iter().map(|p| d.between(query, p)).fold(f32::INFINITY, f32::min);
+            prop_assert_eq!(got.distance.to_bits(), want.to_bits(), "{:?}", d);
+        }
+    }
+
+    #[test]
     fn nearest_matches_f64_argmin(protos in (1usize..12).prop_flat_map(|n| vecs(n + 1, 1..32))) {
         let (query, protos) = protos.split_first().unwrap();
         for d in Distance::ALL {

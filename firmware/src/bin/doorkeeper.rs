@@ -23,7 +23,9 @@ use fewshot_firmware::storage::FileStore;
 /// Script lines: `frame <image path>` (the camera delivers that image),
 /// `press <ms>` (the button is held that long: under 1.5 s enrolls from the
 /// next frames, 1.5-5 s deletes the last enrolled identity, 5 s or more
-/// erases everyone), `wait <ms>`; `#` starts a comment. Without --script the
+/// erases everyone), `wait <ms>`, and the installer's `name <text>` (the next
+/// enrollment's name; a name already enrolled adds frames to that person),
+/// `list`, `delete <text>`; `#` starts a comment. Without --script the
 /// same lines are read from standard input.
 #[derive(Debug, Parser)]
 #[command(name = "doorkeeper", version)]
@@ -61,6 +63,9 @@ struct Args {
     /// Refusals in a row that start a cool-down.
     #[arg(long, default_value_t = 5)]
     max_rejections: u32,
+    /// The most people the door holds.
+    #[arg(long, default_value_t = fewshot_firmware::door::DEFAULT_CAPACITY)]
+    capacity: usize,
     /// Length of the cool-down, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     cooldown_ms: u64,
@@ -122,6 +127,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.max_rejections = args.max_rejections;
     config.cooldown_ms = args.cooldown_ms;
     config.frame_size = args.camera;
+    config.capacity = args.capacity;
     let script: Box<dyn BufRead> = match &args.script {
         Some(path) => Box::new(BufReader::new(
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,

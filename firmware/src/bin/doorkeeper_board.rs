@@ -3,6 +3,9 @@
 //! The button, relay and LED are GPIO lines of one character device; frames
 //! are image files whose paths the camera process writes to standard input,
 //! one per line. Events go to standard output, as readable lines or JSON.
+//! An installer names people, lists and deletes them by writing lines
+//! (`name <text>`, `list`, `delete <text>`) to the admin pipe (`--admin`,
+//! made with `mkfifo`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,9 +13,10 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Parser;
 use embedded_hal::delay::DelayNs;
+use fewshot_firmware::admin::{parse_admin_line, spawn_admin_reader};
 use fewshot_firmware::board::{open_pins, PathCamera, Pins};
 use fewshot_firmware::door::{Config, Door, SUPPORTED_DIMS};
-use fewshot_firmware::events::LineSink;
+use fewshot_firmware::events::{Event, LineSink};
 use fewshot_firmware::face::{DoorEncoder, FaceArgs};
 use fewshot_firmware::storage::FileStore;
 
@@ -50,6 +54,13 @@ struct Args {
     /// Milliseconds between polls of the button and camera.
     #[arg(long, default_value_t = 10)]
     poll_ms: u32,
+    /// Named pipe (or file) of installer's commands: `name <text>` names the
+    /// next enrollment, `list`, `delete <text>`.
+    #[arg(long)]
+    admin: Option<PathBuf>,
+    /// The most people the door holds.
+    #[arg(long, default_value_t = fewshot_firmware::door::DEFAULT_CAPACITY)]
+    capacity: usize,
     /// One JSON object per event line.
     #[arg(long)]
     json: bool,
@@ -76,6 +87,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut config = encoder.model().door_config(args.threshold)?;
     config.open_ms = args.open_ms;
     config.button_active_low = args.button_active_low;
+    config.capacity = args.capacity;
     match encoder.model().dim() {
         8 => go::<8>(args, encoder, config),
         16 => go::<16>(args, encoder, config),
@@ -109,8 +121,16 @@ fn go<const DIM: usize>(args: Args, encoder: DoorEncoder, config: Config) -> any
         config,
     )
     .context("starting the door")?;
+    let admin = args.admin.clone().map(spawn_admin_reader);
     let mut delay = fewshot_firmware::clock::SleepDelay;
     loop {
+        for line in admin.iter().flat_map(|rx| rx.try_iter()) {
+            match line.and_then(|l| parse_admin_line(&l)) {
+                Ok(Some(command)) => door.admin(command),
+                Ok(None) => {}
+                Err(message) => door.report(Event::Error { message }),
+            }
+        }
         door.poll().context("door loop")?;
         delay.delay_ms(args.poll_ms);
     }
