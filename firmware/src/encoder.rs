@@ -88,53 +88,19 @@ impl OnnxEncoder {
             .iter()
             .map(|p| (p.key.clone(), p.value.clone()))
             .collect();
-        let meta_err = |key: &'static str, message: String| EncoderError::Metadata {
+        let ModelMeta {
+            recipe,
+            dim,
+            distance,
+            threshold,
+            gallery_thresholds,
+            flip_average,
+            fce,
+        } = ModelMeta::from_metadata(&metadata).map_err(|e| EncoderError::Metadata {
             path: path.to_path_buf(),
-            key,
-            message,
-        };
-        let get = |key: &'static str| {
-            metadata.get(key).ok_or_else(|| {
-                meta_err(
-                    key,
-                    "missing: not a model exported by `fewshot export`".into(),
-                )
-            })
-        };
-        let spec: RecipeSpec = serde_json::from_str(get(model_meta::RECIPE)?)
-            .map_err(|e| meta_err(model_meta::RECIPE, e.to_string()))?;
-        let recipe = spec
-            .recipe()
-            .map_err(|e| meta_err(model_meta::RECIPE, e.to_string()))?;
-        let dim: usize = get(model_meta::EMBEDDING_SIZE)?
-            .parse()
-            .map_err(|_| meta_err(model_meta::EMBEDDING_SIZE, "not a number".into()))?;
-        let distance = Distance::from_name(get(model_meta::DISTANCE)?)
-            .ok_or_else(|| meta_err(model_meta::DISTANCE, "expected l2, cosine or dot".into()))?;
-        let threshold = match metadata.get(model_meta::THRESHOLD) {
-            Some(t) => Some(
-                t.parse::<f32>()
-                    .map_err(|_| meta_err(model_meta::THRESHOLD, "not a number".into()))?,
-            ),
-            None => None,
-        };
-        let flip_average = match metadata.get(model_meta::FLIP_AVERAGE).map(String::as_str) {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(meta_err(
-                    model_meta::FLIP_AVERAGE,
-                    format!("expected true or false, got {other:?}"),
-                ))
-            }
-        };
-        let gallery_thresholds = match metadata.get(model_meta::GALLERY_THRESHOLDS) {
-            Some(text) => Some(
-                parse_gallery_thresholds(text)
-                    .map_err(|m| meta_err(model_meta::GALLERY_THRESHOLDS, m))?,
-            ),
-            None => None,
-        };
+            key: e.key,
+            message: e.message,
+        })?;
         let shape = [1, recipe.channels, recipe.height, recipe.width];
         let plan = tract_onnx::onnx()
             .model_for_proto_model(&proto)
@@ -142,7 +108,11 @@ impl OnnxEncoder {
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(|e| model_err(format!("{e:#}")))?;
-        let fce = crate::matching::Fce::load_beside(path, &metadata, dim)?;
+        let fce = if fce {
+            Some(crate::matching::Fce::load_beside(path, dim)?)
+        } else {
+            None
+        };
         let encoder = OnnxEncoder {
             plan,
             recipe,
@@ -160,10 +130,11 @@ impl OnnxEncoder {
             .embed(&vec![0.0; recipe.len()])
             .map_err(|e| model_err(e.to_string()))?;
         if probe.len() != dim {
-            return Err(meta_err(
-                model_meta::EMBEDDING_SIZE,
-                format!("says {dim}, the model produces {}", probe.len()),
-            ));
+            return Err(EncoderError::Metadata {
+                path: path.to_path_buf(),
+                key: model_meta::EMBEDDING_SIZE,
+                message: format!("says {dim}, the model produces {}", probe.len()),
+            });
         }
         Ok(encoder)
     }
@@ -289,6 +260,148 @@ impl OnnxEncoder {
             config.gallery_thresholds = self.gallery_thresholds;
         }
         Ok(config)
+    }
+}
+
+/// The largest encoder input the door accepts from a model's recipe, in
+/// values (`channels × height × width`): 3 × 1024 × 1024. A larger recipe is
+/// a metadata error, so a hostile model cannot make the door allocate
+/// gigabytes for one input.
+pub const MAX_INPUT_VALUES: usize = 3 * 1024 * 1024;
+
+/// The largest embedding size the door accepts from a model's metadata.
+pub const MAX_EMBEDDING_SIZE: usize = 1 << 16;
+
+/// A metadata entry that is missing or malformed: which key, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("metadata {key}: {message}")]
+pub struct MetadataError {
+    /// The metadata key.
+    pub key: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// What the door takes from an exported model's metadata (ONNX
+/// `metadata_props`), checked: everything [`OnnxEncoder::load`] reads before
+/// it builds the graph.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelMeta {
+    /// The preprocessing recipe ([`model_meta::RECIPE`]), validated, at most
+    /// [`MAX_INPUT_VALUES`] values.
+    pub recipe: Recipe,
+    /// Embedding size ([`model_meta::EMBEDDING_SIZE`]), 1 to [`MAX_EMBEDDING_SIZE`].
+    pub dim: usize,
+    /// Distance ([`model_meta::DISTANCE`]).
+    pub distance: Distance,
+    /// Calibrated threshold ([`model_meta::THRESHOLD`]), finite, if present.
+    pub threshold: Option<f32>,
+    /// Thresholds per gallery size ([`model_meta::GALLERY_THRESHOLDS`]), if present.
+    pub gallery_thresholds: Option<fewshot_core::GalleryThresholds>,
+    /// Whether embeddings average the image's and its mirror's ([`model_meta::FLIP_AVERAGE`]).
+    pub flip_average: bool,
+    /// Whether the model is a Matching Network with full context embeddings
+    /// ([`model_meta::MATCHING`] with a non-null `fce`), whose graphs lie beside it.
+    pub fce: bool,
+}
+
+impl ModelMeta {
+    /// Reads and checks the metadata of an exported model. Any map is
+    /// answered (never a panic): missing keys and malformed values are a
+    /// [`MetadataError`] naming the key.
+    pub fn from_metadata(metadata: &HashMap<String, String>) -> Result<Self, MetadataError> {
+        let err = |key: &'static str, message: String| MetadataError { key, message };
+        let get = |key: &'static str| {
+            metadata.get(key).map(String::as_str).ok_or_else(|| {
+                err(
+                    key,
+                    "missing: not a model exported by `fewshot export`".into(),
+                )
+            })
+        };
+        let spec: RecipeSpec = serde_json::from_str(get(model_meta::RECIPE)?)
+            .map_err(|e| err(model_meta::RECIPE, e.to_string()))?;
+        let recipe = spec
+            .recipe()
+            .map_err(|e| err(model_meta::RECIPE, e.to_string()))?;
+        let values = recipe
+            .channels
+            .checked_mul(recipe.height)
+            .and_then(|n| n.checked_mul(recipe.width))
+            .filter(|&n| n <= MAX_INPUT_VALUES);
+        if values.is_none() {
+            return Err(err(
+                model_meta::RECIPE,
+                format!(
+                    "input {}×{}×{} is larger than the door accepts ({MAX_INPUT_VALUES} values)",
+                    recipe.channels, recipe.height, recipe.width
+                ),
+            ));
+        }
+        let size = get(model_meta::EMBEDDING_SIZE)?;
+        let dim: usize = size.parse().map_err(|_| {
+            err(
+                model_meta::EMBEDDING_SIZE,
+                format!("expected a whole number, got {size:?}"),
+            )
+        })?;
+        if !(1..=MAX_EMBEDDING_SIZE).contains(&dim) {
+            return Err(err(
+                model_meta::EMBEDDING_SIZE,
+                format!("expected 1 to {MAX_EMBEDDING_SIZE}, got {dim}"),
+            ));
+        }
+        let name = get(model_meta::DISTANCE)?;
+        let distance = Distance::from_name(name).ok_or_else(|| {
+            err(
+                model_meta::DISTANCE,
+                format!("expected l2, cosine or dot, got {name:?}"),
+            )
+        })?;
+        let threshold = match metadata.get(model_meta::THRESHOLD) {
+            Some(t) => match t.parse::<f32>() {
+                Ok(v) if v.is_finite() => Some(v),
+                _ => {
+                    return Err(err(
+                        model_meta::THRESHOLD,
+                        format!("expected a finite number, got {t:?}"),
+                    ))
+                }
+            },
+            None => None,
+        };
+        let flip_average = match metadata.get(model_meta::FLIP_AVERAGE).map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(err(
+                    model_meta::FLIP_AVERAGE,
+                    format!("expected true or false, got {other:?}"),
+                ))
+            }
+        };
+        let gallery_thresholds = match metadata.get(model_meta::GALLERY_THRESHOLDS) {
+            Some(text) => Some(
+                parse_gallery_thresholds(text)
+                    .map_err(|m| err(model_meta::GALLERY_THRESHOLDS, m))?,
+            ),
+            None => None,
+        };
+        let fce = match metadata.get(model_meta::MATCHING) {
+            Some(text) => {
+                crate::matching::has_fce(text).map_err(|m| err(model_meta::MATCHING, m))?
+            }
+            None => false,
+        };
+        Ok(ModelMeta {
+            recipe,
+            dim,
+            distance,
+            threshold,
+            gallery_thresholds,
+            flip_average,
+            fce,
+        })
     }
 }
 

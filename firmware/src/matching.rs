@@ -38,6 +38,16 @@ pub fn paths(path: &Path) -> (PathBuf, PathBuf) {
     )
 }
 
+/// Reads [`model_meta::MATCHING`]: a JSON object whose `fce` member, when
+/// present and not null, says the model has full context embeddings.
+pub fn has_fce(text: &str) -> Result<bool, String> {
+    let meta: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if !meta.is_object() {
+        return Err("expected a JSON object".into());
+    }
+    Ok(!meta.get("fce").is_none_or(serde_json::Value::is_null))
+}
+
 fn load_graph(path: &Path) -> Result<Arc<TypedRunnableModel>, EncoderError> {
     let model_err = |message: String| EncoderError::Model {
         path: path.to_path_buf(),
@@ -61,32 +71,9 @@ fn load_graph(path: &Path) -> Result<Arc<TypedRunnableModel>, EncoderError> {
 }
 
 impl Fce {
-    /// The FCE graphs of the model at `path` if its metadata says it has
-    /// them (`None` for any other model).
-    pub fn load_beside(
-        path: &Path,
-        metadata: &std::collections::HashMap<String, String>,
-        dim: usize,
-    ) -> Result<Option<Fce>, EncoderError> {
-        let Some(text) = metadata.get(model_meta::MATCHING) else {
-            return Ok(None);
-        };
-        let meta: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| EncoderError::Metadata {
-                path: path.to_path_buf(),
-                key: model_meta::MATCHING,
-                message: e.to_string(),
-            })?;
-        if !meta.is_object() {
-            return Err(EncoderError::Metadata {
-                path: path.to_path_buf(),
-                key: model_meta::MATCHING,
-                message: "expected a JSON object".into(),
-            });
-        }
-        if meta.get("fce").is_none_or(serde_json::Value::is_null) {
-            return Ok(None);
-        }
+    /// The FCE graphs beside the model at `path`, whose metadata says it
+    /// has them ([`has_fce`]), each probed with `dim`-value embeddings.
+    pub fn load_beside(path: &Path, dim: usize) -> Result<Fce, EncoderError> {
         let (support, query) = paths(path);
         let fce = Fce {
             support: load_graph(&support)?,
@@ -98,7 +85,7 @@ impl Fce {
         let probe = vec![0.5; 2 * dim];
         let context = fce.context(&probe)?;
         fce.attend(&probe[..dim], &context)?;
-        Ok(Some(fce))
+        Ok(fce)
     }
 
     fn run(
