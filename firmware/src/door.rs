@@ -69,7 +69,7 @@ pub const DEFAULT_CAPACITY: usize = 1000;
 /// counts identities in 16 bits).
 pub const MAX_CAPACITY: usize = u16::MAX as usize;
 
-/// Embedding sizes a door can be built for (the gallery's size is fixed at
+/// Embedding sizes a door can be built for (the embedding size is fixed at
 /// compile time; the model's metadata picks one of these at run time).
 pub const SUPPORTED_DIMS: [usize; 9] = [8, 16, 32, 64, 128, 192, 256, 512, 1024];
 
