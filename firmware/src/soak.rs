@@ -136,6 +136,8 @@ struct Soak<'a, const DIM: usize, E, F> {
     frame: usize,
     rng: u64,
     report: Report,
+    /// The last enrollment's person and photo indices, for messages.
+    last_enrollment: Option<(usize, usize, usize)>,
 }
 
 /// Runs the soak: `make` builds an encoder (for the door at each start, and
@@ -183,6 +185,7 @@ where
         frame: 0,
         rng: plan.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
         report: Report::default(),
+        last_enrollment: None,
     };
     s.start()?;
     let mut next_report = 0;
@@ -200,11 +203,17 @@ where
             s.report.restarts += 1;
             next_restart += plan.restart_every;
         }
-        let deletes = if s.model.len() < plan.people { 1 } else { 3 };
+        // Per 100 steps: enrollments and deletions (more enrollments while
+        // the gallery is below its size), a listing, the rest plain frames.
+        let (enrolls, deletes) = if s.model.len() < plan.people {
+            (6, 1)
+        } else {
+            (3, 3)
+        };
         match s.below(100) {
-            0..=2 => s.enroll()?,
-            n if n < 3 + deletes => s.delete()?,
-            6 => s.list()?,
+            n if n < enrolls => s.enroll()?,
+            n if n < enrolls + deletes => s.delete()?,
+            n if n == enrolls + deletes => s.list()?,
             _ => s.show_one()?,
         }
     }
@@ -376,6 +385,7 @@ impl<const DIM: usize, E: Encoder, F: FnMut() -> E> Soak<'_, DIM, E, F> {
         let material = self.material;
         let photos = &material.people[who];
         let (a, b) = (self.below(photos.len()), self.below(photos.len()));
+        self.last_enrollment = Some((who, a, b));
         let (fa, fb) = (photos[a].clone(), photos[b].clone());
         let (Some(ea), Some(eb)) = (self.embed(&fa), self.embed(&fb)) else {
             return Err(SoakError::Setup(format!(
@@ -575,9 +585,17 @@ impl<const DIM: usize, E: Encoder, F: FnMut() -> E> Soak<'_, DIM, E, F> {
                 .map(|(g, s)| (f64::from(*g) - s / f64::from(want.shots)).abs())
                 .fold(0.0f64, f64::max);
             if worst > 1e-5 {
+                let mean: Vec<f64> = want.sum.iter().map(|s| s / f64::from(want.shots)).collect();
                 return Err(self.diverged(format!(
-                    "{}'s prototype is {worst:e} from the mean of their frames",
-                    want.name
+                    "{} (id {}, {} shots)'s prototype is {worst:e} from the mean of their \
+                     frames: starts {:?}, the mean {:?}; the last enrollment (person, \
+                     photos) {:?}",
+                    want.name,
+                    want.id,
+                    want.shots,
+                    &got.prototype[..4],
+                    &mean[..4],
+                    self.last_enrollment
                 )));
             }
         }
