@@ -92,6 +92,9 @@ pub fn decode_image(bytes: &[u8], path: &Path) -> Result<OwnedFrame, ImageError>
     let (width, height) = image::ImageReader::with_format(std::io::Cursor::new(bytes), format)
         .into_dimensions()
         .map_err(|e| err(e.to_string()))?;
+    if width == 0 || height == 0 {
+        return Err(err(format!("{width}×{height} pixels: an empty image")));
+    }
     if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE {
         return Err(err(format!(
             "{width}×{height} pixels: larger than the door decodes \

@@ -242,6 +242,11 @@ fn bad_inputs_get_errors_that_name_them() {
         ),
         ("wide-5000x1.png", "PNG 5000×1", "at most 4096×4096"),
         ("zero-width.png", "PNG 0×5", "zero-width.png: "),
+        (
+            "crash-empty-image",
+            "PBM 0×390 (a libFuzzer find: decoded, then no frame)",
+            "0×390 pixels: an empty image",
+        ),
         ("truncated.jpg", "JPEG cut in half", "truncated.jpg: "),
         ("negative.pgm", "PGM with width -2", "negative.pgm: "),
         (
