@@ -43,17 +43,27 @@ pub fn parse_admin(word: &str, rest: &str) -> Option<Result<Admin, String>> {
     })
 }
 
+/// A command line's first word and the rest, trimmed, without its `#`
+/// comment; `None` for a blank line or a comment (the script's and the admin
+/// pipe's syntax).
+pub fn split_line(line: &str) -> Option<(&str, &str)> {
+    let line = line.split('#').next().unwrap_or("").trim();
+    if line.is_empty() {
+        return None;
+    }
+    Some(
+        line.split_once(char::is_whitespace)
+            .map(|(w, r)| (w, r.trim()))
+            .unwrap_or((line, "")),
+    )
+}
+
 /// Parses a whole admin line (the board's admin pipe); `Ok(None)` for blank
 /// lines and `#` comments.
 pub fn parse_admin_line(line: &str) -> Result<Option<Admin>, String> {
-    let line = line.split('#').next().unwrap_or("").trim();
-    if line.is_empty() {
+    let Some((word, rest)) = split_line(line) else {
         return Ok(None);
-    }
-    let (word, rest) = line
-        .split_once(char::is_whitespace)
-        .map(|(w, r)| (w, r.trim()))
-        .unwrap_or((line, ""));
+    };
     match parse_admin(word, rest) {
         Some(command) => command.map(Some),
         None => Err(format!(

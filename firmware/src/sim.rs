@@ -18,7 +18,7 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use crate::admin::{parse_admin, Admin};
+use crate::admin::{parse_admin, split_line, Admin};
 use crate::camera::{load_image, QueueCamera};
 use crate::clock::{Clock, SimClock};
 use crate::door::{Door, DoorError, Encoder};
@@ -41,14 +41,9 @@ pub enum Command {
 
 /// Parses one script line; `Ok(None)` for blank lines and comments.
 pub fn parse_line(line: &str) -> Result<Option<Command>, String> {
-    let line = line.split('#').next().unwrap_or("").trim();
-    if line.is_empty() {
+    let Some((word, rest)) = split_line(line) else {
         return Ok(None);
-    }
-    let (word, rest) = line
-        .split_once(char::is_whitespace)
-        .map(|(w, r)| (w, r.trim()))
-        .unwrap_or((line, ""));
+    };
     let ms = |what: &str| {
         rest.parse::<u64>()
             .map_err(|_| format!("`{what}` takes a whole number of milliseconds, got `{rest}`"))
