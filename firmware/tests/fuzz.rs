@@ -359,10 +359,11 @@ fn bad_inputs_get_errors_that_name_them() {
 
     // Stored galleries: the seed with one record (its first byte is the fuzz
     // target's mode byte, not part of the gallery).
-    let gallery =
-        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fuzz/seeds/seed1"))
-            .unwrap()[1..]
-            .to_vec();
+    let gallery = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fuzz/seeds/gallery_decode/seed1"),
+    )
+    .unwrap()[1..]
+        .to_vec();
     fewshot_firmware::core::store::decode::<8, 4>(&gallery).expect("the seed decodes");
     let mut flipped = gallery.clone();
     flipped[20] ^= 1;

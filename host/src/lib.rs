@@ -9,6 +9,7 @@ pub mod embed;
 pub mod episode;
 pub mod eval;
 pub mod export;
+pub mod mcu_model;
 pub mod nn;
 pub mod onnx_model;
 pub mod plot;

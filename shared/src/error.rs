@@ -178,3 +178,74 @@ pub enum DetectError {
         found: usize,
     },
 }
+
+/// Errors of decoding a model blob ([`crate::engine::blob`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum BlobError {
+    /// The bytes are shorter than a header, or not the length the header states.
+    #[error("model blob is {found} bytes, expected {expected}")]
+    Length {
+        /// Bytes expected.
+        expected: usize,
+        /// Bytes given.
+        found: usize,
+    },
+    /// The bytes do not start with the blob magic.
+    #[error("not a model blob (bad magic; expected FSMCU, version 1)")]
+    BadMagic,
+    /// The checksum does not match the bytes.
+    #[error(
+        "model blob checksum {stored:#010x} does not match its bytes ({computed:#010x}): corrupted"
+    )]
+    Checksum {
+        /// The stored CRC-32.
+        stored: u32,
+        /// The CRC-32 of the bytes.
+        computed: u32,
+    },
+    /// A field runs past the end of the blob.
+    #[error("model blob ends inside its {field}")]
+    Truncated {
+        /// The field.
+        field: &'static str,
+    },
+    /// A field holds a value the engine cannot use.
+    #[error("model blob's {field}: expected {expected}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
+}
+
+/// Errors of running the int8 engine ([`crate::engine::Model`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum EngineError {
+    /// The input is not the recipe's size.
+    #[error("engine input has {found} values, expected {expected}")]
+    InputLen {
+        /// The recipe's `channels × height × width`.
+        expected: usize,
+        /// Values given.
+        found: usize,
+    },
+    /// The output buffer is not the embedding size.
+    #[error("engine output has room for {found} values, expected {expected}")]
+    OutputLen {
+        /// The embedding size.
+        expected: usize,
+        /// Room given.
+        found: usize,
+    },
+    /// The arena is smaller than the model states.
+    #[error("engine arena too small: the model needs {bytes} bytes and {words} accumulator words")]
+    ArenaTooSmall {
+        /// Activation bytes needed.
+        bytes: usize,
+        /// i32 accumulators needed.
+        words: usize,
+    },
+}

@@ -5,7 +5,8 @@
 //! open-set ("unknown person") decision, int8 embedding storage, a
 //! fixed-capacity [`Gallery`] of enrolled identities and its checksummed
 //! stored form, and the fine-tuning of a cosine classifier over fixed
-//! embeddings ([`finetune`]).
+//! embeddings ([`finetune`]), and an int8 inference [`engine`] that runs an
+//! encoder from a checksummed model blob in a caller-provided arena.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@ pub mod align;
 pub mod classify;
 pub mod detect;
 pub mod distance;
+pub mod engine;
 pub mod error;
 pub mod finetune;
 pub mod gallery;
@@ -32,7 +34,9 @@ pub use align::{FaceTemplate, Landmarks, Similarity};
 pub use classify::{nearest, softmax_neg_distances, Nearest};
 pub use detect::{DetectConfig, Face, Letterbox};
 pub use distance::Distance;
-pub use error::{CoreError, DetectError, GalleryError, PreprocessError, StoreError};
+pub use error::{
+    BlobError, CoreError, DetectError, EngineError, GalleryError, PreprocessError, StoreError,
+};
 pub use finetune::CosineClassifier;
 #[cfg(feature = "alloc")]
 pub use gallery::HeapGallery;

@@ -1,6 +1,6 @@
-//! The `gallery_decode` fuzz target (`shared/fuzz`) on stable: its body over
-//! every seed (`shared/fuzz/seeds`) and over a few thousand mutated seeds from
-//! proptest (a short fuzz run for CI).
+//! The core's fuzz targets (`shared/fuzz`: `gallery_decode`, `model_blob`)
+//! on stable: each body over every seed (`shared/fuzz/seeds/<target>`) and
+//! over a few thousand mutated seeds from proptest (a short fuzz run for CI).
 
 use std::path::{Path, PathBuf};
 
@@ -8,10 +8,14 @@ use proptest::prelude::*;
 
 #[path = "../fuzz/bodies/gallery_decode.rs"]
 mod gallery_decode;
+#[path = "../fuzz/bodies/model_blob.rs"]
+mod model_blob;
 
-/// The seeds, sorted by name.
-fn seeds() -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+/// The seeds of `target`, sorted by name.
+fn seeds_of(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/seeds")
+        .join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.unwrap().path())
@@ -25,6 +29,10 @@ fn seeds() -> Vec<(PathBuf, Vec<u8>)> {
             (p, bytes)
         })
         .collect()
+}
+
+fn seeds() -> Vec<(PathBuf, Vec<u8>)> {
+    seeds_of("gallery_decode")
 }
 
 #[test]
@@ -47,8 +55,8 @@ fn gallery_decode_seeds_decode() {
 
 /// A seed (mode byte chosen at random) with up to eight bytes replaced, then
 /// cut or not.
-fn mutated() -> impl Strategy<Value = Vec<u8>> {
-    let seeds: Vec<Vec<u8>> = seeds().into_iter().map(|(_, b)| b).collect();
+fn mutated(target: &str) -> impl Strategy<Value = Vec<u8>> {
+    let seeds: Vec<Vec<u8>> = seeds_of(target).into_iter().map(|(_, b)| b).collect();
     (
         0..seeds.len(),
         any::<u8>(),
@@ -73,12 +81,145 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(4000))]
 
     #[test]
-    fn gallery_decode_mutated(bytes in mutated()) {
+    fn gallery_decode_mutated(bytes in mutated("gallery_decode")) {
         gallery_decode::run(&bytes);
     }
 
     #[test]
     fn gallery_decode_random(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         gallery_decode::run(&bytes);
+    }
+
+    #[test]
+    fn model_blob_mutated(bytes in mutated("model_blob")) {
+        model_blob::run(&bytes);
+    }
+
+    #[test]
+    fn model_blob_random(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        model_blob::run(&bytes);
+    }
+}
+
+#[test]
+fn model_blob_seeds() {
+    for (path, bytes) in seeds_of("model_blob") {
+        let result = std::panic::catch_unwind(|| model_blob::run(&bytes));
+        assert!(result.is_ok(), "seed {} panicked", path.display());
+    }
+}
+
+/// The blob seeds are real blobs (after the mode byte) that the engine runs.
+#[test]
+fn model_blob_seeds_decode() {
+    for (path, bytes) in seeds_of("model_blob") {
+        let model = fewshot_core::engine::Model::from_bytes(&bytes[1..]);
+        assert!(model.is_ok(), "seed {}: {model:?}", path.display());
+    }
+}
+
+/// Writes the `model_blob` seeds: three small blobs (a plain Conv stack, a
+/// linear head on an aligned three-channel face, depthwise and strided
+/// layers). `cargo test -p fewshot-core --test fuzz -- --ignored`.
+#[test]
+#[ignore]
+fn write_model_blob_seeds() {
+    use fewshot_core::engine::blob::{encode, Affine, LayerSpec, OutputSpec, Spec};
+    use fewshot_core::{Crop, Distance, FaceTemplate, Recipe};
+    let layer = |cout: usize, cin: usize, k: usize, stride: usize, depthwise: bool, pool: bool| {
+        let gin = if depthwise { 1 } else { cin };
+        LayerSpec {
+            cout,
+            k,
+            stride,
+            pad: k / 2,
+            depthwise,
+            relu: true,
+            pool,
+            out: Affine {
+                scale: 0.05,
+                zero_point: 0,
+            },
+            weight_scale: (0..cout).map(|c| 0.01 + c as f32 * 0.001).collect(),
+            bias: (0..cout).map(|c| c as i32 * 7 - 10).collect(),
+            weight: (0..cout * gin * k * k)
+                .map(|i| ((i * 37) % 255) as u8 as i8)
+                .collect(),
+        }
+    };
+    let omniglot = Spec {
+        recipe: Recipe {
+            width: 8,
+            height: 8,
+            ..Recipe::OMNIGLOT_28
+        },
+        distance: Distance::L2,
+        threshold: None,
+        input: Affine {
+            scale: 1.0 / 255.0,
+            zero_point: 0,
+        },
+        layers: vec![
+            layer(4, 1, 3, 1, false, true),
+            layer(4, 4, 3, 1, false, true),
+        ],
+        output: OutputSpec::Flatten,
+    };
+    let face = Spec {
+        recipe: Recipe {
+            width: 8,
+            height: 8,
+            channels: 3,
+            crop: Crop::Aligned(FaceTemplate::ARCFACE),
+            invert: false,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            ..Recipe::OMNIGLOT_28
+        },
+        distance: Distance::Cosine,
+        threshold: Some(0.4),
+        input: Affine {
+            scale: 2.0 / 255.0,
+            zero_point: 128,
+        },
+        layers: vec![layer(3, 3, 3, 1, false, true)],
+        output: OutputSpec::Linear {
+            dim: 5,
+            weight_scale: vec![0.01; 5],
+            bias: vec![0.1, -0.1, 0.0, 0.2, -0.2],
+            weight: (0..5 * 3 * 16)
+                .map(|i: usize| ((i * 11) % 255) as u8 as i8)
+                .collect(),
+        },
+    };
+    let mobile = Spec {
+        recipe: Recipe {
+            width: 9,
+            height: 9,
+            ..Recipe::OMNIGLOT_28
+        },
+        distance: Distance::Dot,
+        threshold: None,
+        input: Affine {
+            scale: 1.0 / 255.0,
+            zero_point: 3,
+        },
+        layers: vec![
+            layer(4, 1, 3, 2, false, false),
+            layer(4, 4, 3, 1, true, false),
+            layer(6, 4, 1, 1, false, false),
+        ],
+        output: OutputSpec::Flatten,
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/model_blob");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, spec) in [
+        ("conv", omniglot),
+        ("face-linear", face),
+        ("depthwise-stride", mobile),
+    ] {
+        let mut bytes = vec![0u8];
+        bytes.extend(encode(&spec).unwrap());
+        std::fs::write(dir.join(name), bytes).unwrap();
     }
 }

@@ -176,7 +176,7 @@ fn newest_slot_survives_a_torn_write() {
 /// second implementation.
 #[test]
 fn decodes_galleries_written_by_python() {
-    let seed = include_bytes!("../fuzz/seeds/seed2");
+    let seed = include_bytes!("../fuzz/seeds/gallery_decode/seed2");
     let stored = decode::<8, 4>(&seed[1..]).unwrap();
     assert_eq!(stored.generation, 9);
     assert_eq!(stored.gallery.next_id(), 5);

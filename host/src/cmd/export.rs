@@ -12,9 +12,18 @@ pub struct ExportArgs {
     /// Checkpoint to export (`best.safetensors` with its `best.json` beside it).
     #[arg(long)]
     model: PathBuf,
-    /// Where to write the ONNX model.
+    /// Where to write the ONNX model (with --mcu: the model blob, `.fsmcu`).
     #[arg(long)]
     out: PathBuf,
+    /// Write a model blob for the core's int8 engine (microcontrollers) instead
+    /// of ONNX: full-range int8 weights per output channel, u8 activations
+    /// calibrated on --calibration, checked against tract running the same
+    /// quantization; a `.json` beside it records the export.
+    #[arg(long, conflicts_with_all = ["int8", "flip_average", "gallery_far"])]
+    mcu: bool,
+    /// With --mcu: images compared between the engine and tract.
+    #[arg(long, default_value_t = 200, requires = "mcu")]
+    mcu_check_images: usize,
     /// Quantize to int8: int8 weights per output channel (and, in the
     /// `qlinear` and `conv-integer` forms, uint8 activations).
     #[arg(long)]
@@ -22,14 +31,14 @@ pub struct ExportArgs {
     /// Folder of real images (any depth) whose activation ranges set the int8
     /// activation scales (`qlinear`, `conv-integer`); relative paths are taken
     /// under the data folder.
-    #[arg(long, requires = "int8")]
+    #[arg(long)]
     calibration: Option<PathBuf>,
     /// How many calibration images to use (a seeded sample of the folder).
-    #[arg(long, default_value_t = Int8Options::DEFAULT.images, requires = "int8")]
+    #[arg(long, default_value_t = Int8Options::DEFAULT.images)]
     calibration_images: usize,
     /// Int8 activation ranges at this percentile of the calibration images'
     /// values (100: their maximum; 99.99 clips rare outliers for finer steps).
-    #[arg(long, default_value_t = Int8Options::DEFAULT.percentile, requires = "int8")]
+    #[arg(long, default_value_t = Int8Options::DEFAULT.percentile)]
     calibration_percentile: f64,
     /// Store a rejection threshold chosen for this false-accept rate (0.001 = 0.1 %)
     /// on all impostor pairs of --threshold-data, measured with the exported file.
@@ -85,6 +94,12 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     }
     if !args.model.is_file() {
         anyhow::bail!("--model {}: no such checkpoint", args.model.display());
+    }
+    if args.calibration.is_some() && !args.int8 && !args.mcu {
+        anyhow::bail!("--calibration sets int8 activation scales: give it with --int8 or --mcu");
+    }
+    if args.mcu {
+        return export_mcu(&args);
     }
     if args.int8 {
         let form = args.int8_form;
@@ -193,5 +208,86 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             data.display()
         );
     }
+    Ok(())
+}
+
+/// `fewshot export --mcu`: the blob, its record beside it, and its threshold.
+fn export_mcu(args: &ExportArgs) -> anyhow::Result<()> {
+    use fewshot_host::export::mcu;
+    let Some(calibration) = &args.calibration else {
+        anyhow::bail!(
+            "--mcu: give --calibration DIR, images whose activation ranges set the int8 scales"
+        );
+    };
+    if args.out.extension().is_none_or(|e| e != mcu::EXTENSION) {
+        anyhow::bail!(
+            "--out {}: a model blob's name ends in .{} (that is how --model recognises it)",
+            args.out.display(),
+            mcu::EXTENSION
+        );
+    }
+    let folder = fewshot_host::data::resolve(calibration)?;
+    let done = mcu::export_mcu(
+        &args.model,
+        &args.out,
+        &folder,
+        args.calibration_images,
+        args.calibration_percentile,
+        None,
+        args.mcu_check_images,
+    )?;
+    let c = done.check;
+    println!(
+        "wrote {} ({} bytes; arena {} bytes + {} i32 accumulators; calibrated on {} images)",
+        args.out.display(),
+        done.bytes,
+        done.arena.0,
+        done.arena.1,
+        done.ranges.images
+    );
+    println!(
+        "engine against tract (qlinear ONNX of the same quantization) on {} images: {} of {} activations differ, by at most {} step(s); embeddings differ by at most {:.3e}",
+        c.images, c.differing, c.activations, c.max_steps, c.max_embedding_diff
+    );
+    let config = fewshot_host::nn::checkpoint::load_config(&args.model)?;
+    let mut record = serde_json::json!({
+        "checkpoint": args.model,
+        "training": config.training,
+        "calibration": {
+            "data": folder,
+            "images": done.ranges.images,
+            "percentile": done.ranges.percentile,
+            "input_range": [done.ranges.input.0, done.ranges.input.1],
+            "block_max": done.ranges.blocks,
+        },
+        "engine_check": c,
+        "bytes": done.bytes,
+        "arena_bytes": done.arena.0,
+        "accumulator_words": done.arena.1,
+    });
+    if let (Some(far), Some(data)) = (args.threshold_far, &args.threshold_data) {
+        let data = fewshot_host::data::resolve(data)?;
+        let cal = threshold::calibrate(&args.out, &data, far)?;
+        let mut bytes = std::fs::read(&args.out)?;
+        fewshot_core::engine::blob::set_threshold(&mut bytes, Some(cal.threshold))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+        fewshot_host::nn::checkpoint::write_atomic(&args.out, &bytes)?;
+        println!(
+            "threshold {} for FAR ≤ {far}: FAR {:.4} %, TAR {:.2} % over {} genuine and {} impostor pairs of {} (measured with the engine)",
+            cal.threshold,
+            100.0 * cal.far,
+            100.0 * cal.tar,
+            cal.genuine_pairs,
+            cal.impostor_pairs,
+            data.display()
+        );
+        record["threshold_calibration"] = serde_json::to_value(&cal)?;
+    }
+    let side = args.out.with_extension("json");
+    fewshot_host::nn::checkpoint::write_atomic(
+        &side,
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )?;
+    println!("wrote {} (the export's record)", side.display());
     Ok(())
 }

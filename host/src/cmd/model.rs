@@ -22,8 +22,10 @@ pub enum Defaults {
 pub struct ModelArgs {
     /// Embedding function: `pixels` (the preprocessed pixels themselves), a
     /// checkpoint (`best.safetensors` with its `best.json` beside it), an
-    /// exported `.onnx` model (run by the device's tract loader), or a `.tflite`
-    /// face encoder taking MobileFaceNet's input (a build with `--features tflite`).
+    /// exported `.onnx` model (run by the device's tract loader), a `.fsmcu`
+    /// model blob (run by the core's int8 engine, as on a microcontroller), or a
+    /// `.tflite` face encoder taking MobileFaceNet's input (a build with
+    /// `--features tflite`).
     #[arg(long, default_value = "pixels")]
     pub model: String,
     /// Pixel baseline: output side in pixels (default 28 for Omniglot, 32 for faces).
@@ -76,12 +78,18 @@ impl ModelArgs {
                 let path = std::path::Path::new(path);
                 if !path.is_file() {
                     anyhow::bail!(
-                        "--model {}: no such checkpoint (expected `pixels`, a .safetensors checkpoint, an .onnx export or a .tflite face encoder)",
+                        "--model {}: no such checkpoint (expected `pixels`, a .safetensors checkpoint, an .onnx export, an .fsmcu blob or a .tflite face encoder)",
                         path.display()
                     );
                 }
                 if path.extension().is_some_and(|e| e == "onnx") {
                     return Ok(Box::new(OnnxEmbedder::load(path)?));
+                }
+                if path
+                    .extension()
+                    .is_some_and(|e| e == fewshot_host::export::mcu::EXTENSION)
+                {
+                    return Ok(Box::new(fewshot_host::mcu_model::McuEmbedder::load(path)?));
                 }
                 if path.extension().is_some_and(|e| e == "tflite") {
                     // A face encoder from elsewhere (MobileFaceNet's input).

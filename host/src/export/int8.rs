@@ -84,7 +84,7 @@ pub const CONV_INTEGER_WEIGHT_MAX: f32 = 127.0;
 /// Symmetric int8 rows: each `per`-long row of `values` scaled so that its
 /// largest magnitude is `weight_max` (an all-zero row gets scale 1), rounded
 /// half to even. Returns the codes and each row's scale.
-fn quantize_rows(values: &[f32], per: usize, weight_max: f32) -> (Vec<i8>, Vec<f32>) {
+pub(crate) fn quantize_rows(values: &[f32], per: usize, weight_max: f32) -> (Vec<i8>, Vec<f32>) {
     let mut codes = Vec::with_capacity(values.len());
     let mut scales = Vec::with_capacity(values.len() / per.max(1));
     for row in values.chunks(per) {
@@ -152,7 +152,12 @@ pub(super) fn dequantized_weights(
     ));
 }
 
-fn tensor(name: &str, dims: &[usize], data_type: DataType, raw_data: Vec<u8>) -> TensorProto {
+pub(super) fn tensor(
+    name: &str,
+    dims: &[usize],
+    data_type: DataType,
+    raw_data: Vec<u8>,
+) -> TensorProto {
     TensorProto {
         name: name.into(),
         dims: dims.iter().map(|&d| d as i64).collect(),
@@ -162,7 +167,7 @@ fn tensor(name: &str, dims: &[usize], data_type: DataType, raw_data: Vec<u8>) ->
     }
 }
 
-fn f32s(name: &str, dims: &[usize], v: &[f32]) -> TensorProto {
+pub(super) fn f32s(name: &str, dims: &[usize], v: &[f32]) -> TensorProto {
     tensor(
         name,
         dims,
@@ -189,6 +194,23 @@ pub fn model_proto(
     ranges: &Ranges,
     form: Int8Form,
 ) -> anyhow::Result<ModelProto> {
+    let weight_max = match form {
+        Int8Form::Qlinear => QLINEAR_WEIGHT_MAX,
+        Int8Form::ConvInteger | Int8Form::WeightOnly => CONV_INTEGER_WEIGHT_MAX,
+    };
+    model_proto_with(config, layers, head, ranges, form, weight_max)
+}
+
+/// [`model_proto`] with the convolutions' weights in `[-weight_max,
+/// weight_max]` (the MCU blob's check uses the `qlinear` form at full range).
+pub fn model_proto_with(
+    config: &crate::nn::checkpoint::ModelConfig,
+    layers: &[FoldedConv],
+    head: Option<&LinearHead>,
+    ranges: &Ranges,
+    form: Int8Form,
+    weight_max: f32,
+) -> anyhow::Result<ModelProto> {
     if !form.needs_calibration() {
         bail!("the {form:?} form takes no activation ranges: encoder_proto builds it");
     }
@@ -208,10 +230,6 @@ pub fn model_proto(
     let (mut x_s, mut x_z) = (s, z);
     for (b, layer) in layers.iter().enumerate() {
         let p = |s: &str| format!("block{b}.{s}");
-        let weight_max = match form {
-            Int8Form::Qlinear => QLINEAR_WEIGHT_MAX,
-            Int8Form::ConvInteger | Int8Form::WeightOnly => CONV_INTEGER_WEIGHT_MAX,
-        };
         let q = quantize_conv(layer, input.scale, weight_max);
         let (cout, cin) = (layer.cout, layer.cin);
         let wn = p("weight");
@@ -299,8 +317,8 @@ pub fn model_proto(
     let quant = serde_json::json!({
         "form": form,
         "weights": match form {
-            Int8Form::Qlinear => "int8 in [-63, 63] (7-bit, reduced range), symmetric per output channel, round half to even",
-            Int8Form::ConvInteger | Int8Form::WeightOnly => INT8_WEIGHTS,
+            Int8Form::Qlinear if weight_max < CONV_INTEGER_WEIGHT_MAX => "int8 in [-63, 63] (7-bit, reduced range), symmetric per output channel, round half to even",
+            _ => INT8_WEIGHTS,
         },
         "activations": if ranges.percentile < 100.0 {
             format!("uint8, affine, percentile {} calibration", ranges.percentile)

@@ -6,6 +6,7 @@
 pub mod calibrate;
 pub mod fce;
 pub mod int8;
+pub mod mcu;
 pub mod mobile;
 pub mod threshold;
 

@@ -76,8 +76,8 @@ pub fn calibrate(
     if !(0.0..1.0).contains(&target_far) {
         bail!("the target false-accept rate must be in [0, 1), got {target_far}");
     }
-    let model = OnnxEmbedder::load(onnx)?;
-    let (genuine, impostor) = all_pair_distances(&model, data, false)?;
+    let model = load_export(onnx)?;
+    let (genuine, impostor) = all_pair_distances(model.as_ref(), data, false)?;
     if genuine.is_empty() || impostor.is_empty() {
         bail!(
             "{}: calibration needs identities with two images or more and at least two identities",
@@ -110,15 +110,25 @@ pub fn calibrate_gallery(
     enroll_shots: usize,
 ) -> anyhow::Result<Vec<crate::eval::door::GalleryThreshold>> {
     use crate::eval::door::{gallery_thresholds, DoorSet};
-    let model = OnnxEmbedder::load(onnx)?;
+    let model = load_export(onnx)?;
     let set = ClassSet::load(data, Layout::Flat)?;
     let door =
         DoorSet::new(&set, None, enroll_shots).with_context(|| data.display().to_string())?;
     let tensors = Tensors::load(&door.paths, &model.recipe(), false)?;
-    let emb = Embeddings::compute(&model, &tensors, 256, false)?;
+    let emb = Embeddings::compute(model.as_ref(), &tensors, 256, false)?;
     let distance = model.distance().unwrap_or(fewshot_core::Distance::L2);
     gallery_thresholds(&door, &emb, distance, sizes, target_far, 20, 0)
         .with_context(|| format!("gallery thresholds on {}", data.display()))
+}
+
+/// An exported file as an embedding function: a model blob (`.fsmcu`, run by
+/// the core's int8 engine) or an ONNX model (run by tract).
+pub fn load_export(path: &Path) -> anyhow::Result<Box<dyn Embedder>> {
+    if path.extension().is_some_and(|e| e == super::mcu::EXTENSION) {
+        Ok(Box::new(crate::mcu_model::McuEmbedder::load(path)?))
+    } else {
+        Ok(Box::new(OnnxEmbedder::load(path)?))
+    }
 }
 
 /// Rewrites `onnx` (atomically) with `entries` set in its metadata.
