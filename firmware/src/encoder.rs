@@ -1,5 +1,7 @@
 //! An exported encoder, loaded and run by tract, configured by the model's
-//! own metadata (preprocessing, embedding size, distance, threshold).
+//! own metadata (preprocessing, embedding size, distance, threshold); or a
+//! model blob (`.fsmcu`, `fewshot export --mcu`) run by the core's int8
+//! engine, configured by the blob's header.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,15 @@ pub enum EncoderError {
     #[error("{}: not a usable ONNX model: {message}", path.display())]
     Model {
         /// The model file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The file is not a model blob the engine can run, or the door cannot
+    /// give it what it needs.
+    #[error("{}: not a usable model blob: {message}", path.display())]
+    Blob {
+        /// The blob file.
         path: PathBuf,
         /// What went wrong.
         message: String,
@@ -55,9 +66,25 @@ pub enum EncoderError {
     Run(String),
 }
 
-/// A loaded encoder.
+/// What runs a loaded encoder.
+enum Net {
+    /// An ONNX model, optimised by tract.
+    Tract(std::sync::Arc<TypedRunnableModel>),
+    /// A model blob, run by [`fewshot_core::engine`] (checked when loaded).
+    Engine(Vec<u8>),
+}
+
+/// File extension of model blobs (`fewshot export --mcu`).
+pub const BLOB_EXTENSION: &str = "fsmcu";
+
+/// Most working memory (activations and accumulators) a model blob may ask
+/// the door for: 64 MiB.
+pub const MAX_ARENA_BYTES: usize = 64 << 20;
+
+/// A loaded encoder: an ONNX model run by tract, or a model blob run by the
+/// core's int8 engine (as on a microcontroller).
 pub struct OnnxEncoder {
-    plan: std::sync::Arc<TypedRunnableModel>,
+    net: Net,
     recipe: Recipe,
     dim: usize,
     distance: Distance,
@@ -72,6 +99,8 @@ pub struct OnnxEncoder {
 impl OnnxEncoder {
     /// Loads `path`, checks its metadata, fixes the input shape to one image
     /// and optimises the model for running.
+    /// A `.fsmcu` file is a model blob: checked field by field, run by the
+    /// core's engine.
     pub fn load(path: &Path) -> Result<Self, EncoderError> {
         let bytes = std::fs::read(path).map_err(|source| EncoderError::Io {
             path: path.to_path_buf(),
@@ -81,6 +110,9 @@ impl OnnxEncoder {
             path: path.to_path_buf(),
             message,
         };
+        if path.extension().is_some_and(|e| e == BLOB_EXTENSION) {
+            return Self::from_blob(path, bytes);
+        }
         let proto =
             tract_onnx::pb::ModelProto::decode(&bytes[..]).map_err(|e| model_err(e.to_string()))?;
         let metadata: HashMap<String, String> = proto
@@ -114,7 +146,7 @@ impl OnnxEncoder {
             None
         };
         let encoder = OnnxEncoder {
-            plan,
+            net: Net::Tract(plan),
             recipe,
             dim,
             distance,
@@ -137,6 +169,46 @@ impl OnnxEncoder {
             });
         }
         Ok(encoder)
+    }
+
+    /// A model blob's encoder (its header gives the recipe, embedding size,
+    /// distance and threshold).
+    fn from_blob(path: &Path, bytes: Vec<u8>) -> Result<Self, EncoderError> {
+        let model_err = |message: String| EncoderError::Blob {
+            path: path.to_path_buf(),
+            message,
+        };
+        let (header, dim) = {
+            let model = fewshot_core::engine::Model::from_bytes(&bytes)
+                .map_err(|e| model_err(e.to_string()))?;
+            (*model.header(), model.dim())
+        };
+        if header.recipe.len() > MAX_INPUT_VALUES {
+            return Err(model_err(format!(
+                "its input has {} values, the door takes at most {MAX_INPUT_VALUES}",
+                header.recipe.len()
+            )));
+        }
+        let arena = header
+            .arena_bytes
+            .saturating_add(header.accumulator_words.saturating_mul(4));
+        if arena > MAX_ARENA_BYTES {
+            return Err(model_err(format!(
+                "it needs {arena} bytes of working memory, the door gives at most {MAX_ARENA_BYTES}"
+            )));
+        }
+        Ok(OnnxEncoder {
+            net: Net::Engine(bytes),
+            recipe: header.recipe,
+            dim,
+            distance: header.distance,
+            threshold: header.threshold,
+            gallery_thresholds: None,
+            flip_average: false,
+            metadata: HashMap::new(),
+            path: path.to_path_buf(),
+            fce: None,
+        })
     }
 
     /// Embeds one preprocessed image (`recipe().len()` values, CHW).
@@ -171,11 +243,26 @@ impl OnnxEncoder {
     /// One run of the model on one CHW image.
     fn run(&self, input: Vec<f32>) -> Result<Vec<f32>, EncoderError> {
         let r = self.recipe;
+        let plan = match &self.net {
+            Net::Tract(plan) => plan,
+            Net::Engine(bytes) => {
+                let run = |e: &dyn std::fmt::Display| EncoderError::Run(e.to_string());
+                let model = fewshot_core::engine::Model::from_bytes(bytes).map_err(|e| run(&e))?;
+                let h = model.header();
+                let mut act = vec![0u8; h.arena_bytes];
+                let mut acc = vec![0i32; h.accumulator_words];
+                let mut arena = fewshot_core::engine::Arena::new(&mut act, &mut acc);
+                let mut out = vec![0f32; model.dim()];
+                model
+                    .embed(&input, &mut arena, &mut out)
+                    .map_err(|e| run(&e))?;
+                return Ok(out);
+            }
+        };
         let tensor =
             tract_ndarray::Array4::from_shape_vec((1, r.channels, r.height, r.width), input)
                 .map_err(|e| EncoderError::Run(e.to_string()))?;
-        let out = self
-            .plan
+        let out = plan
             .run(tvec!(Tensor::from(tensor).into()))
             .map_err(|e| EncoderError::Run(format!("{e:#}")))?;
         let view = out[0]

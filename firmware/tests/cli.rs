@@ -107,15 +107,48 @@ fn the_readme_demo_enrolls_opens_and_refuses_a_stranger() {
     assert!(gallery.is_file());
 }
 
+/// The demo on the Omniglot model blob (`models/omniglot-protonet.fsmcu`),
+/// run by the core's int8 engine: the same decisions as with the ONNX model,
+/// at distances within a few percent of its.
+#[test]
+fn the_readme_demo_runs_on_the_engine_blob() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |model: &str, name: &str| {
+        let gallery = tmp.path().join(name);
+        json_events(&[
+            "--model",
+            model,
+            "--gallery",
+            gallery.to_str().unwrap(),
+            "--script",
+            "firmware/scripts/demo.txt",
+            "--threshold",
+            "5",
+            "--json",
+        ])
+    };
+    let onnx = run(MODEL, "a.fsgl");
+    let blob = run("models/omniglot-protonet.fsmcu", "b.fsgl");
+    assert_eq!(names(&blob), names(&onnx));
+    for (a, b) in onnx.iter().zip(&blob) {
+        if let (Some(x), Some(y)) = (a["distance"].as_f64(), b["distance"].as_f64()) {
+            assert!((x - y).abs() <= 0.05 * x.max(1.0), "{x} vs {y}");
+        }
+    }
+}
+
 #[test]
 fn a_missing_or_corrupt_model_stops_with_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let junk = tmp.path().join("junk.onnx");
     std::fs::write(&junk, b"not a model").unwrap();
+    let junk_blob = tmp.path().join("junk.fsmcu");
+    std::fs::write(&junk_blob, b"not a model").unwrap();
     let gallery = tmp.path().join("g.fsgl");
     for (model, says) in [
         (tmp.path().join("missing.onnx"), "missing.onnx"),
         (junk.clone(), "not a usable ONNX model"),
+        (junk_blob.clone(), "not a usable model blob"),
     ] {
         let out = doorkeeper(
             &[
