@@ -7,6 +7,8 @@
 #   Set FEWSHOT_PYTHON yourself to use another interpreter that has them.
 # - Plots need a TrueType font: DejaVu Sans is installed with apt-get when missing
 #   and apt-get can be used (as root); otherwise set FEWSHOT_FONT to any .ttf file.
+# - The microcontroller door's test needs the thumbv7em-none-eabihf target (added with
+#   rustup when missing) and qemu-system-arm (installed with apt-get when missing, as root).
 # - The tests read real images from the data folder (FEWSHOT_DATA, default
 #   ../shared/data) and fail, saying where they looked, if it is missing.
 set -euo pipefail
@@ -48,6 +50,22 @@ if [ -z "${FEWSHOT_FONT:-}" ] && [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuS
       die "apt-get could not install fonts-dejavu-core: install it or set FEWSHOT_FONT to a .ttf file"
   elif ! find /usr/share/fonts -name '*.ttf' 2>/dev/null | grep -q .; then
     die "no TrueType font found: install fonts-dejavu-core or set FEWSHOT_FONT to a .ttf file"
+  fi
+fi
+
+# The microcontroller door's test (tests/tests/mcu_qemu.rs) builds mcu/ for a
+# Cortex-M4F and runs it under qemu.
+if command -v rustup >/dev/null && ! rustup target list --installed | grep -q thumbv7em-none-eabihf; then
+  echo "test.sh: adding the Rust target thumbv7em-none-eabihf (the microcontroller door)"
+  rustup target add thumbv7em-none-eabihf || die "rustup could not add thumbv7em-none-eabihf"
+fi
+if ! command -v qemu-system-arm >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing qemu-system-arm (the microcontroller door runs under it)"
+    (apt-get update -qq && apt-get install -y -qq qemu-system-arm) ||
+      die "apt-get could not install qemu-system-arm: install it (the MCU door's test needs it)"
+  else
+    die "qemu-system-arm not found: install it (on Debian: apt-get install qemu-system-arm)"
   fi
 fi
 

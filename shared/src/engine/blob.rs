@@ -219,6 +219,16 @@ fn volume(c: usize, h: usize, w: usize) -> Result<usize, BlobError> {
         ))
 }
 
+/// Whether `bias + Σ w · (x − zero)` stays within i32 for every input: each
+/// `|x − zero|` is at most 255.
+fn fits_i32(weights: &[u8], bias: i64) -> bool {
+    let sum: i64 = weights
+        .iter()
+        .map(|&w| i64::from((w as i8).unsigned_abs()))
+        .sum();
+    sum * 255 + bias.abs() <= i64::from(i32::MAX)
+}
+
 /// A decoded blob: header, layers and output stage, borrowing `bytes`.
 pub(crate) struct Decoded<'a> {
     pub header: Header,
@@ -404,6 +414,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded<'_>, BlobError> {
         let bias = r.take(4 * cout, "layer biases")?;
         let n_weights = cout * shape.group_in() * k * k;
         let weight = r.take(n_weights, "layer weights")?;
+        for (ch, row) in weight.chunks(n_weights / cout).enumerate() {
+            let bias = i64::from(crate::engine::ops::i32_at(bias, ch));
+            if !fits_i32(row, bias) {
+                return Err(invalid(
+                    "layer weights",
+                    "sums that cannot overflow the i32 accumulator",
+                ));
+            }
+        }
         let layer = ConvLayer {
             shape,
             relu: flags & 2 != 0,
@@ -465,6 +484,12 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded<'_>, BlobError> {
                 })?,
                 "linear weights",
             )?;
+            if weight.chunks(features).any(|row| !fits_i32(row, 0)) {
+                return Err(invalid(
+                    "linear weights",
+                    "sums that cannot overflow the i32 accumulator",
+                ));
+            }
             Output::Linear {
                 dim,
                 weight_scale,
