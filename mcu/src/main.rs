@@ -11,16 +11,16 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU32, Ordering};
-
-use cortex_m::peripheral::syst::SystClkSource;
-use cortex_m_rt::{entry, exception};
+use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
 use fewshot_core::engine::{Arena, Model};
 use fewshot_core::{store, Frame, Gallery, OpenSet, PixelFormat};
 
 mod flash;
+mod rt;
 mod stack;
+
+use rt::{fail, now_ns};
 
 /// A step of the door's script.
 pub enum Step {
@@ -64,52 +64,10 @@ const THRESHOLD: f32 = 5.0;
 /// Bytes of a stored gallery of `CAPACITY` people.
 const STORED: usize = store::encoded_len(CAPACITY, DIM);
 
-/// SysTick wraps (every 2^24 ticks).
-static WRAPS: AtomicU32 = AtomicU32::new(0);
-/// qemu's mps2 system clock: 25 MHz, so a tick is 40 ns of virtual time, and
-/// under `-icount shift=0` (1 ns per instruction) 40 instructions.
-const NS_PER_TICK: u64 = 40;
-
-#[exception]
-fn SysTick() {
-    WRAPS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Virtual nanoseconds since SysTick started (instructions under
-/// `-icount shift=0`).
-fn now_ns() -> u64 {
-    loop {
-        let before = WRAPS.load(Ordering::Acquire);
-        let current = cortex_m::peripheral::SYST::get_current();
-        if WRAPS.load(Ordering::Acquire) == before {
-            let ticks = u64::from(before) << 24 | u64::from(0x00FF_FFFF - current);
-            return ticks * NS_PER_TICK;
-        }
-    }
-}
-
-fn fail(what: &dyn core::fmt::Display) -> ! {
-    hprintln!("error {}", what);
-    debug::exit(debug::EXIT_FAILURE);
-    loop {
-        cortex_m::asm::wfi();
-    }
-}
-
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    fail(info)
-}
-
 #[entry]
 fn main() -> ! {
     stack::paint();
-    let mut core = cortex_m::Peripherals::take().unwrap_or_else(|| fail(&"peripherals taken"));
-    core.SYST.set_clock_source(SystClkSource::Core);
-    core.SYST.set_reload(0x00FF_FFFF);
-    core.SYST.clear_current();
-    core.SYST.enable_interrupt();
-    core.SYST.enable_counter();
+    rt::start_clock();
 
     let model = Model::from_bytes(BLOB).unwrap_or_else(|e| fail(&e));
     let h = *model.header();

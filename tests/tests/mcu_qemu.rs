@@ -37,7 +37,8 @@ fn the_microcontroller_door_decides_as_the_host_and_survives_a_reset() {
         "mcu/run.sh failed (it needs qemu-system-arm and `rustup target add thumbv7em-none-eabihf`):\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let boots: Vec<&str> = text.split("== boot ").skip(1).collect();
+    let (door, face) = text.split_once("== face").expect("the face run's output");
+    let boots: Vec<&str> = door.split("== boot ").skip(1).collect();
     assert_eq!(boots.len(), 2, "{text}");
 
     // The host's run of the same frames.
@@ -107,6 +108,7 @@ fn the_microcontroller_door_decides_as_the_host_and_survives_a_reset() {
     let (_, stored) = store::newest::<8, 64>(&slot(0), &slot(1)).unwrap();
     assert_eq!(stored.gallery, gallery);
     assert_eq!(stored.generation, 5);
+    check_face(face);
     // Within the Omniglot door's RAM goal, with instructions counted.
     for boot in &boots {
         let ram = boot.lines().find(|l| l.starts_with("ram")).unwrap();
@@ -121,4 +123,44 @@ fn the_microcontroller_door_decides_as_the_host_and_survives_a_reset() {
             "{ins}"
         );
     }
+}
+
+/// The face encoder's run (`mcu/src/bin/face_engine.rs`) against the host's
+/// run of the same blob on the same input; within the face door's goals of
+/// 512 KB of RAM (its flash, 1 MB, is checked by `size` in the README).
+fn check_face(out: &str) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("face "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let blob = std::fs::read(repo().join("models/face-distilled.fsmcu")).unwrap();
+    let model = Model::from_bytes(&blob).unwrap();
+    let h = *model.header();
+    let input: Vec<f32> = (0..64 * 64)
+        .map(|i| {
+            let (y, x) = ((i / 64) as f32 - 32.0, (i % 64) as f32 - 32.0);
+            0.8 - (x * x + y * y) / 2048.0 + 0.1 * ((i % 7) as f32 / 7.0)
+        })
+        .collect();
+    let (mut act, mut acc) = (vec![0u8; h.arena_bytes], vec![0i32; h.accumulator_words]);
+    let mut e = vec![0f32; model.dim()];
+    model
+        .embed(&input, &mut Arena::new(&mut act, &mut acc), &mut e)
+        .unwrap();
+    let norm: f32 = e.iter().map(|v| v * v).sum();
+    assert_eq!(
+        field(line, "first"),
+        format!("{:08x}", e[0].to_bits()),
+        "{line}"
+    );
+    assert_eq!(
+        field(line, "norm2"),
+        format!("{:08x}", norm.to_bits()),
+        "{line}"
+    );
+    let ram = out.lines().find(|l| l.starts_with("ram")).unwrap();
+    assert!(
+        field(ram, "total").parse::<usize>().unwrap() <= 512 * 1024,
+        "{ram}"
+    );
 }
