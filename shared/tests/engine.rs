@@ -328,7 +328,7 @@ fn bad_fields_are_named() {
     assert_eq!(
         Model::from_bytes(&reseal({
             let mut b = blob.clone();
-            b[..8].copy_from_slice(b"FSMCU\0\0\x02");
+            b[..8].copy_from_slice(b"FSMCU\0\0\x01");
             b
         }))
         .unwrap_err(),

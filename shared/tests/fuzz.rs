@@ -229,3 +229,18 @@ fn write_model_blob_seeds() {
         std::fs::write(dir.join(name), bytes).unwrap();
     }
 }
+
+/// The fuzzer's find `crash-i32-overflow` (mode byte odd: length and CRC
+/// patched) is refused for what it is: sums that overflow i32.
+#[test]
+fn the_overflow_find_is_refused_by_its_field() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/model_blob/crash-i32-overflow");
+    let mut bytes = std::fs::read(path).unwrap()[1..].to_vec();
+    let n = bytes.len();
+    bytes[8..12].copy_from_slice(&(n as u32).to_le_bytes());
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&bytes[..n - 4]);
+    bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
+    let err = fewshot_core::engine::Model::from_bytes(&bytes).unwrap_err();
+    assert!(err.to_string().contains("overflow"), "{err}");
+}

@@ -107,6 +107,12 @@ fn encoder(args: EncoderArgs) -> anyhow::Result<()> {
     }
     let times = time_runs(&model, &input, args.runs)?;
     let median = times[times.len() / 2];
+    if args.profile && runtime(path) != "tract" {
+        anyhow::bail!(
+            "--profile {}: it times tract's operators, and a .fsmcu blob runs in the core's int8 engine",
+            path.display()
+        );
+    }
     if args.profile {
         profile_tract(path, &input, model.recipe(), args.runs)?;
     }
@@ -114,7 +120,7 @@ fn encoder(args: EncoderArgs) -> anyhow::Result<()> {
     if args.json {
         super::print_json(&json!({
             "bench": "encoder",
-            "runtime": "tract",
+            "runtime": runtime(path),
             "model": path,
             "file_bytes": size,
             "runs": times.len(),
@@ -123,9 +129,10 @@ fn encoder(args: EncoderArgs) -> anyhow::Result<()> {
         }))?;
     } else {
         println!(
-            "{}: {} bytes; tract, batch 1: median {median:.0} µs per image over {} runs (min {:.0})",
+            "{}: {} bytes; {}, batch 1: median {median:.0} µs per image over {} runs (min {:.0})",
             path.display(),
             size,
+            runtime(path),
             times.len(),
             times[0]
         );
@@ -188,7 +195,7 @@ fn compare_encoders(args: &EncoderArgs) -> anyhow::Result<()> {
         if args.json {
             rows.push(json!({
                 "bench": "encoder",
-                "runtime": "tract",
+                "runtime": runtime(path),
                 "model": path,
                 "file_bytes": size,
                 "rounds": m.len(),
@@ -199,8 +206,9 @@ fn compare_encoders(args: &EncoderArgs) -> anyhow::Result<()> {
             }));
         } else {
             println!(
-                "{}: {size} bytes; tract, batch 1: median {median:.0} µs per image (the median of {} rounds' medians of {} runs, range {lo:.0}-{hi:.0})",
+                "{}: {size} bytes; {}, batch 1: median {median:.0} µs per image (the median of {} rounds' medians of {} runs, range {lo:.0}-{hi:.0})",
                 path.display(),
+                runtime(path),
                 m.len(),
                 args.runs.max(1)
             );
@@ -351,4 +359,16 @@ fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// What runs the model file: the core's int8 engine for a blob, else tract.
+fn runtime(path: &std::path::Path) -> &'static str {
+    if path
+        .extension()
+        .is_some_and(|e| e == fewshot_firmware::encoder::BLOB_EXTENSION)
+    {
+        "int8 engine"
+    } else {
+        "tract"
+    }
 }

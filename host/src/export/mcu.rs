@@ -296,12 +296,17 @@ pub fn qlinear_proto(bytes: &[u8]) -> anyhow::Result<tract_onnx::pb::ModelProto>
             p("weight.zero_point"),
             p("bias"),
         );
-        init.push(tensor(
-            &w,
-            &[s.cout, gin, s.k, s.k],
-            DataType::Int8,
-            l.weight.to_vec(),
-        ));
+        // The blob keeps them output channel last; ONNX wants them first.
+        let taps = s.k * s.k;
+        let mut oihw = vec![0u8; l.weight.len()];
+        for t in 0..taps {
+            for ic in 0..gin {
+                for oc in 0..s.cout {
+                    oihw[(oc * gin + ic) * taps + t] = l.weight[(t * gin + ic) * s.cout + oc];
+                }
+            }
+        }
+        init.push(tensor(&w, &[s.cout, gin, s.k, s.k], DataType::Int8, oihw));
         init.push(tensor(
             &ws,
             &[s.cout],

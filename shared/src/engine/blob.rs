@@ -1,12 +1,12 @@
 //! The model blob: an int8 encoder in one checksummed byte string that the
 //! engine runs in place (no copy, no allocator).
 //!
-//! Layout (version 1, little-endian; every count and size is checked when
+//! Layout (version 2, little-endian; every count and size is checked when
 //! decoding):
 //!
 //! | size | field |
 //! | --- | --- |
-//! | 8 | magic `FSMCU\0\0\x01` |
+//! | 8 | magic `FSMCU\0\0\x02` (version 1 stored the weights output channel first) |
 //! | 4 | total length in bytes, checksum included |
 //! | 2, 2, 1, 1, 1, 1 | recipe: width, height, channels (1 or 3), resize (0 bilinear, 1 area), invert (0, 1), crop (0 none, 1 centre square, 2 aligned) |
 //! | 40 | crop data, 10 × f32: the centre square's fraction, or the five template points `x, y` (zeros where unused) |
@@ -14,10 +14,10 @@
 //! | 1, 1 | distance (0 l2, 1 cosine, 2 dot), reserved 0 |
 //! | 4 | rejection threshold f32 (NaN: none) |
 //! | 2 | embedding size |
-//! | 4, 4 | arena bytes, accumulator words (as the engine computes them) |
+//! | 4, 4 | arena bytes (twice the largest activation), i32 words (4 × the most output channels), as the engine computes them |
 //! | 4, 1 | input scale f32, input zero point u8 |
 //! | 1 | convolution layers `L` (1 to [`MAX_LAYERS`]) |
-//! | L × … | each: `cout` u16, kernel u8, stride u8, pad u8, flags u8 (1 depthwise, 2 ReLU, 4 2×2 max pooling), output scale f32 and zero point u8, then `cout` weight scales f32, `cout` biases i32 (units of input × weight scale), the int8 weights `cout × cin' × k × k` (`cin'` = 1 if depthwise) |
+//! | L × … | each: `cout` u16, kernel u8, stride u8, pad u8, flags u8 (1 depthwise, 2 ReLU, 4 2×2 max pooling), output scale f32 and zero point u8, then `cout` weight scales f32, `cout` biases i32 (units of input × weight scale), the int8 weights `k × k × cin' × cout` (output channel last, the engine's loop order; `cin'` = 1 if depthwise) |
 //! | 1 | output stage: 0 the last activations dequantized and flattened; 1 a linear layer |
 //! | … | linear: `dim` u16, `dim` weight scales f32, `dim` biases f32, the int8 weights `dim × features` |
 //! | 4 | CRC-32 (ISO-HDLC, as zlib) of every byte before it |
@@ -28,7 +28,7 @@ use crate::preprocess::{Crop, Recipe, Resize};
 use crate::{Distance, FaceTemplate};
 
 /// First eight bytes of a model blob.
-pub const MAGIC: [u8; 8] = *b"FSMCU\0\0\x01";
+pub const MAGIC: [u8; 8] = *b"FSMCU\0\0\x02";
 /// Most convolution layers a blob may hold.
 pub const MAX_LAYERS: usize = 32;
 /// Bytes before the first layer.
@@ -62,7 +62,7 @@ pub struct ConvLayer<'a> {
     pub weight_scale: &'a [u8],
     /// `cout` biases, i32 little-endian.
     pub bias: &'a [u8],
-    /// The int8 weights (as bytes).
+    /// The int8 weights (as bytes), `k × k × cin' × cout`.
     pub weight: &'a [u8],
 }
 
@@ -221,11 +221,8 @@ fn volume(c: usize, h: usize, w: usize) -> Result<usize, BlobError> {
 
 /// Whether `bias + Σ w · (x − zero)` stays within i32 for every input: each
 /// `|x − zero|` is at most 255.
-fn fits_i32(weights: &[u8], bias: i64) -> bool {
-    let sum: i64 = weights
-        .iter()
-        .map(|&w| i64::from((w as i8).unsigned_abs()))
-        .sum();
+fn fits_i32<'a>(weights: impl Iterator<Item = &'a u8>, bias: i64) -> bool {
+    let sum: i64 = weights.map(|&w| i64::from((w as i8).unsigned_abs())).sum();
     sum * 255 + bias.abs() <= i64::from(i32::MAX)
 }
 
@@ -414,9 +411,10 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded<'_>, BlobError> {
         let bias = r.take(4 * cout, "layer biases")?;
         let n_weights = cout * shape.group_in() * k * k;
         let weight = r.take(n_weights, "layer weights")?;
-        for (ch, row) in weight.chunks(n_weights / cout).enumerate() {
+        for ch in 0..cout {
             let bias = i64::from(crate::engine::ops::i32_at(bias, ch));
-            if !fits_i32(row, bias) {
+            let column = weight.iter().skip(ch).step_by(cout);
+            if !fits_i32(column, bias) {
                 return Err(invalid(
                     "layer weights",
                     "sums that cannot overflow the i32 accumulator",
@@ -454,7 +452,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded<'_>, BlobError> {
             return Err(invalid("layer flags", "a non-empty output"));
         }
         max_act = max_act.max(size);
-        max_acc = max_acc.max(volume(1, oh, ow)?);
+        max_acc = max_acc.max(crate::engine::ops::conv_words(cout));
         // MAX_LAYERS bounds the loop, so the push cannot fail.
         layers
             .push(layer)
@@ -484,7 +482,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded<'_>, BlobError> {
                 })?,
                 "linear weights",
             )?;
-            if weight.chunks(features).any(|row| !fits_i32(row, 0)) {
+            if weight.chunks(features).any(|row| !fits_i32(row.iter(), 0)) {
                 return Err(invalid(
                     "linear weights",
                     "sums that cannot overflow the i32 accumulator",
@@ -573,7 +571,8 @@ mod encode {
         pub weight_scale: Vec<f32>,
         /// Bias of each output channel in units of input scale × weight scale.
         pub bias: Vec<i32>,
-        /// Int8 weights `cout × cin' × k × k`.
+        /// Int8 weights `cout × cin' × k × k` (ONNX's order; the blob stores
+        /// them output channel last).
         pub weight: Vec<i8>,
     }
 
@@ -702,14 +701,22 @@ mod encode {
             for b in &l.bias {
                 out.extend_from_slice(&b.to_le_bytes());
             }
-            out.extend(l.weight.iter().map(|&v| v as u8));
+            // Given `cout × cin' × k × k` (ONNX's order), stored output channel last.
+            let gin = shape.group_in();
+            for t in 0..l.k * l.k {
+                for ic in 0..gin {
+                    for oc in 0..l.cout {
+                        out.push(l.weight[(oc * gin + ic) * l.k * l.k + t] as u8);
+                    }
+                }
+            }
             (c, h, w) = if l.pool {
                 (l.cout, oh / 2, ow / 2)
             } else {
                 (l.cout, oh, ow)
             };
             max_act = max_act.max(c * h * w);
-            max_acc = max_acc.max(oh * ow);
+            max_acc = max_acc.max(crate::engine::ops::conv_words(l.cout));
         }
         let embedding = match &spec.output {
             OutputSpec::Flatten => {

@@ -32,7 +32,8 @@ impl core::fmt::Debug for Model<'_> {
 }
 
 /// The working memory of one [`Model::embed`]: `arena_bytes` bytes for two
-/// activation buffers and `accumulator_words` i32 accumulators.
+/// activation buffers and `accumulator_words` i32 words for a layer's
+/// accumulators, biases and requantisation.
 pub struct Arena<'a> {
     bytes: &'a mut [u8],
     words: &'a mut [i32],
@@ -106,14 +107,16 @@ impl<'a> Model<'a> {
         let half = self.header.arena_bytes / 2;
         let (mut a, mut b) = arena.bytes[..2 * half].split_at_mut(half);
         let input_q = self.header.input;
-        ops::quantize(
+        let r = self.header.recipe;
+        let (mut c, mut h, mut w) = (r.channels, r.height, r.width);
+        ops::quantize_channel_last(
             input,
+            (c, h, w),
             input_q.scale,
             input_q.zero_point,
             &mut a[..input.len()],
         );
         let mut in_q = input_q;
-        let mut len = input.len();
         for layer in &self.layers {
             let q = ops::Requantize {
                 bias: layer.bias,
@@ -124,7 +127,8 @@ impl<'a> Model<'a> {
                 relu: layer.relu,
                 pool: layer.pool,
             };
-            let (c, h, w) = layer.out_dims();
+            let len = c * h * w;
+            (c, h, w) = layer.out_dims();
             ops::conv(
                 &layer.shape,
                 &a[..len],
@@ -134,11 +138,13 @@ impl<'a> Model<'a> {
                 arena.words,
                 &mut b[..c * h * w],
             );
-            len = c * h * w;
             in_q = layer.out;
             core::mem::swap(&mut a, &mut b);
         }
-        Ok((&a[..len], in_q))
+        // The output stage reads channel first, as ONNX's Flatten does.
+        let len = c * h * w;
+        ops::to_channel_first(&a[..len], (c, h, w), &mut b[..len]);
+        Ok((&b[..len], in_q))
     }
 
     /// The embedding of `input` (the recipe's preprocessed f32 tensor) into

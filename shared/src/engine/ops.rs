@@ -1,9 +1,11 @@
 //! The engine's integer kernels: convolution with i32 accumulation, fixed-point
 //! requantisation, 2×2 max pooling, and the f32 output stages.
 //!
-//! Activations are `u8` planes in channel-major order (`C × H × W`, as ONNX's
-//! NCHW without the batch), each with one affine quantization
-//! `real = scale · (q − zero_point)`. Weights are `i8` with zero point 0.
+//! Activations are `u8`, channel last (`H × W × C`) between layers, each
+//! tensor with one affine quantization `real = scale · (q − zero_point)`;
+//! the last layer's are turned channel first (`C × H × W`, ONNX's order) for
+//! the output stage. Weights are `i8` with zero point 0, stored `k × k × cin
+//! × cout` (output channel last).
 
 /// Geometry of one convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,9 +100,29 @@ fn pow2(n: u32) -> f64 {
 /// half to even, plus the zero point, saturated.
 pub fn quantize(input: &[f32], scale: f32, zero_point: u8, out: &mut [u8]) {
     for (q, &x) in out.iter_mut().zip(input) {
-        let v = libm::rintf(x / scale) + f32::from(zero_point);
-        // NaN saturates to 0 (`as` maps it there); ±∞ to the ends.
-        *q = v.clamp(0.0, 255.0) as u8;
+        *q = quantize_one(x, scale, zero_point);
+    }
+}
+
+#[inline]
+fn quantize_one(x: f32, scale: f32, zero_point: u8) -> u8 {
+    let v = libm::rintf(x / scale) + f32::from(zero_point);
+    // NaN saturates to 0 (`as` maps it there); ±∞ to the ends.
+    v.clamp(0.0, 255.0) as u8
+}
+
+/// [`quantize`] of a `c × h × w` input into `h × w × c` (channel last).
+pub fn quantize_channel_last(
+    input: &[f32],
+    (c, h, w): (usize, usize, usize),
+    scale: f32,
+    zero_point: u8,
+    out: &mut [u8],
+) {
+    for ch in 0..c {
+        for (p, &x) in input[ch * h * w..(ch + 1) * h * w].iter().enumerate() {
+            out[p * c + ch] = quantize_one(x, scale, zero_point);
+        }
     }
 }
 
@@ -143,106 +165,111 @@ pub fn channel_requant(q: &Requantize<'_>, c: usize) -> Option<Requant> {
     Requant::new(real)
 }
 
-/// Convolution of `input` (`cin × h × w` u8, zero point `in_zero`) by int8
-/// `weight` (`cout × group_in × k × k`), requantised into `out` (`cout × oh ×
-/// ow`, or the pooled `cout × oh/2 × ow/2`), with `acc` (at least `oh · ow`)
-/// as the accumulator plane. The caller has checked every size.
+/// i32 words a convolution of `cout` output channels needs: accumulators,
+/// biases, and each channel's requantisation (multiplier, shift).
+pub const fn conv_words(cout: usize) -> usize {
+    4 * cout
+}
+
+/// Convolution of `input` (`h × w × cin` u8, channel last, zero point
+/// `in_zero`) by int8 `weight` (`k × k × cin' × cout`, output channel last),
+/// requantised into `out` (`oh × ow × cout`, or the pooled `oh/2 × ow/2 ×
+/// cout`), with `words` (at least [`conv_words`]) as scratch. The caller has
+/// checked every size (the blob's decoder does).
+///
+/// Output channels are the inner loop, so it vectorises on the host whatever
+/// the image size; inputs at the zero point (ReLU's zeros) are skipped.
 pub fn conv(
     s: &ConvShape,
     input: &[u8],
     in_zero: u8,
     weight: &[u8],
     q: &Requantize<'_>,
-    acc: &mut [i32],
+    words: &mut [i32],
     out: &mut [u8],
 ) {
     let (Some(oh), Some(ow)) = (s.out_h(), s.out_w()) else {
         return;
     };
-    let plane = s.h * s.w;
-    let taps = s.k * s.k;
+    let cout = s.cout;
+    let (acc, rest) = words[..conv_words(cout)].split_at_mut(cout);
+    let (bias, rest) = rest.split_at_mut(cout);
+    let (mults, shifts) = rest.split_at_mut(cout);
+    for oc in 0..cout {
+        bias[oc] = i32_at(q.bias, oc);
+        // The decoder checked that every channel's requantisation exists.
+        let r = channel_requant(q, oc).unwrap_or(Requant { m: 0, shift: 0 });
+        mults[oc] = r.m as i32;
+        shifts[oc] = r.shift as i32;
+    }
     let zero = i32::from(in_zero);
-    let acc = &mut acc[..oh * ow];
-    let (ph, pw) = if q.pool { (oh / 2, ow / 2) } else { (oh, ow) };
-    for oc in 0..s.cout {
-        acc.fill(i32_at(q.bias, oc));
-        for g in 0..s.group_in() {
-            let ic = if s.depthwise { oc } else { g };
-            let x = &input[ic * plane..(ic + 1) * plane];
-            let wk = &weight[(oc * s.group_in() + g) * taps..][..taps];
-            for ky in 0..s.k {
-                for kx in 0..s.k {
-                    let wv = i32::from(wk[ky * s.k + kx] as i8);
-                    if wv == 0 {
+    let lo = if q.relu { i64::from(q.out_zero) } else { 0 };
+    let (ph, pw, cells) = if q.pool {
+        (oh / 2, ow / 2, 2)
+    } else {
+        (oh, ow, 1)
+    };
+    let gin = s.group_in();
+    for py in 0..ph {
+        for px in 0..pw {
+            let o = &mut out[(py * pw + px) * cout..][..cout];
+            o.fill(0);
+            for cell in 0..cells * cells {
+                let (oy, ox) = (py * cells + cell / cells, px * cells + cell % cells);
+                acc.copy_from_slice(bias);
+                for ky in 0..s.k {
+                    let iy = oy * s.stride + ky;
+                    if iy < s.pad || iy - s.pad >= s.h {
                         continue;
                     }
-                    accumulate_tap(s, x, zero, wv, ky, kx, oh, ow, acc);
+                    for kx in 0..s.k {
+                        let ix = ox * s.stride + kx;
+                        if ix < s.pad || ix - s.pad >= s.w {
+                            continue;
+                        }
+                        let x = &input[((iy - s.pad) * s.w + ix - s.pad) * s.cin..][..s.cin];
+                        let tap = &weight[(ky * s.k + kx) * gin * cout..][..gin * cout];
+                        if s.depthwise {
+                            for ((a, &v), &w) in acc.iter_mut().zip(x).zip(tap) {
+                                *a += (i32::from(v) - zero) * i32::from(w as i8);
+                            }
+                        } else {
+                            for (&v, row) in x.iter().zip(tap.chunks_exact(cout)) {
+                                let v = i32::from(v) - zero;
+                                if v == 0 {
+                                    continue;
+                                }
+                                for (a, &w) in acc.iter_mut().zip(row) {
+                                    *a += v * i32::from(w as i8);
+                                }
+                            }
+                        }
+                    }
                 }
-            }
-        }
-        let Some(r) = channel_requant(q, oc) else {
-            continue;
-        };
-        let lo = if q.relu { i64::from(q.out_zero) } else { 0 };
-        let code = |a: i32| (r.apply(a) + i64::from(q.out_zero)).clamp(lo, 255) as u8;
-        let o = &mut out[oc * ph * pw..(oc + 1) * ph * pw];
-        if q.pool {
-            for py in 0..ph {
-                for px in 0..pw {
-                    let at = |y: usize, x: usize| acc[y * ow + x];
-                    let (y, x) = (2 * py, 2 * px);
-                    // Requantisation is monotone (M > 0): pool the accumulators.
-                    let m = at(y, x)
-                        .max(at(y, x + 1))
-                        .max(at(y + 1, x))
-                        .max(at(y + 1, x + 1));
-                    o[py * pw + px] = code(m);
+                // Requantisation is monotone (M > 0): pooling the codes is
+                // pooling the values.
+                for ((o, &a), (&m, &shift)) in o
+                    .iter_mut()
+                    .zip(acc.iter())
+                    .zip(mults.iter().zip(shifts.iter()))
+                {
+                    let r = Requant {
+                        m: i64::from(m),
+                        shift: shift as u32,
+                    };
+                    let code = (r.apply(a) + i64::from(q.out_zero)).clamp(lo, 255) as u8;
+                    *o = (*o).max(code);
                 }
-            }
-        } else {
-            for (o, &a) in o.iter_mut().zip(acc.iter()) {
-                *o = code(a);
             }
         }
     }
 }
 
-/// Adds `w · (x − zero)` of kernel tap `(ky, kx)` to every output position.
-#[allow(clippy::too_many_arguments)]
-#[inline]
-fn accumulate_tap(
-    s: &ConvShape,
-    x: &[u8],
-    zero: i32,
-    w: i32,
-    ky: usize,
-    kx: usize,
-    oh: usize,
-    ow: usize,
-    acc: &mut [i32],
-) {
-    // Output columns whose input column ox·stride + kx − pad lies inside.
-    let first = s.pad.saturating_sub(kx).div_ceil(s.stride);
-    let last = (s.w + s.pad - kx).div_ceil(s.stride).min(ow);
-    if first >= last {
-        return;
-    }
-    for oy in 0..oh {
-        let iy = oy * s.stride + ky;
-        if iy < s.pad || iy - s.pad >= s.h {
-            continue;
-        }
-        let row = &x[(iy - s.pad) * s.w..][..s.w];
-        let a = &mut acc[oy * ow + first..oy * ow + last];
-        let x0 = first * s.stride + kx - s.pad;
-        if s.stride == 1 {
-            for (a, &v) in a.iter_mut().zip(&row[x0..]) {
-                *a += w * (i32::from(v) - zero);
-            }
-        } else {
-            for (a, &v) in a.iter_mut().zip(row[x0..].iter().step_by(s.stride)) {
-                *a += w * (i32::from(v) - zero);
-            }
+/// `h × w × c` (channel last) into `c × h × w`.
+pub fn to_channel_first(x: &[u8], (c, h, w): (usize, usize, usize), out: &mut [u8]) {
+    for (p, px) in x.chunks_exact(c).take(h * w).enumerate() {
+        for (ch, &v) in px.iter().enumerate() {
+            out[ch * h * w + p] = v;
         }
     }
 }
