@@ -599,3 +599,59 @@ fn names_add_frames_to_the_same_person_and_delete_them() {
         vec![1, 2]
     );
 }
+
+/// The board's `--admin` pipe: a named pipe is read again after each writer
+/// closes it (so `echo "name Ada" > PIPE` works every time), its lines parse
+/// as admin commands; a regular file is read once; a missing path is an
+/// error that names it.
+#[cfg(unix)]
+#[test]
+fn the_admin_pipe_reads_every_writer_in_turn() {
+    use fewshot_firmware::admin::{parse_admin_line, spawn_admin_reader, Admin};
+    use std::io::Write;
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = dir.path().join("admin");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo failed");
+    let rx = spawn_admin_reader(pipe.clone());
+    // Two writers, one after the other, as two `echo … > PIPE` would be.
+    for text in ["name Ada Lovelace\n", "list\ndelete Ada Lovelace\n"] {
+        let mut w = std::fs::OpenOptions::new().write(true).open(&pipe).unwrap();
+        w.write_all(text.as_bytes()).unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        got.push(parse_admin_line(&line).unwrap().unwrap());
+    }
+    match &got[..] {
+        [Admin::Name(a), Admin::List, Admin::Delete(b)] => {
+            assert_eq!(a.as_str(), "Ada Lovelace");
+            assert_eq!(b.as_str(), "Ada Lovelace");
+        }
+        other => panic!("{other:?}"),
+    }
+    // A regular file: its lines, then the reader stops.
+    let file = dir.path().join("once.txt");
+    std::fs::write(&file, "list\n").unwrap();
+    let rx = spawn_admin_reader(file);
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(10)).unwrap().unwrap(),
+        "list"
+    );
+    assert!(
+        rx.recv_timeout(Duration::from_secs(10)).is_err(),
+        "read once"
+    );
+    // A missing path: an error naming it.
+    let rx = spawn_admin_reader(dir.path().join("missing"));
+    let err = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .unwrap_err();
+    assert!(err.contains("missing"), "{err}");
+}
