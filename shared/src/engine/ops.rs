@@ -234,13 +234,28 @@ pub fn conv(
                                 *a += (i32::from(v) - zero) * i32::from(w as i8);
                             }
                         } else {
-                            for (&v, row) in x.iter().zip(tap.chunks_exact(cout)) {
-                                let v = i32::from(v) - zero;
-                                if v == 0 {
-                                    continue;
+                            // Two input channels at a time: one pass over
+                            // the accumulators for two products each.
+                            let pairs = x.chunks_exact(2).zip(tap.chunks_exact(2 * cout));
+                            for (v, rows) in pairs {
+                                let (v0, v1) = (i32::from(v[0]) - zero, i32::from(v[1]) - zero);
+                                let (r0, r1) = rows.split_at(cout);
+                                match (v0 == 0, v1 == 0) {
+                                    (true, true) => {}
+                                    (false, true) => saxpy(acc, v0, r0),
+                                    (true, false) => saxpy(acc, v1, r1),
+                                    (false, false) => {
+                                        for ((a, &w0), &w1) in acc.iter_mut().zip(r0).zip(r1) {
+                                            *a +=
+                                                v0 * i32::from(w0 as i8) + v1 * i32::from(w1 as i8);
+                                        }
+                                    }
                                 }
-                                for (a, &w) in acc.iter_mut().zip(row) {
-                                    *a += v * i32::from(w as i8);
+                            }
+                            if s.cin % 2 == 1 {
+                                let v = i32::from(x[s.cin - 1]) - zero;
+                                if v != 0 {
+                                    saxpy(acc, v, &tap[(s.cin - 1) * cout..]);
                                 }
                             }
                         }
@@ -262,6 +277,14 @@ pub fn conv(
                 }
             }
         }
+    }
+}
+
+/// `acc += v · w` over int8 `w` (as bytes).
+#[inline]
+fn saxpy(acc: &mut [i32], v: i32, w: &[u8]) {
+    for (a, &w) in acc.iter_mut().zip(w) {
+        *a += v * i32::from(w as i8);
     }
 }
 
