@@ -172,7 +172,7 @@ impl OnnxEncoder {
     }
 
     /// A model blob's encoder (its header gives the recipe, embedding size,
-    /// distance and threshold).
+    /// distance, threshold and gallery thresholds).
     fn from_blob(path: &Path, bytes: Vec<u8>) -> Result<Self, EncoderError> {
         let model_err = |message: String| EncoderError::Blob {
             path: path.to_path_buf(),
@@ -203,7 +203,7 @@ impl OnnxEncoder {
             dim,
             distance: header.distance,
             threshold: header.threshold,
-            gallery_thresholds: None,
+            gallery_thresholds: header.gallery_thresholds,
             flip_average: false,
             metadata: HashMap::new(),
             path: path.to_path_buf(),

@@ -192,7 +192,7 @@ pub enum BlobError {
         found: usize,
     },
     /// The bytes do not start with the blob magic.
-    #[error("not a model blob of this version (bad magic; expected FSMCU, version 2)")]
+    #[error("not a model blob of this version (bad magic; expected FSMCU, version 3)")]
     BadMagic,
     /// The checksum does not match the bytes.
     #[error(

@@ -3,7 +3,7 @@
 
 use fewshot_core::engine::blob::{encode, Affine, LayerSpec, OutputSpec, Spec, HEADER_LEN};
 use fewshot_core::engine::{Arena, Model};
-use fewshot_core::{BlobError, Distance, EngineError, Recipe};
+use fewshot_core::{BlobError, Distance, EngineError, GalleryThresholds, Recipe};
 use proptest::prelude::*;
 
 /// The reference: ONNX `QuantizeLinear`, `QLinearConv` (requantised in f64,
@@ -170,6 +170,7 @@ fn random_spec(seed: u64, channels: usize, side: usize, linear: bool) -> Spec {
         recipe: recipe(channels, side),
         distance: Distance::L2,
         threshold: None,
+        gallery_thresholds: None,
         input: Affine {
             scale: 1.0 / 255.0 + (next() % 10) as f32 / 1000.0,
             zero_point: (next() % 256) as u8,
@@ -235,6 +236,7 @@ fn a_hand_computed_layer() {
         recipe: recipe(1, 2),
         distance: Distance::Cosine,
         threshold: Some(0.25),
+        gallery_thresholds: GalleryThresholds::new(&[(10, 0.3), (50, 0.2)]).ok(),
         input: Affine {
             scale: 1.0,
             zero_point: 10,
@@ -260,6 +262,15 @@ fn a_hand_computed_layer() {
     let blob = encode(&spec).unwrap();
     let model = Model::from_bytes(&blob).unwrap();
     assert_eq!(model.header().threshold, Some(0.25));
+    assert_eq!(
+        model
+            .header()
+            .gallery_thresholds
+            .unwrap()
+            .points()
+            .collect::<Vec<_>>(),
+        vec![(10, 0.3), (50, 0.2)]
+    );
     assert_eq!(model.header().distance, Distance::Cosine);
     assert_eq!(model.dim(), 8);
     // Inputs 0, 1, 2, 7 → codes 10, 11, 12, 17 → x − zp = 0, 1, 2, 7.
@@ -321,20 +332,24 @@ fn bad_fields_are_named() {
         "threshold"
     );
     // With a linear layer the mismatch is named on the linear side.
-    assert_eq!(invalid(field(90, &999u16.to_le_bytes())), "linear size");
-    assert_eq!(invalid(field(92, &1u32.to_le_bytes())), "arena bytes");
-    assert_eq!(invalid(field(100, &(-1f32).to_le_bytes())), "input scale");
-    assert_eq!(invalid(field(105, &[0])), "layer count");
+    assert_eq!(invalid(field(155, &999u16.to_le_bytes())), "linear size");
+    assert_eq!(invalid(field(157, &1u32.to_le_bytes())), "arena bytes");
+    assert_eq!(invalid(field(165, &(-1f32).to_le_bytes())), "input scale");
+    assert_eq!(invalid(field(170, &[0])), "layer count");
+    // Gallery thresholds: too many points, sizes not increasing, junk after the last.
+    assert_eq!(invalid(field(90, &[9])), "gallery thresholds");
+    assert_eq!(invalid(field(90, &[1])), "gallery thresholds");
+    assert_eq!(invalid(field(95, &[1])), "gallery thresholds");
     assert_eq!(
         Model::from_bytes(&reseal({
             let mut b = blob.clone();
-            b[..8].copy_from_slice(b"FSMCU\0\0\x01");
+            b[..8].copy_from_slice(b"FSMCU\0\0\x02");
             b
         }))
         .unwrap_err(),
         BlobError::BadMagic
     );
-    assert_eq!(HEADER_LEN, 106);
+    assert_eq!(HEADER_LEN, 171);
 }
 
 #[test]

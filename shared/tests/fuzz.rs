@@ -161,6 +161,7 @@ fn write_model_blob_seeds() {
         },
         distance: Distance::L2,
         threshold: None,
+        gallery_thresholds: None,
         input: Affine {
             scale: 1.0 / 255.0,
             zero_point: 0,
@@ -184,6 +185,7 @@ fn write_model_blob_seeds() {
         },
         distance: Distance::Cosine,
         threshold: Some(0.4),
+        gallery_thresholds: fewshot_core::GalleryThresholds::new(&[(10, 0.45), (50, 0.4)]).ok(),
         input: Affine {
             scale: 2.0 / 255.0,
             zero_point: 128,
@@ -206,6 +208,7 @@ fn write_model_blob_seeds() {
         },
         distance: Distance::Dot,
         threshold: None,
+        gallery_thresholds: None,
         input: Affine {
             scale: 1.0 / 255.0,
             zero_point: 3,

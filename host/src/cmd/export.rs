@@ -19,7 +19,7 @@ pub struct ExportArgs {
     /// of ONNX: full-range int8 weights per output channel, u8 activations
     /// calibrated on --calibration, checked against tract running the same
     /// quantization; a `.json` beside it records the export.
-    #[arg(long, conflicts_with_all = ["int8", "flip_average", "gallery_far"])]
+    #[arg(long, conflicts_with_all = ["int8", "flip_average"])]
     mcu: bool,
     /// With --mcu: images compared between the engine and tract.
     #[arg(long, default_value_t = 200, requires = "mcu")]
@@ -265,13 +265,37 @@ fn export_mcu(args: &ExportArgs) -> anyhow::Result<()> {
         "arena_bytes": done.arena.0,
         "accumulator_words": done.arena.1,
     });
+    let mut gallery = None;
+    if let (Some(far), Some(data)) = (args.gallery_far, &args.threshold_data) {
+        let data = fewshot_host::data::resolve(data)?;
+        let points = threshold::calibrate_gallery(
+            &args.out,
+            &data,
+            far,
+            &args.gallery_sizes,
+            args.gallery_shots,
+        )?;
+        let pairs: Vec<(usize, f32)> = points.iter().map(|p| (p.gallery, p.threshold)).collect();
+        gallery = Some(
+            fewshot_core::GalleryThresholds::new(&pairs)
+                .map_err(|e| anyhow::anyhow!("--gallery-sizes: {e}"))?,
+        );
+        for p in &points {
+            println!(
+                "gallery of {}: threshold {} for FAR ≤ {far} per stranger: FAR {:.3} %, TAR {:.2} % (measured with the engine)",
+                p.gallery,
+                p.threshold,
+                100.0 * p.far,
+                100.0 * p.tar
+            );
+        }
+        record["gallery_thresholds"] = serde_json::to_value(&points)?;
+    }
+    let mut pair_threshold = None;
     if let (Some(far), Some(data)) = (args.threshold_far, &args.threshold_data) {
         let data = fewshot_host::data::resolve(data)?;
         let cal = threshold::calibrate(&args.out, &data, far)?;
-        let mut bytes = std::fs::read(&args.out)?;
-        fewshot_core::engine::blob::set_threshold(&mut bytes, Some(cal.threshold))
-            .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
-        fewshot_host::nn::checkpoint::write_atomic(&args.out, &bytes)?;
+        pair_threshold = Some(cal.threshold);
         println!(
             "threshold {} for FAR ≤ {far}: FAR {:.4} %, TAR {:.2} % over {} genuine and {} impostor pairs of {} (measured with the engine)",
             cal.threshold,
@@ -282,6 +306,12 @@ fn export_mcu(args: &ExportArgs) -> anyhow::Result<()> {
             data.display()
         );
         record["threshold_calibration"] = serde_json::to_value(&cal)?;
+    }
+    if pair_threshold.is_some() || gallery.is_some() {
+        let mut bytes = std::fs::read(&args.out)?;
+        fewshot_core::engine::blob::set_thresholds(&mut bytes, pair_threshold, gallery.as_ref())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
+        fewshot_host::nn::checkpoint::write_atomic(&args.out, &bytes)?;
     }
     let side = args.out.with_extension("json");
     fewshot_host::nn::checkpoint::write_atomic(

@@ -87,6 +87,7 @@ pub fn spec(
         recipe,
         distance,
         threshold,
+        gallery_thresholds: None,
         input: affine(input),
         layers: specs,
         output,

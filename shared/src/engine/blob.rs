@@ -1,18 +1,19 @@
 //! The model blob: an int8 encoder in one checksummed byte string that the
 //! engine runs in place (no copy, no allocator).
 //!
-//! Layout (version 2, little-endian; every count and size is checked when
+//! Layout (version 3, little-endian; every count and size is checked when
 //! decoding):
 //!
 //! | size | field |
 //! | --- | --- |
-//! | 8 | magic `FSMCU\0\0\x02` (version 1 stored the weights output channel first) |
+//! | 8 | magic `FSMCU\0\0\x03` (version 1 stored the weights otherwise, version 2 had no gallery thresholds) |
 //! | 4 | total length in bytes, checksum included |
 //! | 2, 2, 1, 1, 1, 1 | recipe: width, height, channels (1 or 3), resize (0 bilinear, 1 area), invert (0, 1), crop (0 none, 1 centre square, 2 aligned) |
 //! | 40 | crop data, 10 × f32: the centre square's fraction, or the five template points `x, y` (zeros where unused) |
 //! | 24 | mean 3 × f32, std 3 × f32 |
 //! | 1, 1 | distance (0 l2, 1 cosine, 2 dot), reserved 0 |
 //! | 4 | rejection threshold f32 (NaN: none) |
+//! | 1, 64 | gallery thresholds: count (0 to 8), then 8 × (gallery size u32, threshold f32), increasing sizes, unused ones zero |
 //! | 2 | embedding size |
 //! | 4, 4 | arena bytes (twice the largest activation), i32 words (4 × the most output channels), as the engine computes them |
 //! | 4, 1 | input scale f32, input zero point u8 |
@@ -24,15 +25,18 @@
 
 use crate::engine::ops::ConvShape;
 use crate::error::BlobError;
+use crate::openset::MAX_GALLERY_THRESHOLDS;
 use crate::preprocess::{Crop, Recipe, Resize};
-use crate::{Distance, FaceTemplate};
+use crate::{Distance, FaceTemplate, GalleryThresholds};
 
 /// First eight bytes of a model blob.
-pub const MAGIC: [u8; 8] = *b"FSMCU\0\0\x02";
+pub const MAGIC: [u8; 8] = *b"FSMCU\0\0\x03";
 /// Most convolution layers a blob may hold.
 pub const MAX_LAYERS: usize = 32;
 /// Bytes before the first layer.
-pub const HEADER_LEN: usize = 8 + 4 + 8 + 40 + 24 + 2 + 4 + 2 + 8 + 5 + 1;
+pub const HEADER_LEN: usize = 8 + 4 + 8 + 40 + 24 + 2 + 4 + 1 + 8 * GALLERY_POINT + 2 + 8 + 5 + 1;
+/// Bytes of one gallery threshold point: size u32, threshold f32.
+const GALLERY_POINT: usize = 8;
 /// Largest side, channel count or output size a blob may declare.
 pub const MAX_SIDE: usize = 4096;
 const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
@@ -108,6 +112,8 @@ pub struct Header {
     pub distance: Distance,
     /// Recommended rejection threshold, if one was calibrated.
     pub threshold: Option<f32>,
+    /// Thresholds for galleries of several sizes, if calibrated.
+    pub gallery_thresholds: Option<GalleryThresholds>,
     /// Embedding size.
     pub embedding: usize,
     /// Bytes of activations the engine needs ([`crate::engine::Arena`]).
@@ -334,6 +340,27 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded<'_>, BlobError> {
         t if t.is_finite() => Some(t),
         _ => return Err(invalid("threshold", "a finite number or NaN (none)")),
     };
+    let points = r.u8("gallery thresholds")? as usize;
+    if points > MAX_GALLERY_THRESHOLDS {
+        return Err(invalid("gallery thresholds", "0 to 8 points"));
+    }
+    let mut pairs = [(0usize, 0f32); MAX_GALLERY_THRESHOLDS];
+    for (i, pair) in pairs.iter_mut().enumerate() {
+        let (size, t) = (r.u32("gallery thresholds")?, r.f32("gallery thresholds")?);
+        if i >= points && (size != 0 || t.to_bits() != 0) {
+            return Err(invalid("gallery thresholds", "unused points zero"));
+        }
+        *pair = (size as usize, t);
+    }
+    let gallery_thresholds = match points {
+        0 => None,
+        n => Some(GalleryThresholds::new(&pairs[..n]).map_err(|_| {
+            invalid(
+                "gallery thresholds",
+                "increasing gallery sizes from 1 with finite thresholds",
+            )
+        })?),
+    };
     let embedding = side(r.u16("embedding size")? as usize, "embedding size")?;
     let arena_bytes = r.u32("arena bytes")? as usize;
     let accumulator_words = r.u32("accumulator words")? as usize;
@@ -511,6 +538,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded<'_>, BlobError> {
             recipe,
             distance,
             threshold,
+            gallery_thresholds,
             embedding,
             arena_bytes,
             accumulator_words,
@@ -521,12 +549,32 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded<'_>, BlobError> {
     })
 }
 
-/// Offset of the threshold field.
+/// Offset of the threshold field, and of the gallery thresholds after it.
 const THRESHOLD_AT: usize = 86;
+const GALLERY_AT: usize = THRESHOLD_AT + 4;
 
-/// Sets the rejection threshold of the blob `bytes` in place (`None`: no
-/// threshold) and reseals its checksum. The blob is checked first.
-pub fn set_threshold(bytes: &mut [u8], threshold: Option<f32>) -> Result<(), BlobError> {
+/// The gallery-threshold field for `points`.
+fn gallery_field(points: Option<&GalleryThresholds>) -> [u8; 1 + 8 * GALLERY_POINT] {
+    let mut field = [0u8; 1 + 8 * GALLERY_POINT];
+    if let Some(points) = points {
+        for (i, (size, t)) in points.points().enumerate() {
+            field[0] = i as u8 + 1;
+            let at = 1 + i * GALLERY_POINT;
+            field[at..at + 4].copy_from_slice(&(size as u32).to_le_bytes());
+            field[at + 4..at + 8].copy_from_slice(&t.to_le_bytes());
+        }
+    }
+    field
+}
+
+/// Sets the rejection threshold (`None`: none) and the gallery thresholds
+/// (`None`: none) of the blob `bytes` in place and reseals its checksum. The
+/// blob is checked first.
+pub fn set_thresholds(
+    bytes: &mut [u8],
+    threshold: Option<f32>,
+    gallery: Option<&GalleryThresholds>,
+) -> Result<(), BlobError> {
     if threshold.is_some_and(|t| !t.is_finite()) {
         return Err(invalid("threshold", "a finite number or NaN (none)"));
     }
@@ -534,6 +582,8 @@ pub fn set_threshold(bytes: &mut [u8], threshold: Option<f32>) -> Result<(), Blo
     let n = bytes.len();
     bytes[THRESHOLD_AT..THRESHOLD_AT + 4]
         .copy_from_slice(&threshold.unwrap_or(f32::NAN).to_le_bytes());
+    let field = gallery_field(gallery);
+    bytes[GALLERY_AT..GALLERY_AT + field.len()].copy_from_slice(&field);
     let crc = CRC32.checksum(&bytes[..n - 4]);
     bytes[n - 4..].copy_from_slice(&crc.to_le_bytes());
     Ok(())
@@ -603,6 +653,8 @@ mod encode {
         pub distance: Distance,
         /// Rejection threshold, if calibrated.
         pub threshold: Option<f32>,
+        /// Thresholds for galleries of several sizes, if calibrated.
+        pub gallery_thresholds: Option<GalleryThresholds>,
         /// Input quantization.
         pub input: Affine,
         /// Convolution layers.
@@ -654,6 +706,7 @@ mod encode {
         });
         out.push(0);
         out.extend_from_slice(&spec.threshold.unwrap_or(f32::NAN).to_le_bytes());
+        out.extend_from_slice(&gallery_field(spec.gallery_thresholds.as_ref()));
         let embedding_at = out.len();
         out.extend_from_slice(&[0; 2 + 4 + 4]); // embedding, arena, accumulators: below
         out.extend_from_slice(&spec.input.scale.to_le_bytes());
