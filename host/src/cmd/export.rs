@@ -160,33 +160,11 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
         threshold::set_metadata(&args.out, &[(meta::FLIP_AVERAGE, "true".into())])?;
         println!("embeddings average the face and its mirror image (two runs per face)");
     }
-    if let (Some(far), Some(data)) = (args.gallery_far, &args.threshold_data) {
-        let data = fewshot_host::data::resolve(data)?;
-        let points = threshold::calibrate_gallery(
-            &args.out,
-            &data,
-            far,
-            &args.gallery_sizes,
-            args.gallery_shots,
-        )?;
-        let pairs: Vec<(usize, f32)> = points.iter().map(|p| (p.gallery, p.threshold)).collect();
-        fewshot_core::GalleryThresholds::new(&pairs)
-            .map_err(|e| anyhow::anyhow!("--gallery-sizes: {e}"))?;
+    if let Some((points, _)) = gallery_thresholds(&args)? {
         threshold::set_metadata(
             &args.out,
             &[(meta::GALLERY_THRESHOLDS, serde_json::to_string(&points)?)],
         )?;
-        for p in &points {
-            println!(
-                "gallery of {}: threshold {} for FAR ≤ {far} per stranger: FAR {:.3} %, TAR {:.2} % ({} random galleries, {} stranger probes)",
-                p.gallery,
-                p.threshold,
-                100.0 * p.far,
-                100.0 * p.tar,
-                p.trials,
-                p.stranger_probes
-            );
-        }
     }
     if let (Some(far), Some(data)) = (args.threshold_far, args.threshold_data) {
         let data = fewshot_host::data::resolve(&data)?;
@@ -266,30 +244,9 @@ fn export_mcu(args: &ExportArgs) -> anyhow::Result<()> {
         "accumulator_words": done.arena.1,
     });
     let mut gallery = None;
-    if let (Some(far), Some(data)) = (args.gallery_far, &args.threshold_data) {
-        let data = fewshot_host::data::resolve(data)?;
-        let points = threshold::calibrate_gallery(
-            &args.out,
-            &data,
-            far,
-            &args.gallery_sizes,
-            args.gallery_shots,
-        )?;
-        let pairs: Vec<(usize, f32)> = points.iter().map(|p| (p.gallery, p.threshold)).collect();
-        gallery = Some(
-            fewshot_core::GalleryThresholds::new(&pairs)
-                .map_err(|e| anyhow::anyhow!("--gallery-sizes: {e}"))?,
-        );
-        for p in &points {
-            println!(
-                "gallery of {}: threshold {} for FAR ≤ {far} per stranger: FAR {:.3} %, TAR {:.2} % (measured with the engine)",
-                p.gallery,
-                p.threshold,
-                100.0 * p.far,
-                100.0 * p.tar
-            );
-        }
+    if let Some((points, thresholds)) = gallery_thresholds(args)? {
         record["gallery_thresholds"] = serde_json::to_value(&points)?;
+        gallery = Some(thresholds);
     }
     let mut pair_threshold = None;
     if let (Some(far), Some(data)) = (args.threshold_far, &args.threshold_data) {
@@ -320,4 +277,43 @@ fn export_mcu(args: &ExportArgs) -> anyhow::Result<()> {
     )?;
     println!("wrote {} (the export's record)", side.display());
     Ok(())
+}
+
+/// With --gallery-far: the thresholds for galleries of --gallery-sizes people,
+/// measured with the exported file (tract, or the engine for a blob),
+/// printed, and checked.
+fn gallery_thresholds(
+    args: &ExportArgs,
+) -> anyhow::Result<
+    Option<(
+        Vec<fewshot_host::eval::door::GalleryThreshold>,
+        fewshot_core::GalleryThresholds,
+    )>,
+> {
+    let (Some(far), Some(data)) = (args.gallery_far, &args.threshold_data) else {
+        return Ok(None);
+    };
+    let data = fewshot_host::data::resolve(data)?;
+    let points = threshold::calibrate_gallery(
+        &args.out,
+        &data,
+        far,
+        &args.gallery_sizes,
+        args.gallery_shots,
+    )?;
+    let pairs: Vec<(usize, f32)> = points.iter().map(|p| (p.gallery, p.threshold)).collect();
+    let thresholds = fewshot_core::GalleryThresholds::new(&pairs)
+        .map_err(|e| anyhow::anyhow!("--gallery-sizes: {e}"))?;
+    for p in &points {
+        println!(
+            "gallery of {}: threshold {} for FAR ≤ {far} per stranger: FAR {:.3} %, TAR {:.2} % ({} random galleries, {} stranger probes)",
+            p.gallery,
+            p.threshold,
+            100.0 * p.far,
+            100.0 * p.tar,
+            p.trials,
+            p.stranger_probes
+        );
+    }
+    Ok(Some((points, thresholds)))
 }
