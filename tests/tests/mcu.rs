@@ -40,6 +40,17 @@ fn assert_close(model: &Model<'_>, c: &EngineCheck) {
     assert!(c.max_embedding_diff <= bound, "{c:?}, bound {bound}");
 }
 
+/// The engine against tract running the blob's own ONNX graph on `inputs`.
+fn own_graph_in_tract(bytes: &[u8], model: &Model<'_>, inputs: &[Vec<f32>]) -> EngineCheck {
+    compare_with_tract(
+        bytes,
+        &qlinear_proto(bytes).unwrap(),
+        &qlinear_features(model),
+        inputs,
+    )
+    .unwrap()
+}
+
 fn images(folder: &Path, n: usize) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![folder.to_path_buf()];
@@ -89,13 +100,7 @@ fn the_engine_matches_tract_on_the_committed_omniglot_checkpoint() {
     .iter()
     .map(|p| preprocess_file(p, &r).unwrap())
     .collect();
-    let check = compare_with_tract(
-        &bytes,
-        &qlinear_proto(&bytes).unwrap(),
-        &qlinear_features(&model),
-        &inputs,
-    )
-    .unwrap();
+    let check = own_graph_in_tract(&bytes, &model, &inputs);
     assert_close(&model, &check);
     let ram = done.arena.0 + 4 * done.arena.1;
     assert!(ram < 64 * 1024, "arena {ram} bytes");
@@ -154,13 +159,7 @@ fn every_committed_blob_matches_tract() {
             .iter()
             .map(|p| preprocess_file(p, &r).unwrap())
             .collect();
-        let check = compare_with_tract(
-            &bytes,
-            &qlinear_proto(&bytes).unwrap(),
-            &qlinear_features(&model),
-            &inputs,
-        )
-        .unwrap();
+        let check = own_graph_in_tract(&bytes, &model, &inputs);
         assert_close(&model, &check);
         let h = model.header();
         let ram = h.arena_bytes + 4 * h.accumulator_words;

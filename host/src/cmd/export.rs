@@ -166,9 +166,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
             &[(meta::GALLERY_THRESHOLDS, serde_json::to_string(&points)?)],
         )?;
     }
-    if let (Some(far), Some(data)) = (args.threshold_far, args.threshold_data) {
-        let data = fewshot_host::data::resolve(&data)?;
-        let cal = threshold::calibrate(&args.out, &data, far)?;
+    if let Some(cal) = pair_threshold(&args)? {
         threshold::set_metadata(
             &args.out,
             &[
@@ -176,15 +174,6 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
                 (meta::THRESHOLD_CALIBRATION, serde_json::to_string(&cal)?),
             ],
         )?;
-        println!(
-            "threshold {} for FAR ≤ {far}: FAR {:.4} %, TAR {:.2} % over {} genuine and {} impostor pairs of {}",
-            cal.threshold,
-            100.0 * cal.far,
-            100.0 * cal.tar,
-            cal.genuine_pairs,
-            cal.impostor_pairs,
-            data.display()
-        );
     }
     Ok(())
 }
@@ -248,25 +237,14 @@ fn export_mcu(args: &ExportArgs) -> anyhow::Result<()> {
         record["gallery_thresholds"] = serde_json::to_value(&points)?;
         gallery = Some(thresholds);
     }
-    let mut pair_threshold = None;
-    if let (Some(far), Some(data)) = (args.threshold_far, &args.threshold_data) {
-        let data = fewshot_host::data::resolve(data)?;
-        let cal = threshold::calibrate(&args.out, &data, far)?;
-        pair_threshold = Some(cal.threshold);
-        println!(
-            "threshold {} for FAR ≤ {far}: FAR {:.4} %, TAR {:.2} % over {} genuine and {} impostor pairs of {} (measured with the engine)",
-            cal.threshold,
-            100.0 * cal.far,
-            100.0 * cal.tar,
-            cal.genuine_pairs,
-            cal.impostor_pairs,
-            data.display()
-        );
-        record["threshold_calibration"] = serde_json::to_value(&cal)?;
+    let cal = pair_threshold(args)?;
+    if let Some(cal) = &cal {
+        record["threshold_calibration"] = serde_json::to_value(cal)?;
     }
-    if pair_threshold.is_some() || gallery.is_some() {
+    let pair = cal.map(|c| c.threshold);
+    if pair.is_some() || gallery.is_some() {
         let mut bytes = std::fs::read(&args.out)?;
-        fewshot_core::engine::blob::set_thresholds(&mut bytes, pair_threshold, gallery.as_ref())
+        fewshot_core::engine::blob::set_thresholds(&mut bytes, pair, gallery.as_ref())
             .map_err(|e| anyhow::anyhow!("{}: {e}", args.out.display()))?;
         fewshot_host::nn::checkpoint::write_atomic(&args.out, &bytes)?;
     }
@@ -316,4 +294,24 @@ fn gallery_thresholds(
         );
     }
     Ok(Some((points, thresholds)))
+}
+
+/// With --threshold-far: the pair threshold measured with the exported file
+/// (tract, or the engine for a blob), printed.
+fn pair_threshold(args: &ExportArgs) -> anyhow::Result<Option<threshold::ThresholdCalibration>> {
+    let (Some(far), Some(data)) = (args.threshold_far, &args.threshold_data) else {
+        return Ok(None);
+    };
+    let data = fewshot_host::data::resolve(data)?;
+    let cal = threshold::calibrate(&args.out, &data, far)?;
+    println!(
+        "threshold {} for FAR ≤ {far}: FAR {:.4} %, TAR {:.2} % over {} genuine and {} impostor pairs of {}",
+        cal.threshold,
+        100.0 * cal.far,
+        100.0 * cal.tar,
+        cal.genuine_pairs,
+        cal.impostor_pairs,
+        data.display()
+    );
+    Ok(Some(cal))
 }

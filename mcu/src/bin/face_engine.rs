@@ -28,13 +28,7 @@ fn main() -> ! {
     rt::start_clock();
     let model = Model::from_bytes(BLOB).unwrap_or_else(|e| fail(&e));
     let h = *model.header();
-    if h.arena_bytes > ARENA_BYTES
-        || h.accumulator_words > ARENA_WORDS
-        || model.input_len() != INPUT
-        || model.dim() != DIM
-    {
-        fail(&"the blob does not fit this firmware's buffers");
-    }
+    rt::check_fits(&model, ARENA_BYTES, ARENA_WORDS, INPUT, DIM);
     let bytes = cortex_m::singleton!(: [u8; ARENA_BYTES] = [0; ARENA_BYTES])
         .unwrap_or_else(|| fail(&"arena taken"));
     let words = cortex_m::singleton!(: [i32; ARENA_WORDS] = [0; ARENA_WORDS])
