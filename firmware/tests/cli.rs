@@ -79,8 +79,6 @@ fn the_readme_demo_enrolls_opens_and_refuses_a_stranger() {
         gallery.to_str().unwrap(),
         "--script",
         "firmware/scripts/demo.txt",
-        "--threshold",
-        "5",
         "--json",
     ]);
     assert_eq!(
@@ -100,8 +98,13 @@ fn the_readme_demo_enrolls_opens_and_refuses_a_stranger() {
     assert_eq!(ev[2]["id"], 0);
     assert_eq!(ev[2]["name"], "person-0");
     assert_eq!(ev[3]["id"], 0);
-    assert!(ev[3]["distance"].as_f64().unwrap() <= 5.0);
-    assert!(ev[5]["distance"].as_f64().unwrap() > 5.0);
+    // Without --threshold the door opens by the model's threshold for one
+    // person enrolled.
+    assert_eq!(ev[0]["gallery_threshold_size"], 1);
+    let opens_at = ev[0]["gallery_threshold"].as_f64().unwrap();
+    assert!(opens_at < ev[0]["threshold"].as_f64().unwrap());
+    assert!(ev[3]["distance"].as_f64().unwrap() <= opens_at);
+    assert!(ev[5]["distance"].as_f64().unwrap() > opens_at);
     assert_eq!(ev[7]["id"], 0);
     // The gallery file was written (then emptied by the delete).
     assert!(gallery.is_file());
@@ -122,8 +125,6 @@ fn the_readme_demo_runs_on_the_engine_blob() {
             gallery.to_str().unwrap(),
             "--script",
             "firmware/scripts/demo.txt",
-            "--threshold",
-            "5",
             "--json",
         ])
     };
@@ -179,10 +180,11 @@ fn a_missing_or_corrupt_model_stops_with_a_clear_error() {
 #[test]
 fn a_model_without_a_threshold_needs_one_given() {
     let tmp = tempfile::tempdir().unwrap();
+    // The Matching Network's encoder was exported without a threshold.
     let out = doorkeeper(
         &[
             "--model",
-            MODEL,
+            "models/omniglot-matching.onnx",
             "--gallery",
             tmp.path().join("g").to_str().unwrap(),
         ],

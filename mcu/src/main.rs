@@ -58,8 +58,7 @@ const ARENA_BYTES: usize = 32 * 1024;
 const ARENA_WORDS: usize = 1024;
 /// Values of the engine's input (28 × 28).
 const INPUT: usize = 28 * 28;
-/// The door's threshold when the blob carries none: squared l2 distance, as
-/// the README's demo gives the ONNX model.
+/// The door's threshold when the blob carries none (squared l2 distance).
 const THRESHOLD: f32 = 5.0;
 /// Bytes of a stored gallery of `CAPACITY` people.
 const STORED: usize = store::encoded_len(CAPACITY, DIM);
@@ -77,8 +76,15 @@ fn main() -> ! {
     let words = cortex_m::singleton!(: [i32; ARENA_WORDS] = [0; ARENA_WORDS])
         .unwrap_or_else(|| fail(&"arena taken"));
     let mut arena = Arena::new(bytes, words);
+    // The pair threshold, and the one for the gallery's size when the blob
+    // carries them (as the Linux door picks them).
     let threshold = h.threshold.unwrap_or(THRESHOLD);
-    let rule = OpenSet::threshold(threshold);
+    let rule_for = |people: usize| {
+        OpenSet::threshold(
+            h.gallery_thresholds
+                .map_or(threshold, |t| t.for_gallery(people)),
+        )
+    };
 
     // The newest complete gallery of the two slots, or an empty one.
     let stored = cortex_m::singleton!(: [[u8; STORED]; 2] = [[0; STORED]; 2])
@@ -93,11 +99,12 @@ fn main() -> ! {
             Err(_) => (Gallery::<CAPACITY, DIM>::new(), 0, 1),
         };
     hprintln!(
-        "booted blob={}B arena={}B+{}words threshold={} people={} generation={}",
+        "booted blob={}B arena={}B+{}words threshold={} opens_at={} people={} generation={}",
         BLOB.len(),
         h.arena_bytes,
         h.accumulator_words,
         threshold,
+        rule_for(gallery.len()).max_distance,
         gallery.len(),
         generation
     );
@@ -143,7 +150,7 @@ fn main() -> ! {
             Step::Probe { frame, person } => {
                 embed(frame, &mut embedding);
                 let (id, decision) = gallery
-                    .identify(&embedding, h.distance, &rule)
+                    .identify(&embedding, h.distance, &rule_for(gallery.len()))
                     .unwrap_or_else(|e| fail(&e));
                 let nearest = match decision {
                     fewshot_core::Decision::Known(n) | fewshot_core::Decision::Unknown(Some(n)) => {

@@ -57,7 +57,12 @@ fn the_microcontroller_door_decides_as_the_host_and_survives_a_reset() {
         model.embed(&input, &mut arena, &mut e).unwrap();
         e
     };
-    let rule = OpenSet::threshold(h.threshold.unwrap_or(5.0));
+    // The blob's threshold for a gallery of 5 people, as the MCU door picks it.
+    let rule = OpenSet::threshold(
+        h.gallery_thresholds
+            .expect("the committed blob carries gallery thresholds")
+            .for_gallery(5),
+    );
     let mut gallery = Gallery::<8, 64>::new();
     let first = boots[0];
     assert!(first.contains("people=0 generation=0"), "{first}");

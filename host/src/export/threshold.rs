@@ -111,7 +111,7 @@ pub fn calibrate_gallery(
 ) -> anyhow::Result<Vec<crate::eval::door::GalleryThreshold>> {
     use crate::eval::door::{gallery_thresholds, DoorSet};
     let model = load_export(onnx)?;
-    let set = ClassSet::load(data, Layout::Flat)?;
+    let set = ClassSet::load(data, Layout::Auto)?;
     let door =
         DoorSet::new(&set, None, enroll_shots).with_context(|| data.display().to_string())?;
     let tensors = Tensors::load(&door.paths, &model.recipe(), false)?;
