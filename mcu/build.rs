@@ -8,8 +8,9 @@ use std::path::PathBuf;
 
 /// The alphabet of the frames: not one the committed model trained on.
 const ALPHABET: &str = "omniglot/images_background_small2/Sanskrit";
-/// People enrolled (characters 01-05), each from its first image, probed with
-/// its second and third; strangers (characters 06-10), their first image.
+/// People enrolled (characters 01-05), each from its first two images (the
+/// door's two enrollment shots), probed with its third and fourth; strangers
+/// (characters 06-10), their first image.
 const PEOPLE: usize = 5;
 const STRANGERS: usize = 5;
 const SIDE: u32 = 105;
@@ -62,13 +63,13 @@ fn main() {
     let mut probes = String::new();
     for p in 1..=PEOPLE {
         let files = images(p);
-        let f = add(&files[0]);
+        let (a, b) = (add(&files[0]), add(&files[1]));
         writeln!(
             script,
-            "    Step::Enroll {{ frame: {f}, name: \"character{p:02}\" }},"
+            "    Step::Enroll {{ frames: [{a}, {b}], name: \"character{p:02}\" }},"
         )
         .unwrap();
-        for file in &files[1..3] {
+        for file in &files[2..4] {
             let f = add(file);
             writeln!(
                 probes,

@@ -1,7 +1,6 @@
 //! The face path of a camera frame: detect, pick the face, check its size,
 //! align it (when the model's recipe asks for it), embed it.
 
-use fewshot_core::detect::Face;
 use fewshot_core::Frame;
 
 use crate::detect::{DetectorError, FaceDetector};
@@ -10,28 +9,7 @@ use crate::encoder::{EncoderError, OnnxEncoder};
 /// The smallest eye distance, in frame pixels, of a face the door accepts by default.
 pub const DEFAULT_MIN_EYE_PX: f32 = 16.0;
 
-/// What the camera saw in a frame.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Sight {
-    /// A face (or, without a detector, the whole frame), embedded.
-    Face {
-        /// Its embedding.
-        embedding: Vec<f32>,
-        /// The detected face, when a detector found it.
-        face: Option<Face>,
-    },
-    /// The detector found no face.
-    NoFace,
-    /// The largest face is too small to recognise.
-    TooSmall {
-        /// The face.
-        face: Face,
-        /// Its eye distance, in pixels.
-        eye_px: f32,
-        /// The smallest accepted.
-        min_eye_px: f32,
-    },
-}
+pub use fewshot_door::sight::Sight;
 
 /// Errors of the face path.
 #[derive(Debug, thiserror::Error)]

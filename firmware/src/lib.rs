@@ -1,6 +1,7 @@
 //! The door application: a camera frame in, the lock relay pulsed or not.
 //!
-//! [`door::Door`] is the device loop, generic over embedded-hal 1.0 pins and
+//! [`door::Door`] is the device loop (from the `no_std` crate
+//! `fewshot-door`, which the Cortex-M4F door in `mcu/` runs too), generic over embedded-hal 1.0 pins and
 //! this crate's small traits for time ([`clock`]), frames ([`camera`]),
 //! gallery bytes ([`storage`]) and logs ([`events`]). [`encoder`] runs the
 //! exported model with tract, [`detect`] the YuNet face detector. [`sim`] drives a door on simulated hardware from
@@ -11,7 +12,7 @@
 pub mod admin;
 #[cfg(feature = "linux")]
 pub mod board;
-pub mod button;
+pub use fewshot_door::button;
 pub mod camera;
 pub mod clock;
 pub mod detect;
@@ -20,7 +21,7 @@ pub mod encoder;
 pub mod events;
 pub mod face;
 pub mod matching;
-pub mod pins;
+pub use fewshot_door::pins;
 pub mod sim;
 pub mod soak;
 pub mod storage;

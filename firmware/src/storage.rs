@@ -1,5 +1,5 @@
-//! Where the gallery's bytes live: the [`Storage`] trait, an in-memory store,
-//! and [`FileStore`], which replaces its file atomically.
+//! [`FileStore`]: the gallery's bytes in a file, replaced atomically (the
+//! [`Storage`] trait and [`MemStorage`] come from [`fewshot_door::storage`]).
 //!
 //! A save writes `<file>.tmp`, fsyncs it, renames it over `<file>` and
 //! fsyncs the directory. A power cut at any point leaves `<file>` holding
@@ -8,92 +8,10 @@
 //! the next load. All file operations go through [`Fs`], so tests can cut the
 //! power at every step.
 
-use std::cell::RefCell;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
-/// The gallery's bytes, somewhere that survives a restart.
-pub trait Storage {
-    /// What can go wrong.
-    type Error: std::fmt::Display;
-
-    /// The stored bytes, or `None` when nothing was ever stored.
-    fn load(&mut self) -> Result<Option<Vec<u8>>, Self::Error>;
-
-    /// Replaces the stored bytes, all or nothing.
-    fn save(&mut self, bytes: &[u8]) -> Result<(), Self::Error>;
-
-    /// Moves unreadable stored bytes aside for inspection (the next
-    /// [`Storage::load`] finds nothing) and says where they went.
-    fn set_aside(&mut self) -> Result<String, Self::Error>;
-}
-
-/// Storage in memory; clones share the bytes, so a test can "restart" a door
-/// on the same storage.
-#[derive(Debug, Clone, Default)]
-pub struct MemStorage {
-    inner: Rc<RefCell<MemInner>>,
-}
-
-#[derive(Debug, Default)]
-struct MemInner {
-    bytes: Option<Vec<u8>>,
-    aside: Vec<Vec<u8>>,
-    saves: usize,
-}
-
-impl MemStorage {
-    /// Nothing stored.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Storage already holding `bytes`.
-    pub fn with_bytes(bytes: Vec<u8>) -> Self {
-        let s = Self::default();
-        s.inner.borrow_mut().bytes = Some(bytes);
-        s
-    }
-
-    /// The stored bytes.
-    pub fn bytes(&self) -> Option<Vec<u8>> {
-        self.inner.borrow().bytes.clone()
-    }
-
-    /// Bytes set aside so far.
-    pub fn set_aside_bytes(&self) -> Vec<Vec<u8>> {
-        self.inner.borrow().aside.clone()
-    }
-
-    /// Successful saves so far.
-    pub fn saves(&self) -> usize {
-        self.inner.borrow().saves
-    }
-}
-
-impl Storage for MemStorage {
-    type Error = std::convert::Infallible;
-
-    fn load(&mut self) -> Result<Option<Vec<u8>>, Self::Error> {
-        Ok(self.bytes())
-    }
-
-    fn save(&mut self, bytes: &[u8]) -> Result<(), Self::Error> {
-        let mut inner = self.inner.borrow_mut();
-        inner.bytes = Some(bytes.to_vec());
-        inner.saves += 1;
-        Ok(())
-    }
-
-    fn set_aside(&mut self) -> Result<String, Self::Error> {
-        let mut inner = self.inner.borrow_mut();
-        if let Some(b) = inner.bytes.take() {
-            inner.aside.push(b);
-        }
-        Ok(format!("memory slot {}", inner.aside.len()))
-    }
-}
+pub use fewshot_door::storage::*;
 
 /// The file operations [`FileStore`] needs, one call per step that a power
 /// cut can interrupt.

@@ -13,6 +13,7 @@ use fewshot_firmware::storage::{MemStorage, Storage};
 struct Pixels;
 
 impl Encoder for Pixels {
+    type Error = EncoderError;
     fn dim(&self) -> usize {
         4
     }

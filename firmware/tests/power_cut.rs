@@ -324,6 +324,7 @@ fn a_corrupt_file_is_set_aside_under_a_fresh_name() {
 struct Dim192;
 
 impl fewshot_firmware::door::Encoder for Dim192 {
+    type Error = fewshot_firmware::encoder::EncoderError;
     fn dim(&self) -> usize {
         192
     }

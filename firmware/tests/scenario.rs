@@ -182,7 +182,11 @@ fn enroll_open_refuse_delete_and_restart() {
     for n in [3, 5, 6] {
         rig.expect(&[T::set(State::High), T::set(State::Low)], &[]);
         let t0 = rig.clock.now_ms();
-        assert_eq!(opened(&rig.show(&sanskrit(1, n)), 2), Some(a), "A image {n}");
+        assert_eq!(
+            opened(&rig.show(&sanskrit(1, n)), 2),
+            Some(a),
+            "A image {n}"
+        );
         assert!(rig.clock.now_ms() - t0 >= 3000, "the relay is held 3 s");
     }
     // Over all 18 of A's other images most open (measured: 15 of 18), never

@@ -1,22 +1,38 @@
-//! The door on a Cortex-M4F, under qemu's `mps2-an386` machine: frames linked
-//! into the binary (Omniglot characters standing in for people), the core's
-//! int8 engine on the committed model blob, the gallery and its open-set rule,
-//! the gallery stored in two "flash" slots (files on the host, through
-//! semihosting) so that it survives a reset. No allocator.
+//! The door on a Cortex-M4F, under qemu's `mps2-an386` machine: the door loop
+//! of `fewshot-door` (the one the Linux door runs) with the core's int8
+//! engine as its encoder, on the committed model blob; frames linked into the
+//! binary (Omniglot characters standing in for people), a scripted button,
+//! simulated relay and LED pins, the gallery in two "flash" slots (files on
+//! the host, through semihosting) so that it survives a reset.
 //!
-//! Output (semihosting, one line each): `booted …`, `enrolled …`, `opened …`,
-//! `refused …`, `saved …`, `frame instructions …`, `done`. `mcu/run.sh`
-//! builds and runs it; the end-to-end test `tests/tests/mcu_qemu.rs` checks
-//! its decisions against the same core code on the host.
+//! Output (semihosting, one line each): the door's events (`booted …`,
+//! `name_set …`, `enroll_started …`, `enrolled …`, `opened …`, `refused …`,
+//! …), `frame …` before each frame the camera delivers, `saved …` for each
+//! slot written, then `relay …`, `frame instructions …`, `ram …`, `done`.
+//! `mcu/run.sh` builds and runs it; the end-to-end test
+//! `tests/tests/mcu_qemu.rs` checks its decisions against the same core code
+//! on the host.
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
+use alloc::vec::Vec;
+
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, hprintln};
-use fewshot_core::engine::{Arena, Model};
-use fewshot_core::{store, Frame, Gallery, OpenSet, PixelFormat};
+use fewshot_core::{Frame, PixelFormat};
+use fewshot_door::admin::{check_name, Admin};
+use fewshot_door::camera::{OwnedFrame, QueueCamera};
+use fewshot_door::clock::SimClock;
+use fewshot_door::door::{Config, Door, Encoder, Io};
+use fewshot_door::engine::EngineEncoder;
+use fewshot_door::events::{Event, EventSink};
+use fewshot_door::pins::{SimButton, SimOutput};
+use fewshot_door::storage::TwoSlots;
 
 mod flash;
+mod heap;
 mod rt;
 mod stack;
 
@@ -24,10 +40,11 @@ use rt::{fail, now_ns};
 
 /// A step of the door's script.
 pub enum Step {
-    /// The enrollment button, then this frame: a new person.
+    /// Name the next enrollment, press the button, show these frames: a new
+    /// person.
     Enroll {
-        /// Frame index.
-        frame: usize,
+        /// Frame indices: the door's two enrollment shots.
+        frames: [usize; 2],
         /// The person's name.
         name: &'static str,
     },
@@ -52,149 +69,202 @@ static FRAMES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/frames.bin"));
 const DIM: usize = 64;
 /// People the gallery holds.
 const CAPACITY: usize = 8;
-/// Activation bytes and accumulators given to the engine (the blob states
-/// what it needs; the boot checks).
-const ARENA_BYTES: usize = 32 * 1024;
-const ARENA_WORDS: usize = 1024;
-/// Values of the engine's input (28 × 28).
-const INPUT: usize = 28 * 28;
 /// The door's threshold when the blob carries none (squared l2 distance).
 const THRESHOLD: f32 = 5.0;
-/// Bytes of a stored gallery of `CAPACITY` people.
-const STORED: usize = store::encoded_len(CAPACITY, DIM);
+/// Time between probe frames: longer than the door's cool-down, so that each
+/// probe is decided (the cool-down itself is the host tests' business).
+const PROBE_GAP_MS: u64 = 31_000;
+
+/// The engine, with the instructions each frame took (preprocessing and
+/// encoder) counted.
+struct Timed {
+    engine: EngineEncoder<'static>,
+    frames: u64,
+    total_ns: u64,
+    min_ns: u64,
+    max_ns: u64,
+}
+
+impl Encoder for Timed {
+    type Error = <EngineEncoder<'static> as Encoder>::Error;
+
+    fn dim(&self) -> usize {
+        self.engine.dim()
+    }
+
+    fn embed_frame(&mut self, frame: &Frame<'_>) -> Result<Vec<f32>, Self::Error> {
+        let start = now_ns();
+        let out = self.engine.embed_frame(frame);
+        let ns = now_ns() - start;
+        self.frames += 1;
+        self.total_ns += ns;
+        self.min_ns = self.min_ns.min(ns);
+        self.max_ns = self.max_ns.max(ns);
+        out
+    }
+}
+
+/// The door's events on the semihosting console; distances also as their
+/// f32 bits, which the host's test compares exactly.
+struct Console;
+
+impl EventSink for Console {
+    fn emit(&mut self, at_ms: u64, event: &Event) {
+        match event {
+            Event::Booted {
+                identities,
+                threshold,
+                gallery_threshold,
+                ..
+            } => hprintln!(
+                "booted t_ms={} blob={}B people={} threshold={} opens_at={:?}",
+                at_ms,
+                BLOB.len(),
+                identities,
+                threshold,
+                gallery_threshold
+            ),
+            Event::Enrolled { id, name, shots } => {
+                hprintln!("enrolled id={} name={} shots={}", id, name, shots)
+            }
+            Event::Opened { id, distance, .. } => hprintln!(
+                "opened id={} distance={:08x} ({})",
+                id,
+                distance.to_bits(),
+                distance
+            ),
+            Event::Refused { distance, .. } => {
+                let d = distance.unwrap_or(f32::INFINITY);
+                hprintln!("refused distance={:08x} ({})", d.to_bits(), d)
+            }
+            other => hprintln!("{} t_ms={}: {}", other.name(), at_ms, other.describe()),
+        }
+    }
+}
+
+type McuDoor = Door<
+    DIM,
+    Timed,
+    SimButton,
+    SimOutput,
+    SimOutput,
+    SimClock,
+    SimClock,
+    QueueCamera,
+    TwoSlots<flash::Semihosted, DIM>,
+    Console,
+>;
+
+/// The script's hands: the button, the camera and time.
+struct Hands {
+    button: SimButton,
+    camera: QueueCamera,
+    clock: SimClock,
+}
+
+impl Hands {
+    fn poll(&self, door: &mut McuDoor) {
+        door.poll().unwrap_or_else(|e| fail(&e));
+        self.clock.advance_ms(10);
+    }
+
+    fn press(&self, door: &mut McuDoor, ms: u64) {
+        self.button.set(true);
+        for _ in 0..ms / 10 {
+            self.poll(door);
+        }
+        self.button.set(false);
+        for _ in 0..5 {
+            self.poll(door);
+        }
+    }
+
+    fn show(&self, door: &mut McuDoor, frame: usize, role: &str, person: i64) {
+        hprintln!("frame {} person={} file={}", role, person, FILES[frame]);
+        self.camera.push(OwnedFrame {
+            width: SIDE,
+            height: SIDE,
+            format: PixelFormat::Gray8,
+            pixels: FRAMES[frame * SIDE * SIDE..(frame + 1) * SIDE * SIDE].to_vec(),
+        });
+        self.poll(door);
+    }
+}
 
 #[entry]
 fn main() -> ! {
     stack::paint();
+    heap::init();
     rt::start_clock();
 
-    let model = Model::from_bytes(BLOB).unwrap_or_else(|e| fail(&e));
-    let h = *model.header();
-    rt::check_fits(&model, ARENA_BYTES, ARENA_WORDS, INPUT, DIM);
-    let bytes = cortex_m::singleton!(: [u8; ARENA_BYTES] = [0; ARENA_BYTES])
-        .unwrap_or_else(|| fail(&"arena taken"));
-    let words = cortex_m::singleton!(: [i32; ARENA_WORDS] = [0; ARENA_WORDS])
-        .unwrap_or_else(|| fail(&"arena taken"));
-    let mut arena = Arena::new(bytes, words);
-    // The pair threshold, and the one for the gallery's size when the blob
-    // carries them (as the Linux door picks them).
-    let threshold = h.threshold.unwrap_or(THRESHOLD);
-    let rule_for = |people: usize| {
-        OpenSet::threshold(
-            h.gallery_thresholds
-                .map_or(threshold, |t| t.for_gallery(people)),
-        )
+    let engine = EngineEncoder::new(BLOB).unwrap_or_else(|e| fail(&e));
+    let h = *engine.model().header();
+    let mut config = Config::new(h.distance, h.threshold.unwrap_or(THRESHOLD));
+    config.gallery_thresholds = h.gallery_thresholds;
+    config.capacity = CAPACITY;
+    let hands = Hands {
+        button: SimButton::new(),
+        camera: QueueCamera::new(),
+        clock: SimClock::new(),
     };
-
-    // The newest complete gallery of the two slots, or an empty one.
-    let stored = cortex_m::singleton!(: [[u8; STORED]; 2] = [[0; STORED]; 2])
-        .unwrap_or_else(|| fail(&"slots taken"));
-    let lens = [
-        flash::read(0, &mut stored[0]),
-        flash::read(1, &mut stored[1]),
-    ];
-    let (mut gallery, mut generation, mut slot) =
-        match store::newest::<CAPACITY, DIM>(&stored[0][..lens[0]], &stored[1][..lens[1]]) {
-            Ok((slot, s)) => (s.gallery, s.generation, slot),
-            Err(_) => (Gallery::<CAPACITY, DIM>::new(), 0, 1),
-        };
-    hprintln!(
-        "booted blob={}B arena={}B+{}words threshold={} opens_at={} people={} generation={}",
-        BLOB.len(),
-        h.arena_bytes,
-        h.accumulator_words,
-        threshold,
-        rule_for(gallery.len()).max_distance,
-        gallery.len(),
-        generation
-    );
-
-    let mut input = [0f32; INPUT];
-    let mut embedding = [0f32; DIM];
-    let (mut frames, mut min_ns, mut max_ns, mut total_ns) = (0u64, u64::MAX, 0u64, 0u64);
-    let mut embed = |frame: usize, embedding: &mut [f32; DIM]| {
-        let side = SIDE;
-        let pixels = &FRAMES[frame * side * side..(frame + 1) * side * side];
-        let frame = Frame::new(side, side, PixelFormat::Gray8, pixels).unwrap_or_else(|e| fail(&e));
-        let start = now_ns();
-        h.recipe
-            .apply(&frame, &mut input)
-            .unwrap_or_else(|e| fail(&e));
-        model
-            .embed(&input, &mut arena, embedding)
-            .unwrap_or_else(|e| fail(&e));
-        let ns = now_ns() - start;
-        frames += 1;
-        total_ns += ns;
-        min_ns = min_ns.min(ns);
-        max_ns = max_ns.max(ns);
+    let relay = SimOutput::new();
+    let io = Io {
+        button: hands.button.clone(),
+        relay: relay.clone(),
+        led: SimOutput::new(),
+        delay: hands.clock.clone(),
+        clock: hands.clock.clone(),
     };
-    let enrolling = gallery.is_empty();
+    let timed = Timed {
+        engine,
+        frames: 0,
+        total_ns: 0,
+        min_ns: u64::MAX,
+        max_ns: 0,
+    };
+    let storage = TwoSlots::new(flash::Semihosted, CAPACITY);
+    let mut door = McuDoor::boot(timed, io, hands.camera.clone(), storage, Console, config)
+        .unwrap_or_else(|e| fail(&e));
+
+    // The first boot enrolls; after a reset the stored gallery is back and
+    // the door only decides.
+    let enrolling = door.gallery().is_empty();
     for step in STEPS {
         match *step {
-            Step::Enroll { frame, name } if enrolling => {
-                embed(frame, &mut embedding);
-                let id = gallery
-                    .enroll(name, &embedding)
-                    .unwrap_or_else(|e| fail(&e));
-                hprintln!("enrolled id={} name={} file={}", id, name, FILES[frame]);
-                // Save to the slot that does not hold the newest gallery.
-                generation += 1;
-                slot = 1 - slot;
-                let n = store::encode(&gallery, generation, &mut stored[slot])
-                    .unwrap_or_else(|e| fail(&e));
-                flash::write(slot, &stored[slot][..n]);
-                hprintln!("saved slot={} generation={} bytes={}", slot, generation, n);
+            Step::Enroll { frames, name } if enrolling => {
+                let name = check_name(name).unwrap_or_else(|e| fail(&e));
+                door.admin(Admin::Name(name));
+                hands.press(&mut door, 200);
+                let person = i64::from(door.gallery().next_id());
+                for frame in frames {
+                    hands.show(&mut door, frame, "enroll", person);
+                }
             }
             Step::Enroll { .. } => {}
             Step::Probe { frame, person } => {
-                embed(frame, &mut embedding);
-                let (id, decision) = gallery
-                    .identify(&embedding, h.distance, &rule_for(gallery.len()))
-                    .unwrap_or_else(|e| fail(&e));
-                let nearest = match decision {
-                    fewshot_core::Decision::Known(n) | fewshot_core::Decision::Unknown(Some(n)) => {
-                        n.distance
-                    }
-                    fewshot_core::Decision::Unknown(None) => f32::INFINITY,
-                };
-                let shows = match person {
-                    Some(p) => p as i64,
-                    None => -1,
-                };
-                match id {
-                    Some(id) => hprintln!(
-                        "opened id={} distance={:08x} ({}) shows={} file={}",
-                        id,
-                        nearest.to_bits(),
-                        nearest,
-                        shows,
-                        FILES[frame]
-                    ),
-                    None => hprintln!(
-                        "refused distance={:08x} ({}) shows={} file={}",
-                        nearest.to_bits(),
-                        nearest,
-                        shows,
-                        FILES[frame]
-                    ),
-                }
+                hands.clock.advance_ms(PROBE_GAP_MS);
+                hands.show(&mut door, frame, "probe", person.map_or(-1, i64::from));
             }
         }
     }
+    hprintln!("relay pulses={}", relay.rises());
+    let timed = door.encoder();
     hprintln!(
         "frame instructions min={} mean={} max={} frames={}",
-        min_ns,
-        total_ns / frames.max(1),
-        max_ns,
-        frames
+        timed.min_ns,
+        timed.total_ns / timed.frames.max(1),
+        timed.max_ns,
+        timed.frames
     );
     let (used, bss) = (stack::used(), stack::static_ram());
     hprintln!(
-        "ram static={} stack_peak={} total={}",
+        "ram static={} stack_peak={} total={} heap_region={} heap_peak={} used={}",
         bss,
         used,
-        bss + used
+        bss + used,
+        heap::HEAP_BYTES,
+        heap::peak(),
+        bss - heap::HEAP_BYTES + heap::peak() + used
     );
     hprintln!("done");
     debug::exit(debug::EXIT_SUCCESS);

@@ -41,26 +41,6 @@ pub fn now_ns() -> u64 {
     }
 }
 
-/// Fails unless `model` fits this firmware's buffers: its arena within
-/// `arena_bytes` and `arena_words`, its input `input` values, its embedding
-/// `dim` values.
-pub fn check_fits(
-    model: &fewshot_core::engine::Model<'_>,
-    arena_bytes: usize,
-    arena_words: usize,
-    input: usize,
-    dim: usize,
-) {
-    let h = model.header();
-    if h.arena_bytes > arena_bytes
-        || h.accumulator_words > arena_words
-        || model.input_len() != input
-        || model.dim() != dim
-    {
-        fail(&"the blob does not fit this firmware's buffers");
-    }
-}
-
 /// Prints `error …` and exits qemu with a failure.
 pub fn fail(what: &dyn core::fmt::Display) -> ! {
     hprintln!("error {}", what);

@@ -1,7 +1,9 @@
-//! The Cortex-M4F door (`mcu/`) under qemu's `mps2-an386`: built, run twice
+//! The Cortex-M4F door (`mcu/`: the `no_std` door loop of `fewshot-door` with
+//! the core's int8 engine) under qemu's `mps2-an386`: built, run twice
 //! (`mcu/run.sh`: enroll and decide, then a reset on the stored gallery), and
-//! each decision checked against the same core code on the host: the engine's
-//! embedding of the same frame, the gallery, the open-set rule. Needs
+//! each enrollment and decision checked against the same core code on the
+//! host: the engine's embedding of the same frame, the gallery, the
+//! enrollment and open-set rules, the relay. Needs
 //! `qemu-system-arm` and the `thumbv7em-none-eabihf` target (`./test.sh`
 //! installs both when it can); fails, saying so, without them.
 use std::path::{Path, PathBuf};
@@ -57,68 +59,109 @@ fn the_microcontroller_door_decides_as_the_host_and_survives_a_reset() {
         model.embed(&input, &mut arena, &mut e).unwrap();
         e
     };
-    // The blob's threshold for a gallery of 5 people, as the MCU door picks it.
-    let rule = OpenSet::threshold(
-        h.gallery_thresholds
-            .expect("the committed blob carries gallery thresholds")
-            .for_gallery(5),
-    );
+    // The door's rules, from the blob: enrollment agreement by the pair
+    // threshold, opening by the threshold for the gallery's size.
+    let pair = h
+        .threshold
+        .expect("the committed blob carries a pair threshold");
+    let thresholds = h
+        .gallery_thresholds
+        .expect("the committed blob carries gallery thresholds");
+
+    // Boot 1, line by line: enrollments (two frames each) and decisions, each
+    // replayed on the host.
     let mut gallery = Gallery::<8, 64>::new();
-    let first = boots[0];
-    assert!(first.contains("people=0 generation=0"), "{first}");
-    for line in first.lines().filter(|l| l.starts_with("enrolled")) {
-        let id = gallery
-            .enroll(field(line, "name"), &embed(field(line, "file")))
-            .unwrap();
-        assert_eq!(id.to_string(), field(line, "id"));
-    }
-    assert_eq!(gallery.len(), 5, "{first}");
-    let decisions = |boot: &str| -> Vec<String> {
-        boot.lines()
-            .filter(|l| l.starts_with("opened") || l.starts_with("refused"))
-            .map(String::from)
-            .collect()
-    };
-    let (probes, again) = (decisions(first), decisions(boots[1]));
-    assert_eq!(probes.len(), 15, "{first}");
-    let mut right = 0;
-    for line in &probes {
-        let e = embed(field(line, "file"));
-        let (id, decision) = gallery.identify(&e, h.distance, &rule).unwrap();
-        let nearest = match decision {
-            fewshot_core::Decision::Known(n) | fewshot_core::Decision::Unknown(Some(n)) => {
-                n.distance
+    let mut shots: Vec<Vec<f32>> = Vec::new();
+    let mut probes = Vec::new();
+    let (mut right, mut opens) = (0, 0);
+    let mut lines = boots[0].lines().skip(1);
+    assert!(lines.next().unwrap().contains("people=0"), "{}", boots[0]);
+    while let Some(line) = lines.next() {
+        if line.starts_with("frame enroll") {
+            shots.push(embed(field(line, "file")));
+        } else if line.starts_with("enrolled") {
+            assert_eq!(shots.len(), 2, "{line}");
+            assert!(h.distance.between(&shots[0], &shots[1]) <= pair, "{line}");
+            let id = gallery.enroll(field(line, "name"), &shots[0]).unwrap();
+            gallery.add_shot(id, &shots[1]).unwrap();
+            assert_eq!(id.to_string(), field(line, "id"));
+            shots.clear();
+        } else if line.starts_with("enroll_refused") {
+            assert!(h.distance.between(&shots[0], &shots[1]) > pair, "{line}");
+            shots.clear();
+        } else if line.starts_with("frame probe") {
+            let decision = lines.next().expect("a decision after each probe");
+            probes.push((line, decision));
+            let e = embed(field(line, "file"));
+            let rule = OpenSet::threshold(thresholds.for_gallery(gallery.len()));
+            let (id, d) = gallery.identify(&e, h.distance, &rule).unwrap();
+            let nearest = match d {
+                fewshot_core::Decision::Known(n) | fewshot_core::Decision::Unknown(Some(n)) => {
+                    n.distance
+                }
+                fewshot_core::Decision::Unknown(None) => f32::INFINITY,
+            };
+            // The same arithmetic on both: the same f32 bits.
+            assert_eq!(
+                field(decision, "distance"),
+                format!("{:08x}", nearest.to_bits()),
+                "{decision}"
+            );
+            match id {
+                Some(id) => {
+                    assert!(
+                        decision.starts_with(&format!("opened id={id} ")),
+                        "{decision}"
+                    );
+                    opens += 1;
+                }
+                None => assert!(decision.starts_with("refused"), "{decision}"),
             }
-            fewshot_core::Decision::Unknown(None) => f32::INFINITY,
-        };
-        // The same arithmetic on both: the same f32 bits.
-        assert_eq!(
-            field(line, "distance"),
-            format!("{:08x}", nearest.to_bits()),
-            "{line}"
-        );
-        match id {
-            Some(id) => assert!(line.starts_with(&format!("opened id={id} ")), "{line}"),
-            None => assert!(line.starts_with("refused"), "{line}"),
+            let person: i64 = field(line, "person").parse().unwrap();
+            right += usize::from(id.map_or(-1, i64::from) == person);
         }
-        let shows: i64 = field(line, "shows").parse().unwrap();
-        right += usize::from(id.map_or(-1, i64::from) == shows);
     }
+    assert_eq!(gallery.len(), 5, "{}", boots[0]);
+    assert_eq!(probes.len(), 15, "{}", boots[0]);
     eprintln!("{right} of 15 decisions right on the MCU");
-    // After the reset: the stored gallery, the same decisions.
-    assert!(boots[1].contains("people=5 generation=5"), "{}", boots[1]);
+    // The relay moved exactly once per open.
+    let relay = boots[0].lines().find(|l| l.starts_with("relay")).unwrap();
+    assert_eq!(field(relay, "pulses"), opens.to_string(), "{relay}");
+    // After the reset: the stored gallery, no enrollment, the same decisions.
+    assert!(
+        boots[1].starts_with("2\nbooted") && boots[1].contains("people=5"),
+        "{}",
+        boots[1]
+    );
+    let again: Vec<(&str, &str)> = {
+        let mut lines = boots[1].lines();
+        let mut out = Vec::new();
+        while let Some(line) = lines.next() {
+            assert!(!line.starts_with("frame enroll"), "{line}");
+            if line.starts_with("frame probe") {
+                out.push((line, lines.next().unwrap()));
+            }
+        }
+        out
+    };
     assert_eq!(again, probes);
-    // The newest slot holds the host's gallery.
+    // The newest slot holds the host's gallery, saved once per enrollment.
     let slot = |n: u8| std::fs::read(dir.path().join(format!("slot{n}.fsgl"))).unwrap();
     let (_, stored) = store::newest::<8, 64>(&slot(0), &slot(1)).unwrap();
     assert_eq!(stored.gallery, gallery);
     assert_eq!(stored.generation, 5);
     check_face(face);
-    // Within the Omniglot door's RAM goal, with instructions counted.
+    // Within the Omniglot door's RAM goal (statics with the whole heap
+    // region, and the stack's peak), with instructions counted.
     for boot in &boots {
         let ram = boot.lines().find(|l| l.starts_with("ram")).unwrap();
         let total: usize = field(ram, "total").parse().unwrap();
         assert!(total <= 256 * 1024, "{ram}");
+        let heap: usize = field(ram, "heap_peak").parse().unwrap();
+        assert!(
+            heap > 0 && heap <= field(ram, "heap_region").parse().unwrap(),
+            "{ram}"
+        );
         let ins = boot
             .lines()
             .find(|l| l.starts_with("frame instructions"))

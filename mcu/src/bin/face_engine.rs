@@ -6,6 +6,8 @@
 #![no_std]
 #![no_main]
 
+#[path = "../heap.rs"]
+mod heap;
 #[path = "../rt.rs"]
 mod rt;
 #[path = "../stack.rs"]
@@ -25,10 +27,11 @@ const DIM: usize = 192;
 #[entry]
 fn main() -> ! {
     stack::paint();
+    heap::init();
     rt::start_clock();
     let model = Model::from_bytes(BLOB).unwrap_or_else(|e| fail(&e));
     let h = *model.header();
-    rt::check_fits(&model, ARENA_BYTES, ARENA_WORDS, INPUT, DIM);
+    check_fits(&model, ARENA_BYTES, ARENA_WORDS, INPUT, DIM);
     let bytes = cortex_m::singleton!(: [u8; ARENA_BYTES] = [0; ARENA_BYTES])
         .unwrap_or_else(|| fail(&"arena taken"));
     let words = cortex_m::singleton!(: [i32; ARENA_WORDS] = [0; ARENA_WORDS])
@@ -61,14 +64,37 @@ fn main() -> ! {
     );
     let (used, bss) = (stack::used(), stack::static_ram());
     hprintln!(
-        "ram static={} stack_peak={} total={}",
+        "ram static={} stack_peak={} total={} heap_region={} heap_peak={} used={}",
         bss,
         used,
-        bss + used
+        bss + used,
+        heap::HEAP_BYTES,
+        heap::peak(),
+        bss - heap::HEAP_BYTES + heap::peak() + used
     );
     hprintln!("done");
     debug::exit(debug::EXIT_SUCCESS);
     loop {
         cortex_m::asm::wfi();
+    }
+}
+
+/// Fails unless `model` fits this firmware's buffers: its arena within
+/// `arena_bytes` and `arena_words`, its input `input` values, its embedding
+/// `dim` values.
+fn check_fits(
+    model: &fewshot_core::engine::Model<'_>,
+    arena_bytes: usize,
+    arena_words: usize,
+    input: usize,
+    dim: usize,
+) {
+    let h = model.header();
+    if h.arena_bytes > arena_bytes
+        || h.accumulator_words > arena_words
+        || model.input_len() != input
+        || model.dim() != dim
+    {
+        rt::fail(&"the blob does not fit this firmware's buffers");
     }
 }

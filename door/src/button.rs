@@ -104,6 +104,8 @@ impl Debouncer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
+    use alloc::vec::Vec;
 
     fn run(d: &mut Debouncer, samples: &[(u64, bool)]) -> Vec<(u64, ButtonEvent)> {
         samples

@@ -1,8 +1,8 @@
 //! Simulated pins: a button the simulator presses and outputs it can read.
 
-use std::cell::Cell;
-use std::convert::Infallible;
-use std::rc::Rc;
+use alloc::rc::Rc;
+use core::cell::Cell;
+use core::convert::Infallible;
 
 use embedded_hal::digital::{ErrorType, InputPin, OutputPin};
 
