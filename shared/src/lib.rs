@@ -8,7 +8,9 @@
 //! embeddings ([`finetune`]), and an int8 inference [`engine`] that runs an
 //! encoder from a checksummed model blob in a caller-provided arena.
 #![no_std]
-#![forbid(unsafe_code)]
+// Unsafe code only for the DSP extension's instructions (feature `dsp`).
+#![cfg_attr(not(feature = "dsp"), forbid(unsafe_code))]
+#![cfg_attr(feature = "dsp", deny(unsafe_code))]
 #![warn(missing_docs)]
 
 #[cfg(feature = "alloc")]

@@ -10,6 +10,7 @@
 //! --mcu` and the host's tests check it).
 
 pub mod blob;
+mod dsp;
 pub mod ops;
 
 use crate::error::{BlobError, EngineError};

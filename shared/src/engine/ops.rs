@@ -244,6 +244,7 @@ pub fn conv(
                                     (true, true) => {}
                                     (false, true) => saxpy(acc, v0, r0),
                                     (true, false) => saxpy(acc, v1, r1),
+                                    (false, false) if DSP => super::dsp::pair(acc, v0, v1, r0, r1),
                                     (false, false) => {
                                         for ((a, &w0), &w1) in acc.iter_mut().zip(r0).zip(r1) {
                                             *a +=
@@ -279,6 +280,9 @@ pub fn conv(
         }
     }
 }
+
+/// Whether the two-channel pass uses the DSP extension ([`super::dsp`]).
+const DSP: bool = cfg!(all(target_arch = "arm", feature = "dsp"));
 
 /// `acc += v · w` over int8 `w` (as bytes).
 #[inline]
