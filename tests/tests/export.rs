@@ -666,7 +666,7 @@ fn gallery_thresholds_meet_their_false_accept_rate_and_reach_the_door() {
         }
     }
     let target = 0.05;
-    let points = calibrate_gallery(&onnx, &people, target, &[4, 10], 2).unwrap();
+    let points = calibrate_gallery(&onnx, &people, target, &[4, 10], 2, &weights).unwrap();
     assert_eq!(
         points.iter().map(|p| p.gallery).collect::<Vec<_>>(),
         vec![4, 10]

@@ -378,3 +378,89 @@ fn the_door_runs_a_matching_network_with_fce() {
         "the door scores against the recomputed context: {got} vs {want}"
     );
 }
+
+/// `fewshot export --gallery-far` on a Matching Network with FCE calibrates
+/// the door's own score (candle's FCE over the gallery's prototypes), and the
+/// device's exported graphs in tract, scoring the same door independently,
+/// let in the same share of strangers and of genuine probes at the stored
+/// threshold.
+#[test]
+fn gallery_thresholds_of_an_fce_model_hold_on_the_devices_graphs() {
+    use fewshot_firmware::camera::load_image;
+    use fewshot_firmware::encoder::OnnxEncoder;
+    use fewshot_host::export::threshold::calibrate_gallery;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let matching = MatchingConfig {
+        fce: Some(FceConfig {
+            lstm_layers: 1,
+            unrolling_steps: 2,
+        }),
+    };
+    let ckpt = fewshot_e2e::tiny_matching_checkpoint(tmp.path(), 12, DOOR_DIM, 300, matching);
+    let model = tmp.path().join("tiny.onnx");
+    fewshot_host::export::export_f32(&ckpt, &model).unwrap();
+    fce::export_beside(&ckpt, &model).unwrap();
+    // Identity folders (links into the data folder): Tagalog characters
+    // 1-6 with all 20 drawings are enrolled from their first two; 7-12 with
+    // two drawings each are strangers.
+    let people = tmp.path().join("people");
+    let files = |c: u32, n: usize| (1..=n).map(move |i| fewshot_e2e::tagalog(c, i));
+    for c in 1u32..=12 {
+        let dir = people.join(format!("c{c:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in files(c, if c <= 6 { 20 } else { 2 }) {
+            std::os::unix::fs::symlink(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let t = calibrate_gallery(&model, &people, 0.25, &[6], 2, &ckpt).unwrap();
+    assert_eq!((t.len(), t[0].gallery, t[0].trials), (1, 6, 1));
+    let threshold = t[0].threshold;
+
+    // The door on the device's runtime: tract runs the encoder and the two
+    // FCE graphs.
+    let device = OnnxEncoder::load(&model).unwrap();
+    let graphs = device.fce().expect("the FCE graphs beside the model");
+    let distance = device.distance();
+    let embed = |p: &Path| {
+        let f = load_image(p).unwrap();
+        device.embed_frame(&f.as_frame().unwrap()).unwrap()
+    };
+    let mut prototypes = Vec::new();
+    for c in 1u32..=6 {
+        let shots: Vec<Vec<f32>> = files(c, 2).map(|p| embed(&p)).collect();
+        let mut mean = vec![0f32; DOOR_DIM];
+        fewshot_core::prototype::mean_into(shots.iter().map(|s| &s[..]), &mut mean).unwrap();
+        prototypes.extend(mean);
+    }
+    let context = graphs.context(&prototypes).unwrap();
+    let nearest = |p: &Path| {
+        let f = graphs.attend(&embed(p), &context).unwrap();
+        fewshot_core::nearest(&f, context.chunks(DOOR_DIM), distance).unwrap()
+    };
+    let (mut genuine, mut accepted) = (0, 0);
+    for c in 1u32..=6 {
+        for p in files(c, 20).skip(2) {
+            let n = nearest(&p);
+            genuine += 1;
+            accepted += usize::from(n.index == c as usize - 1 && n.distance <= threshold);
+        }
+    }
+    let (mut strangers, mut let_in) = (0, 0);
+    for c in 7u32..=12 {
+        for p in files(c, 2) {
+            strangers += 1;
+            let_in += usize::from(nearest(&p).distance <= threshold);
+        }
+    }
+    assert_eq!((genuine, strangers), (108, 12));
+    eprintln!(
+        "threshold {threshold}: calibration FAR {} TAR {}; on tract {let_in}/{strangers}, {accepted}/{genuine}",
+        t[0].far, t[0].tar
+    );
+    // candle and tract differ in the last bits: at most one probe on either
+    // side of the threshold.
+    assert!((let_in as f64 - t[0].far * strangers as f64).abs() <= 1.0);
+    assert!((accepted as f64 - t[0].tar * genuine as f64).abs() <= 1.0);
+    assert!(let_in as f64 / strangers as f64 <= 0.25 + 1.0 / strangers as f64);
+}

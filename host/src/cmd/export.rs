@@ -81,15 +81,16 @@ fn form_name(form: Int8Form) -> String {
 
 /// Runs `fewshot export`.
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
-    let calibrating = args.threshold_far.is_some() || args.gallery_far.is_some();
-    if calibrating
+    if args.threshold_far.is_some()
+        && args.gallery_far.is_none()
+        && !args.mcu
         && fewshot_host::nn::checkpoint::load_config(&args.model)
             .is_ok_and(|c| c.matching.is_some_and(|m| m.fce.is_some()))
     {
         anyhow::bail!(
-            "--threshold-far and --gallery-far calibrate distances between the encoder's embeddings, \
-             but a door with full context embeddings thresholds the attended embedding's distance \
-             to the gallery's context: give the door --threshold instead"
+            "--threshold-far calibrates distances between the encoder's embeddings (the door's \
+             enrollment agreement), but a door with full context embeddings opens by the attended \
+             embedding's distance to the gallery's context: add --gallery-far, which calibrates that"
         );
     }
     if !args.model.is_file() {
@@ -278,6 +279,7 @@ fn gallery_thresholds(
         far,
         &args.gallery_sizes,
         args.gallery_shots,
+        &args.model,
     )?;
     let pairs: Vec<(usize, f32)> = points.iter().map(|p| (p.gallery, p.threshold)).collect();
     let thresholds = fewshot_core::GalleryThresholds::new(&pairs)

@@ -45,6 +45,41 @@ pub enum DoorEvalError {
     /// An embedding was unusable.
     #[error(transparent)]
     Core(#[from] CoreError),
+    /// The matcher (full context embeddings) failed.
+    #[error("matching: {0}")]
+    Matcher(String),
+}
+
+/// How a door matches probes to its gallery: the rows it compares (the
+/// model's distance to the nearest row is the door's score). Plain models
+/// compare embeddings with prototypes ([`Prototypes`]); a Matching Network
+/// with full context embeddings embeds the gallery in its own context and
+/// attends each probe over it.
+pub trait GalleryMatcher {
+    /// The gallery's rows (people × `dim`) from its prototypes.
+    fn gallery(&self, prototypes: &[f32], dim: usize) -> Result<Vec<f32>, DoorEvalError>;
+    /// The probes' rows (probes × `dim`) from their embeddings, against the
+    /// gallery's rows.
+    fn probes(
+        &self,
+        embeddings: &[f32],
+        gallery: &[f32],
+        dim: usize,
+    ) -> Result<Vec<f32>, DoorEvalError>;
+}
+
+/// Embeddings against prototypes, as they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Prototypes;
+
+impl GalleryMatcher for Prototypes {
+    fn gallery(&self, prototypes: &[f32], _: usize) -> Result<Vec<f32>, DoorEvalError> {
+        Ok(prototypes.to_vec())
+    }
+
+    fn probes(&self, embeddings: &[f32], _: &[f32], _: usize) -> Result<Vec<f32>, DoorEvalError> {
+        Ok(embeddings.to_vec())
+    }
 }
 
 /// Who is enrolled with which images, who probes, and the strangers: rows of
@@ -158,48 +193,69 @@ impl DoorSet {
         emb: &Embeddings,
         prototypes: &[f32],
         distance: Distance,
-    ) -> Result<DoorScores, CoreError> {
+    ) -> Result<DoorScores, DoorEvalError> {
         let all: Vec<usize> = (0..self.enrolled.len()).collect();
-        self.scores_for(emb, prototypes, distance, &all)
+        self.scores_for(emb, prototypes, distance, &all, &Prototypes)
     }
 
-    /// The door with only the identities `gallery` enrolled: their probes
-    /// are genuine, and every image of the others (shots and probes) joins
-    /// the strangers.
+    /// The door with only the identities `gallery` enrolled, matched by
+    /// `matcher`: their probes are genuine, and every image of the others
+    /// (shots and probes) joins the strangers.
     pub fn scores_for(
         &self,
         emb: &Embeddings,
         prototypes: &[f32],
         distance: Distance,
         gallery: &[usize],
-    ) -> Result<DoorScores, CoreError> {
+        matcher: &dyn GalleryMatcher,
+    ) -> Result<DoorScores, DoorEvalError> {
         let dim = emb.dim;
         let mut index_of = vec![None; self.enrolled.len()];
         for (i, &id) in gallery.iter().enumerate() {
             index_of[id] = Some(i);
         }
-        let protos: Vec<&[f32]> = gallery
+        let protos: Vec<f32> = gallery
             .iter()
-            .map(|&id| &prototypes[id * dim..(id + 1) * dim])
+            .flat_map(|&id| prototypes[id * dim..(id + 1) * dim].iter().copied())
             .collect();
-        let near = |row: usize| nearest(emb.row(row), protos.iter().copied(), distance);
-        let mut scores = DoorScores::default();
+        // The probes in order: genuine (or, not enrolled, strangers), the
+        // shots of those not enrolled, then the strangers.
+        let mut rows = Vec::new();
+        let mut genuine_of = Vec::new();
         for &(row, id) in &self.genuine {
-            let n = near(row)?;
-            match index_of[id] {
-                Some(i) => scores.genuine.push((n.distance, n.index == i)),
-                None => scores.strangers.push(n.distance),
-            }
+            rows.push(row);
+            genuine_of.push(index_of[id]);
         }
         for (id, (_, shots)) in self.enrolled.iter().enumerate() {
             if index_of[id].is_none() {
-                for &row in shots {
-                    scores.strangers.push(near(row)?.distance);
-                }
+                rows.extend(shots.iter().copied());
+                genuine_of.extend(std::iter::repeat_n(None, shots.len()));
             }
         }
-        for &row in &self.strangers {
-            scores.strangers.push(near(row)?.distance);
+        rows.extend(self.strangers.iter().copied());
+        genuine_of.extend(std::iter::repeat_n(None, self.strangers.len()));
+        let embeddings: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| emb.row(r).iter().copied())
+            .collect();
+        let against = matcher.gallery(&protos, dim)?;
+        let matched = matcher.probes(&embeddings, &against, dim)?;
+        if against.len() != protos.len() || matched.len() != embeddings.len() {
+            return Err(DoorEvalError::Matcher(format!(
+                "{} gallery and {} probe values, expected {} and {}",
+                against.len(),
+                matched.len(),
+                protos.len(),
+                embeddings.len()
+            )));
+        }
+        let mut scores = DoorScores::default();
+        for (probe, own) in matched.chunks(dim).zip(genuine_of) {
+            let n = nearest(probe, against.chunks(dim), distance)?;
+            match own {
+                Some(i) => scores.genuine.push((n.distance, n.index == i)),
+                None => scores.strangers.push(n.distance),
+            }
         }
         Ok(scores)
     }
@@ -225,13 +281,16 @@ pub struct GalleryThreshold {
 }
 
 /// For each size in `sizes` (increasing): `trials` random galleries of that
-/// many of the enrolled people (seeded), their probes pooled, and the
-/// threshold with the highest TAR whose share of strangers let in is at most
-/// `target_far`, or the previous size's if that is stricter.
+/// many of the enrolled people (seeded), matched by `matcher`, their probes
+/// pooled, and the threshold with the highest TAR whose share of strangers
+/// let in is at most `target_far`, or the previous size's if that is
+/// stricter.
+#[allow(clippy::too_many_arguments)]
 pub fn gallery_thresholds(
     door: &DoorSet,
     emb: &Embeddings,
     distance: Distance,
+    matcher: &dyn GalleryMatcher,
     sizes: &[usize],
     target_far: f64,
     trials: usize,
@@ -255,7 +314,7 @@ pub fn gallery_thresholds(
         let mut pooled = DoorScores::default();
         for _ in 0..runs {
             let gallery = sample(&mut rng, people, size).into_vec();
-            let s = door.scores_for(emb, &prototypes, distance, &gallery)?;
+            let s = door.scores_for(emb, &prototypes, distance, &gallery, matcher)?;
             pooled.genuine.extend(s.genuine);
             pooled.strangers.extend(s.strangers);
         }
@@ -322,7 +381,9 @@ mod tests {
         assert_eq!(all.at_threshold(1.5), (2.0 / 3.0, 0.0));
         // Only b enrolled: a's and c's images are strangers (a: 10, 10, 9
         // away; c: 10, 10, 12), as is s (4); squared.
-        let b = door.scores_for(&emb, &protos, Distance::L2, &[1]).unwrap();
+        let b = door
+            .scores_for(&emb, &protos, Distance::L2, &[1], &Prototypes)
+            .unwrap();
         assert_eq!(b.genuine, vec![(1.0, true)]);
         let mut strangers = b.strangers.clone();
         strangers.sort_by(f32::total_cmp);
@@ -332,16 +393,44 @@ mod tests {
         );
     }
 
+    /// A matcher that moves the gallery's rows by +5 and the probes by +4.
+    struct Shift;
+
+    impl GalleryMatcher for Shift {
+        fn gallery(&self, prototypes: &[f32], _: usize) -> Result<Vec<f32>, DoorEvalError> {
+            Ok(prototypes.iter().map(|p| p + 5.0).collect())
+        }
+        fn probes(&self, e: &[f32], _: &[f32], _: usize) -> Result<Vec<f32>, DoorEvalError> {
+            Ok(e.iter().map(|p| p + 4.0).collect())
+        }
+    }
+
+    #[test]
+    fn scores_are_taken_between_the_matchers_rows() {
+        let (door, emb) = door();
+        let protos = door.prototypes(&emb).unwrap();
+        // Gallery rows 5, 15, 25; probes a2 b2 c2 s0 become 5, 15, 26, 18:
+        // nearest a (0), b (0), c (1); s0: b (9). Plain prototypes give 1,
+        // 1, 4 and 16.
+        let s = door
+            .scores_for(&emb, &protos, Distance::L2, &[0, 1, 2], &Shift)
+            .unwrap();
+        assert_eq!(s.genuine, vec![(0.0, true), (0.0, true), (1.0, true)]);
+        assert_eq!(s.strangers, vec![9.0]);
+    }
+
     #[test]
     fn gallery_thresholds_keep_strangers_out_at_the_target_rate() {
         let (door, emb) = door();
         // The whole gallery: the one stranger is at 16, so at FAR 0 the
         // threshold stays below 16 and admits every genuine probe (≤ 4).
-        let t = gallery_thresholds(&door, &emb, Distance::L2, &[3], 0.0, 5, 1).unwrap();
+        let t =
+            gallery_thresholds(&door, &emb, Distance::L2, &Prototypes, &[3], 0.0, 5, 1).unwrap();
         assert_eq!(t[0].trials, 1);
         assert!(t[0].threshold >= 4.0 && t[0].threshold < 16.0, "{t:?}");
         assert_eq!((t[0].tar, t[0].far), (1.0, 0.0));
-        let err = gallery_thresholds(&door, &emb, Distance::L2, &[4], 0.01, 5, 1).unwrap_err();
+        let err = gallery_thresholds(&door, &emb, Distance::L2, &Prototypes, &[4], 0.01, 5, 1)
+            .unwrap_err();
         assert!(matches!(
             err,
             DoorEvalError::GalleryTooLarge {
@@ -349,6 +438,8 @@ mod tests {
                 enrolled: 3
             }
         ));
-        assert!(gallery_thresholds(&door, &emb, Distance::L2, &[3], 1.5, 5, 1).is_err());
+        assert!(
+            gallery_thresholds(&door, &emb, Distance::L2, &Prototypes, &[3], 1.5, 5, 1).is_err()
+        );
     }
 }

@@ -102,14 +102,18 @@ pub fn calibrate(
 /// in `sizes`: the door protocol ([`crate::eval::door`]) on the identity
 /// folders `data` with `enroll_shots` shots, 20 seeded random galleries per
 /// size, each threshold letting in at most `target_far` of the strangers.
+/// When `checkpoint` is a Matching Network with full context embeddings
+/// (and `onnx` is not a blob, which runs without them), the door's score
+/// is theirs: the attended probe's distance to the nearest context embedding.
 pub fn calibrate_gallery(
     onnx: &Path,
     data: &Path,
     target_far: f64,
     sizes: &[usize],
     enroll_shots: usize,
+    checkpoint: &Path,
 ) -> anyhow::Result<Vec<crate::eval::door::GalleryThreshold>> {
-    use crate::eval::door::{gallery_thresholds, DoorSet};
+    use crate::eval::door::{gallery_thresholds, DoorSet, GalleryMatcher, Prototypes};
     let model = load_export(onnx)?;
     let set = ClassSet::load(data, Layout::Auto)?;
     let door =
@@ -117,7 +121,16 @@ pub fn calibrate_gallery(
     let tensors = Tensors::load(&door.paths, &model.recipe(), false)?;
     let emb = Embeddings::compute(model.as_ref(), &tensors, 256, false)?;
     let distance = model.distance().unwrap_or(fewshot_core::Distance::L2);
-    gallery_thresholds(&door, &emb, distance, sizes, target_far, 20, 0)
+    let blob = onnx.extension().is_some_and(|e| e == super::mcu::EXTENSION);
+    let fce = match blob {
+        true => None,
+        false => crate::nn::checkpoint::load_matching_head(checkpoint)?.and_then(|h| h.fce),
+    };
+    let matcher: &dyn GalleryMatcher = match &fce {
+        Some(fce) => fce,
+        None => &Prototypes,
+    };
+    gallery_thresholds(&door, &emb, distance, matcher, sizes, target_far, 20, 0)
         .with_context(|| format!("gallery thresholds on {}", data.display()))
 }
 

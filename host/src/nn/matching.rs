@@ -137,6 +137,42 @@ impl Fce {
     }
 }
 
+/// The door with full context embeddings: the gallery's prototypes embedded
+/// in each other's context (`g`), each probe attended over them (`f`), as the
+/// device's exported graphs do.
+impl crate::eval::door::GalleryMatcher for Fce {
+    fn gallery(
+        &self,
+        prototypes: &[f32],
+        dim: usize,
+    ) -> std::result::Result<Vec<f32>, crate::eval::door::DoorEvalError> {
+        let run = || -> Result<Vec<f32>> {
+            let p = Tensor::from_slice(
+                prototypes,
+                (prototypes.len() / dim, dim),
+                &candle_core::Device::Cpu,
+            )?;
+            self.support_context(&p)?.flatten_all()?.to_vec1::<f32>()
+        };
+        run().map_err(|e| crate::eval::door::DoorEvalError::Matcher(e.to_string()))
+    }
+
+    fn probes(
+        &self,
+        embeddings: &[f32],
+        gallery: &[f32],
+        dim: usize,
+    ) -> std::result::Result<Vec<f32>, crate::eval::door::DoorEvalError> {
+        let run = || -> Result<Vec<f32>> {
+            let cpu = candle_core::Device::Cpu;
+            let f = Tensor::from_slice(embeddings, (embeddings.len() / dim, dim), &cpu)?;
+            let g = Tensor::from_slice(gallery, (gallery.len() / dim, dim), &cpu)?;
+            self.query_context(&f, &g)?.flatten_all()?.to_vec1::<f32>()
+        };
+        run().map_err(|e| crate::eval::door::DoorEvalError::Matcher(e.to_string()))
+    }
+}
+
 /// What a Matching Network classifies with, on embeddings: the attention and,
 /// with FCE, the LSTMs.
 #[derive(Debug, Clone)]
