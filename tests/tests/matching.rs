@@ -208,6 +208,23 @@ fn exported_fce_graphs_agree_with_candle_in_tract_and_onnxruntime() {
 /// Embedding size (Conv-4 channels) of the door test's model.
 const DOOR_DIM: usize = 16;
 
+/// A tiny Matching Network with FCE trained for 300 episodes on 12 Omniglot
+/// characters, exported (f32 encoder, FCE graphs beside it) into `dir`:
+/// (checkpoint, model).
+fn tiny_fce_door_model(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let matching = MatchingConfig {
+        fce: Some(FceConfig {
+            lstm_layers: 1,
+            unrolling_steps: 2,
+        }),
+    };
+    let ckpt = fewshot_e2e::tiny_matching_checkpoint(dir, 12, DOOR_DIM, 300, matching);
+    let model = dir.join("tiny.onnx");
+    fewshot_host::export::export_f32(&ckpt, &model).unwrap();
+    fce::export_beside(&ckpt, &model).unwrap();
+    (ckpt, model)
+}
+
 /// The door with a trained (tiny) Matching Network with FCE: it loads the
 /// graphs beside the model, enrolls two people, opens for each with the
 /// distance of the frame attended over the gallery to the nearest context
@@ -224,16 +241,7 @@ fn the_door_runs_a_matching_network_with_fce() {
     use fewshot_firmware::storage::FileStore;
 
     let tmp = tempfile::tempdir().unwrap();
-    let matching = MatchingConfig {
-        fce: Some(FceConfig {
-            lstm_layers: 1,
-            unrolling_steps: 2,
-        }),
-    };
-    let ckpt = fewshot_e2e::tiny_matching_checkpoint(tmp.path(), 12, DOOR_DIM, 300, matching);
-    let model = tmp.path().join("tiny.onnx");
-    fewshot_host::export::export_f32(&ckpt, &model).unwrap();
-    fce::export_beside(&ckpt, &model).unwrap();
+    let (_, model) = tiny_fce_door_model(tmp.path());
 
     let probe = OnnxEncoder::load(&model).unwrap();
     let graphs = probe.fce().expect("the encoder finds its FCE graphs");
@@ -391,16 +399,7 @@ fn gallery_thresholds_of_an_fce_model_hold_on_the_devices_graphs() {
     use fewshot_host::export::threshold::calibrate_gallery;
 
     let tmp = tempfile::tempdir().unwrap();
-    let matching = MatchingConfig {
-        fce: Some(FceConfig {
-            lstm_layers: 1,
-            unrolling_steps: 2,
-        }),
-    };
-    let ckpt = fewshot_e2e::tiny_matching_checkpoint(tmp.path(), 12, DOOR_DIM, 300, matching);
-    let model = tmp.path().join("tiny.onnx");
-    fewshot_host::export::export_f32(&ckpt, &model).unwrap();
-    fce::export_beside(&ckpt, &model).unwrap();
+    let (ckpt, model) = tiny_fce_door_model(tmp.path());
     // Identity folders (links into the data folder): Tagalog characters
     // 1-6 with all 20 drawings are enrolled from their first two; 7-12 with
     // two drawings each are strangers.
