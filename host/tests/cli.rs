@@ -466,4 +466,19 @@ fn matching_checkpoints_evaluate_with_their_attention() {
     assert!(!ok && err.contains("Matching Network"), "{err}");
     let (ok, _, err) = fewshot(&["train", "matching", "--unrolling-steps", "3", "--out", out]);
     assert!(!ok && err.contains("--fce"), "{err}");
+    // A pair threshold alone would open an FCE door by raw distances.
+    let onnx = tmp.path().join("m.onnx");
+    let (ok, _, err) = fewshot(&[
+        "export",
+        "--model",
+        &best,
+        "--out",
+        onnx.to_str().unwrap(),
+        "--threshold-far",
+        "0.01",
+        "--threshold-data",
+        "omniglot/images_background_small2/Tagalog",
+    ]);
+    assert!(!ok && err.contains("--gallery-far"), "{err}");
+    assert!(!onnx.exists(), "nothing written");
 }
