@@ -624,7 +624,7 @@ where
             .context
             .as_ref()
             .ok_or("the gallery's context embeddings are missing")?;
-        let attended = fce.attend(embedding, context).map_err(|e| e.to_string())?;
+        let attended = fce.attend(embedding, context)?;
         let nearest = fewshot_core::nearest(&attended, context.chunks(DIM), self.config.distance)
             .map_err(|e| e.to_string())?;
         let decision = rule.decide(Some(nearest));

@@ -47,6 +47,14 @@ impl<'a> EngineEncoder<'a> {
     pub fn model(&self) -> &Model<'a> {
         &self.model
     }
+
+    /// The embedding of an input already preprocessed by the blob's recipe.
+    pub fn embed(&mut self, input: &[f32]) -> Result<Vec<f32>, EngineError> {
+        let mut out = vec![0.0; self.model.dim()];
+        let mut arena = Arena::new(&mut self.bytes, &mut self.words);
+        self.model.embed(input, &mut arena, &mut out)?;
+        Ok(out)
+    }
 }
 
 impl Encoder for EngineEncoder<'_> {
@@ -57,10 +65,12 @@ impl Encoder for EngineEncoder<'_> {
     }
 
     fn embed_frame(&mut self, frame: &Frame<'_>) -> Result<Vec<f32>, EngineEncoderError> {
-        self.model.header().recipe.apply(frame, &mut self.input)?;
-        let mut out = vec![0.0; self.model.dim()];
-        let mut arena = Arena::new(&mut self.bytes, &mut self.words);
-        self.model.embed(&self.input, &mut arena, &mut out)?;
-        Ok(out)
+        let mut input = core::mem::take(&mut self.input);
+        let out = match self.model.header().recipe.apply(frame, &mut input) {
+            Ok(()) => self.embed(&input).map_err(Into::into),
+            Err(e) => Err(e.into()),
+        };
+        self.input = input;
+        out
     }
 }

@@ -23,4 +23,5 @@ pub mod engine;
 pub mod events;
 pub mod pins;
 pub mod sight;
+pub mod sim;
 pub mod storage;

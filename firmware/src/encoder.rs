@@ -247,16 +247,9 @@ impl OnnxEncoder {
             Net::Tract(plan) => plan,
             Net::Engine(bytes) => {
                 let run = |e: &dyn std::fmt::Display| EncoderError::Run(e.to_string());
-                let model = fewshot_core::engine::Model::from_bytes(bytes).map_err(|e| run(&e))?;
-                let h = model.header();
-                let mut act = vec![0u8; h.arena_bytes];
-                let mut acc = vec![0i32; h.accumulator_words];
-                let mut arena = fewshot_core::engine::Arena::new(&mut act, &mut acc);
-                let mut out = vec![0f32; model.dim()];
-                model
-                    .embed(&input, &mut arena, &mut out)
-                    .map_err(|e| run(&e))?;
-                return Ok(out);
+                let mut engine =
+                    fewshot_door::engine::EngineEncoder::new(bytes).map_err(|e| run(&e))?;
+                return engine.embed(&input).map_err(|e| run(&e));
             }
         };
         let tensor =

@@ -26,6 +26,8 @@ use crate::events::{Event, EventSink};
 use crate::pins::{SimButton, SimOutput};
 use crate::storage::Storage;
 
+pub use fewshot_door::sim::{SimDoor, SimHardware};
+
 /// One script step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -62,10 +64,6 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, String> {
     }
 }
 
-/// The door type the simulator drives.
-pub type SimDoor<const DIM: usize, E, S, K> =
-    Door<DIM, E, SimButton, SimOutput, SimOutput, SimClock, SimClock, QueueCamera, S, K>;
-
 /// A door on simulated hardware, and the handles to drive it.
 pub struct Simulator<const DIM: usize, E, S, K> {
     door: SimDoor<DIM, E, S, K>,
@@ -75,39 +73,6 @@ pub struct Simulator<const DIM: usize, E, S, K> {
     camera: QueueCamera,
     poll_ms: u64,
     data_dir: Option<PathBuf>,
-}
-
-/// The simulated hardware, before the door boots on it.
-#[derive(Debug, Clone, Default)]
-pub struct SimHardware {
-    /// Time.
-    pub clock: SimClock,
-    /// The enrollment button.
-    pub button: SimButton,
-    /// The lock relay.
-    pub relay: SimOutput,
-    /// The status LED.
-    pub led: SimOutput,
-    /// The camera.
-    pub camera: QueueCamera,
-}
-
-impl SimHardware {
-    /// Fresh hardware at time zero.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The pins and time for [`Door::boot`].
-    pub fn io(&self) -> crate::door::Io<SimButton, SimOutput, SimOutput, SimClock, SimClock> {
-        crate::door::Io {
-            button: self.button.clone(),
-            relay: self.relay.clone(),
-            led: self.led.clone(),
-            delay: self.clock.clone(),
-            clock: self.clock.clone(),
-        }
-    }
 }
 
 impl<const DIM: usize, E, S, K> Simulator<DIM, E, S, K>

@@ -26,17 +26,20 @@ use common::{frame, model_path, sanskrit};
 /// of `images_background_small2`, 2 shots each), and it enrolls two frames
 /// at most the pair threshold apart (`fewshot.threshold`: 1 % of impostor
 /// pairs there), both measured with the file at export.
-fn config() -> Config {
-    OnnxEncoder::load(&model_path())
-        .expect("the committed model loads")
-        .door_config(None)
-        .expect("the committed model carries its thresholds")
+/// Read once: the checks below ask for it frame by frame.
+fn config() -> &'static Config {
+    static CONFIG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+    CONFIG.get_or_init(|| {
+        OnnxEncoder::load(&model_path())
+            .expect("the committed model loads")
+            .door_config(None)
+            .expect("the committed model carries its thresholds")
+    })
 }
 
 /// The threshold the door opens by with `people` enrolled.
 fn threshold(people: usize) -> f32 {
-    let config = config();
-    config
+    config()
         .gallery_thresholds
         .expect("the committed model carries gallery thresholds")
         .for_gallery(people)
@@ -68,7 +71,7 @@ struct Rig {
 impl Rig {
     fn boot(gallery: &std::path::Path) -> Rig {
         let encoder = OnnxEncoder::load(&model_path()).expect("the committed model loads");
-        let config = config();
+        let config = config().clone();
         let clock = SimClock::new();
         let button = SimButton::new();
         let camera = QueueCamera::new();

@@ -20,15 +20,14 @@ extern crate alloc;
 use alloc::vec::Vec;
 
 use cortex_m_rt::entry;
-use cortex_m_semihosting::{debug, hprintln};
+use cortex_m_semihosting::hprintln;
 use fewshot_core::{Frame, PixelFormat};
 use fewshot_door::admin::{check_name, Admin};
-use fewshot_door::camera::{OwnedFrame, QueueCamera};
-use fewshot_door::clock::SimClock;
-use fewshot_door::door::{Config, Door, Encoder, Io};
+use fewshot_door::camera::OwnedFrame;
+use fewshot_door::door::{Config, Encoder};
 use fewshot_door::engine::EngineEncoder;
 use fewshot_door::events::{Event, EventSink};
-use fewshot_door::pins::{SimButton, SimOutput};
+use fewshot_door::sim::{SimDoor, SimHardware};
 use fewshot_door::storage::TwoSlots;
 
 mod flash;
@@ -142,38 +141,24 @@ impl EventSink for Console {
     }
 }
 
-type McuDoor = Door<
-    DIM,
-    Timed,
-    SimButton,
-    SimOutput,
-    SimOutput,
-    SimClock,
-    SimClock,
-    QueueCamera,
-    TwoSlots<flash::Semihosted, DIM>,
-    Console,
->;
+type McuDoor = SimDoor<DIM, Timed, TwoSlots<flash::Semihosted, DIM>, Console>;
 
-/// The script's hands: the button, the camera and time.
-struct Hands {
-    button: SimButton,
-    camera: QueueCamera,
-    clock: SimClock,
-}
+/// The script's hands on the simulated hardware: the button, the camera and
+/// time.
+struct Hands(SimHardware);
 
 impl Hands {
     fn poll(&self, door: &mut McuDoor) {
         door.poll().unwrap_or_else(|e| fail(&e));
-        self.clock.advance_ms(10);
+        self.0.clock.advance_ms(10);
     }
 
     fn press(&self, door: &mut McuDoor, ms: u64) {
-        self.button.set(true);
+        self.0.button.set(true);
         for _ in 0..ms / 10 {
             self.poll(door);
         }
-        self.button.set(false);
+        self.0.button.set(false);
         for _ in 0..5 {
             self.poll(door);
         }
@@ -181,7 +166,7 @@ impl Hands {
 
     fn show(&self, door: &mut McuDoor, frame: usize, role: &str, person: i64) {
         hprintln!("frame {} person={} file={}", role, person, FILES[frame]);
-        self.camera.push(OwnedFrame {
+        self.0.camera.push(OwnedFrame {
             width: SIDE,
             height: SIDE,
             format: PixelFormat::Gray8,
@@ -202,19 +187,7 @@ fn main() -> ! {
     let mut config = Config::new(h.distance, h.threshold.unwrap_or(THRESHOLD));
     config.gallery_thresholds = h.gallery_thresholds;
     config.capacity = CAPACITY;
-    let hands = Hands {
-        button: SimButton::new(),
-        camera: QueueCamera::new(),
-        clock: SimClock::new(),
-    };
-    let relay = SimOutput::new();
-    let io = Io {
-        button: hands.button.clone(),
-        relay: relay.clone(),
-        led: SimOutput::new(),
-        delay: hands.clock.clone(),
-        clock: hands.clock.clone(),
-    };
+    let hands = Hands(SimHardware::new());
     let timed = Timed {
         engine,
         frames: 0,
@@ -223,7 +196,8 @@ fn main() -> ! {
         max_ns: 0,
     };
     let storage = TwoSlots::new(flash::Semihosted, CAPACITY);
-    let mut door = McuDoor::boot(timed, io, hands.camera.clone(), storage, Console, config)
+    let hw = &hands.0;
+    let mut door = McuDoor::boot(timed, hw.io(), hw.camera.clone(), storage, Console, config)
         .unwrap_or_else(|e| fail(&e));
 
     // The first boot enrolls; after a reset the stored gallery is back and
@@ -242,12 +216,12 @@ fn main() -> ! {
             }
             Step::Enroll { .. } => {}
             Step::Probe { frame, person } => {
-                hands.clock.advance_ms(PROBE_GAP_MS);
+                hw.clock.advance_ms(PROBE_GAP_MS);
                 hands.show(&mut door, frame, "probe", person.map_or(-1, i64::from));
             }
         }
     }
-    hprintln!("relay pulses={}", relay.rises());
+    hprintln!("relay pulses={}", hw.relay.rises());
     let timed = door.encoder();
     hprintln!(
         "frame instructions min={} mean={} max={} frames={}",
@@ -256,19 +230,5 @@ fn main() -> ! {
         timed.max_ns,
         timed.frames
     );
-    let (used, bss) = (stack::used(), stack::static_ram());
-    hprintln!(
-        "ram static={} stack_peak={} total={} heap_region={} heap_peak={} used={}",
-        bss,
-        used,
-        bss + used,
-        heap::HEAP_BYTES,
-        heap::peak(),
-        bss - heap::HEAP_BYTES + heap::peak() + used
-    );
-    hprintln!("done");
-    debug::exit(debug::EXIT_SUCCESS);
-    loop {
-        cortex_m::asm::wfi();
-    }
+    rt::finish()
 }

@@ -41,6 +41,29 @@ pub fn now_ns() -> u64 {
     }
 }
 
+/// Prints the RAM used (`ram static=… stack_peak=… total=… heap_region=…
+/// heap_peak=… used=…`: statics with the whole heap region plus the stack's
+/// peak, and statics less the region plus the heap's and the stack's peaks),
+/// then `done`, and exits qemu with success.
+pub fn finish() -> ! {
+    let (used, bss) = (crate::stack::used(), crate::stack::static_ram());
+    let heap = crate::heap::peak();
+    hprintln!(
+        "ram static={} stack_peak={} total={} heap_region={} heap_peak={} used={}",
+        bss,
+        used,
+        bss + used,
+        crate::heap::HEAP_BYTES,
+        heap,
+        bss - crate::heap::HEAP_BYTES + heap + used
+    );
+    hprintln!("done");
+    debug::exit(debug::EXIT_SUCCESS);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
 /// Prints `error …` and exits qemu with a failure.
 pub fn fail(what: &dyn core::fmt::Display) -> ! {
     hprintln!("error {}", what);

@@ -14,7 +14,7 @@ mod rt;
 mod stack;
 
 use cortex_m_rt::entry;
-use cortex_m_semihosting::{debug, hprintln};
+use cortex_m_semihosting::hprintln;
 use fewshot_core::engine::{Arena, Model};
 use rt::{fail, now_ns};
 
@@ -62,21 +62,7 @@ fn main() -> ! {
         norm.to_bits(),
         norm
     );
-    let (used, bss) = (stack::used(), stack::static_ram());
-    hprintln!(
-        "ram static={} stack_peak={} total={} heap_region={} heap_peak={} used={}",
-        bss,
-        used,
-        bss + used,
-        heap::HEAP_BYTES,
-        heap::peak(),
-        bss - heap::HEAP_BYTES + heap::peak() + used
-    );
-    hprintln!("done");
-    debug::exit(debug::EXIT_SUCCESS);
-    loop {
-        cortex_m::asm::wfi();
-    }
+    rt::finish()
 }
 
 /// Fails unless `model` fits this firmware's buffers: its arena within
