@@ -64,11 +64,17 @@ enum Command {
 fn main() -> std::process::ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
-    if matches!(&cli.command, Command::Train(t) if t.second_order()) {
-        // Candle keeps gradients differentiable (second-order MAML) only
-        // with this set; it reads it once per thread. No other thread runs yet.
+    let threads = match &cli.command {
+        Command::Train(t) => t.threads(),
+        Command::Bench(b) => b.threads(),
+        _ => None,
+    };
+    if let Some(n) = threads {
+        // Candle's own worker pool (element-wise ops) sizes itself from this
+        // variable, not from rayon's pool, at its first use: without it
+        // `--threads 1` still spun a second thread.
         // SAFETY: single-threaded here, before any thread is spawned.
-        unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") };
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", n.to_string()) };
     }
     let result = match cli.command {
         Command::Eval(args) => cmd::eval::run(args),

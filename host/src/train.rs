@@ -506,10 +506,7 @@ pub fn train_matching(
 
 /// Meta-trains Conv-4 and an N-way head with MAML (validated on held-out
 /// classes by the test-time inner loop; checkpointed and resumed as
-/// [`train_protonet`]; `config.episodes` counts meta-steps). Second order
-/// needs differentiable gradients (`CANDLE_GRAD_DO_NOT_DETACH=1`, which the
-/// `fewshot` binary sets for it): without them it refuses rather than
-/// running first order.
+/// [`train_protonet`]; `config.episodes` counts meta-steps).
 pub fn train_maml(
     config: &TrainConfig,
     maml_config: &MamlConfig,
@@ -529,9 +526,6 @@ pub fn train_maml(
             "--inner-lr must be a positive number, got {}",
             maml_config.inner_lr
         );
-    }
-    if maml_config.order == 2 && !maml::second_order_ready()? {
-        bail!("second-order MAML needs differentiable gradients: set CANDLE_GRAD_DO_NOT_DETACH=1 (the fewshot binary does so itself)");
     }
     let run = RunConfig {
         maml: Some(*maml_config),

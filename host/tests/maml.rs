@@ -1,45 +1,41 @@
 //! MAML's meta-gradient against central differences of the meta-loss in
 //! f64 (1, 2 and 5 inner steps): second order matches; first order equals
 //! the query gradient at the adapted weights and differs from the true
-//! meta-gradient by the dropped term.
+//! meta-gradient by the dropped term. The hand-written inner gradient
+//! against candle's autograd of the same loss.
 
 mod common;
-
-use std::sync::Once;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use fewshot_host::nn::encoder::EncoderConfig;
 use fewshot_host::nn::init::seeded_init;
 use fewshot_host::nn::maml::{
-    adapt, class_major_labels, forward, parameter_names, parameters, second_order_ready,
+    adapt, class_major_labels, forward, parameter_names, parameters, support_gradients,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-static GRADIENTS_KEPT: Once = Once::new();
-
-/// Candle keeps gradients differentiable only with this variable set; it is
-/// read once per thread, at the thread's first backward pass.
-fn keep_gradients() {
-    GRADIENTS_KEPT.call_once(|| unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") });
-}
 
 const K_WAY: usize = 2;
 const SIDE: usize = 16;
 
 /// A Conv-4 of 3 channels on 16×16 grey images with a 2-way head, in f64.
 fn network(seed: u64) -> (VarMap, Vec<Var>) {
+    network_of(seed, SIDE, K_WAY)
+}
+
+/// A Conv-4 of 3 channels on `side`×`side` grey images with a `k_way` head, in f64.
+fn network_of(seed: u64, side: usize, k_way: usize) -> (VarMap, Vec<Var>) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
     let encoder = EncoderConfig::Conv4 {
         in_channels: 1,
         hidden: 3,
-        input_size: SIDE,
+        input_size: side,
         embedding: None,
     };
     encoder.build(vb.clone()).unwrap();
-    candle_nn::linear(encoder.features(), K_WAY, vb.pp("head")).unwrap();
+    candle_nn::linear(encoder.features(), k_way, vb.pp("head")).unwrap();
     seeded_init(&varmap, seed).unwrap();
     let data = varmap.data().lock().unwrap();
     let vars = parameter_names().iter().map(|n| data[n].clone()).collect();
@@ -48,10 +44,14 @@ fn network(seed: u64) -> (VarMap, Vec<Var>) {
 }
 
 fn images(rng: &mut ChaCha8Rng, n: usize) -> Tensor {
-    let v: Vec<f64> = (0..n * SIDE * SIDE)
+    images_of(rng, n, SIDE)
+}
+
+fn images_of(rng: &mut ChaCha8Rng, n: usize, side: usize) -> Tensor {
+    let v: Vec<f64> = (0..n * side * side)
         .map(|_| rng.random_range(-1.0..1.0))
         .collect();
-    Tensor::from_vec(v, (n, 1, SIDE, SIDE), &Device::Cpu).unwrap()
+    Tensor::from_vec(v, (n, 1, side, side), &Device::Cpu).unwrap()
 }
 
 /// The meta-loss: the query cross-entropy after `steps` inner steps.
@@ -80,13 +80,57 @@ fn flat(t: &Tensor) -> Vec<f64> {
     t.flatten_all().unwrap().to_vec1().unwrap()
 }
 
+/// The inner loop's hand-written gradient of the support loss equals
+/// candle's autograd of the same loss through [`forward`], on even sides
+/// (16 → 8 → 4 → 2 → 1) and odd ones (28 → 14 → 7 → 3 → 1, pooling drops a
+/// row and a column), for tracked and detached weights.
+#[test]
+fn the_inner_gradient_is_the_autograd_gradient() {
+    for (side, k_way, shots, seed) in [(16, 2, 3, 3u64), (28, 3, 2, 4)] {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let x = images_of(&mut rng, k_way * shots, side);
+        let labels = class_major_labels(k_way, shots, &Device::Cpu).unwrap();
+        let (_varmap, vars) = network_of(seed, side, k_way);
+        let params: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let reference =
+            candle_nn::loss::cross_entropy(&forward(&params, &x, None).unwrap(), &labels)
+                .unwrap()
+                .backward()
+                .unwrap();
+        for detached in [false, true] {
+            let at: Vec<Tensor> = if detached {
+                params.iter().map(Tensor::detach).collect()
+            } else {
+                params.clone()
+            };
+            let mut stats = Vec::new();
+            let grads = support_gradients(&at, &x, &labels, Some(&mut stats)).unwrap();
+            assert_eq!(grads.len(), 18);
+            assert_eq!(stats.len(), 4, "one mean and variance per block");
+            for (k, (g, var)) in grads.iter().zip(&vars).enumerate() {
+                assert_eq!(g.dims(), var.dims(), "{}", parameter_names()[k]);
+                let want = flat(reference.get(var.as_tensor()).unwrap());
+                let got = flat(g);
+                let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                assert!(
+                    scale > 0.0,
+                    "{side}: {} has a gradient",
+                    parameter_names()[k]
+                );
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-9 * scale.max(1e-3),
+                        "side {side}, {}[{i}]: hand-written {a} against autograd {b}",
+                        parameter_names()[k]
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn meta_gradients_match_central_differences() {
-    keep_gradients();
-    assert!(
-        second_order_ready().unwrap(),
-        "gradients are kept differentiable"
-    );
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     let task = Task {
         support: images(&mut rng, K_WAY * 2),
@@ -169,7 +213,6 @@ fn meta_gradients_match_central_differences() {
 
 #[test]
 fn inner_steps_raise_support_accuracy() {
-    keep_gradients();
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let support = images(&mut rng, K_WAY * 3);
     let ys = class_major_labels(K_WAY, 3, &Device::Cpu).unwrap();
@@ -196,7 +239,6 @@ fn inner_steps_raise_support_accuracy() {
 /// statistics; a second-order run takes steps too.
 #[test]
 fn a_short_meta_training_run_improves_validation() {
-    keep_gradients();
     use fewshot_core::Recipe;
     use fewshot_host::episode::EpisodeShape;
     use fewshot_host::nn::maml::MamlConfig;

@@ -87,6 +87,16 @@ pub struct TrainStepArgs {
     json: bool,
 }
 
+impl BenchCommand {
+    /// The `--threads` flag of `train-step`.
+    pub fn threads(&self) -> Option<usize> {
+        match self {
+            BenchCommand::TrainStep(a) => a.threads,
+            BenchCommand::Encoder(_) => None,
+        }
+    }
+}
+
 /// Runs `fewshot bench`.
 pub fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {

@@ -46,6 +46,21 @@ pub enum TrainCommand {
     Distill(DistillArgs),
 }
 
+impl TrainCommand {
+    /// The `--threads` flag of any method.
+    pub fn threads(&self) -> Option<usize> {
+        let common = match self {
+            TrainCommand::Protonet(a) => &a.common,
+            TrainCommand::Cosface(a) => &a.common,
+            TrainCommand::Siamese(a) => &a.common,
+            TrainCommand::Matching(a) => &a.common,
+            TrainCommand::Maml(a) => &a.common,
+            TrainCommand::Distill(a) => &a.common,
+        };
+        common.threads
+    }
+}
+
 /// Arguments of `fewshot train distill`. Defaults suit faces: LFW-devtrain (and any
 /// --extra-train folders), MobileFaceNet as the teacher, the student's input from the
 /// input flags (e.g. --align --size 64 --channels 3).
@@ -153,13 +168,6 @@ pub struct MamlArgs {
     /// Random affine distortions (±15° rotation, ±0.3 shear, ±20 % scale, ±10 % shift).
     #[arg(long)]
     affine: bool,
-}
-
-impl TrainCommand {
-    /// Whether the run needs differentiable gradients (second-order MAML).
-    pub fn second_order(&self) -> bool {
-        matches!(self, TrainCommand::Maml(a) if a.order == 2)
-    }
 }
 
 /// The Siamese objectives on the command line.

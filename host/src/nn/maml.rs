@@ -4,20 +4,22 @@
 //! The network is run **functionally**: [`forward`] takes its parameters as
 //! a list of tensors, so the inner loop can replace them by fast weights
 //! `θ' = θ − α ∇θ L_support(θ)` and the outer loop can differentiate the
-//! query loss at `θ'` with respect to `θ`. It uses only candle operators
-//! whose backward passes are themselves differentiable: the 3×3 convolution
-//! as a gather (im2col) and a matrix product, batch statistics, ReLU, and 2×2
-//! max pooling as a reshape and two `max` reductions over an even crop. The
-//! project's fused kernels, which have no second derivative, are not used here.
+//! query loss at `θ'` with respect to `θ`. Activations are kept channel
+//! first, `(C, N, H, W)`, so that a convolution is one gather (im2col) and
+//! one matrix product and batch norm works on the rows of its output.
 //!
-//! - **Second order** keeps the inner gradients in the graph (candle detaches
-//!   gradients unless `CANDLE_GRAD_DO_NOT_DETACH` is set: [`second_order_ready`]
-//!   checks, and the trainer refuses to run second order without it, rather
-//!   than silently running first order).
-//! - **First order** detaches each inner gradient explicitly, so the
+//! - **The inner gradient** `∇θ L_support` is a hand-written backward pass
+//!   ([`support_gradients`]: the head, pooling and ReLU through constant
+//!   masks, batch norm's input gradient, the convolution's transposed
+//!   product and col2im as an index-add), made of ordinary candle operators.
+//!   Candle's `backward()` is only used once per task, for the meta-gradient,
+//!   and it needs no `CANDLE_GRAD_DO_NOT_DETACH`: the outer pass frees what
+//!   it has used, where differentiable backward passes kept every gradient's
+//!   graph.
+//! - **Second order** computes the inner gradients from the tracked fast
+//!   weights, so the meta-gradient flows through them (Hessian-vector terms).
+//! - **First order** computes them from detached copies, so the
 //!   meta-gradient is the query gradient at `θ'`.
-//! - `backward()` keeps gradients of leaves only: each inner step adds a zero
-//!   leaf to every fast weight and reads the gradient there.
 //! - **Batch norm** uses the statistics of the batch it sees (the task's
 //!   support set in the inner loop, its query set after), at training and at
 //!   test time, as the reference implementation (transductive). The running
@@ -86,31 +88,10 @@ pub fn parameter_shapes(
     shapes
 }
 
-/// Whether gradients come back differentiable in this thread (second order
-/// possible). Candle reads `CANDLE_GRAD_DO_NOT_DETACH` once per thread.
-pub fn second_order_ready() -> Result<bool> {
-    let x = Var::new(&[2.0f64], &candle_core::Device::Cpu)?;
-    let y = x.as_tensor().powf(3.0)?.sum_all()?;
-    let g = y.backward()?;
-    Ok(g.get(x.as_tensor()).is_some_and(|g| g.track_op()))
-}
-
-/// Per-channel batch statistics of `(N, C, H, W)`: mean and biased variance,
-/// each `(1, C, 1, 1)`.
-fn batch_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
-    let mean = x.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
-    let var = x
-        .broadcast_sub(&mean)?
-        .sqr()?
-        .mean_keepdim(0)?
-        .mean_keepdim(2)?
-        .mean_keepdim(3)?;
-    Ok((mean, var))
-}
-
 /// Gather indices of a 3×3, padding-1 im2col of `(C, N, H, W)` activations
-/// flattened after padding to `(C, N, H + 2, W + 2)`: row `(c, dy, dx)`,
-/// column `(n, y, x)`. Cached per shape (the same few shapes every step).
+/// flattened with one zero appended: row `(c, dy, dx)`, column `(n, y, x)`;
+/// a tap outside the image reads the appended zero. Cached per shape (the
+/// same few shapes every step).
 fn im2col_indices(c: usize, n: usize, h: usize, w: usize) -> Result<Tensor> {
     use std::collections::HashMap;
     thread_local! {
@@ -120,7 +101,7 @@ fn im2col_indices(c: usize, n: usize, h: usize, w: usize) -> Result<Tensor> {
     if let Some(t) = CACHE.with(|m| m.borrow().get(&[c, n, h, w]).cloned()) {
         return Ok(t);
     }
-    let (hp, wp) = (h + 2, w + 2);
+    let zero = (c * n * h * w) as u32;
     let mut ids = Vec::with_capacity(c * 9 * n * h * w);
     for ci in 0..c {
         for dy in 0..3 {
@@ -128,7 +109,12 @@ fn im2col_indices(c: usize, n: usize, h: usize, w: usize) -> Result<Tensor> {
                 for ni in 0..n {
                     for y in 0..h {
                         for x in 0..w {
-                            ids.push((((ci * n + ni) * hp + y + dy) * wp + x + dx) as u32);
+                            let (yy, xx) = ((y + dy).wrapping_sub(1), (x + dx).wrapping_sub(1));
+                            ids.push(if yy < h && xx < w {
+                                (((ci * n + ni) * h + yy) * w + xx) as u32
+                            } else {
+                                zero
+                            });
                         }
                     }
                 }
@@ -140,41 +126,176 @@ fn im2col_indices(c: usize, n: usize, h: usize, w: usize) -> Result<Tensor> {
     Ok(t)
 }
 
-/// A 3×3 convolution with padding 1 and a bias, as a gather (im2col) and one
-/// matrix product: both have backward passes made of each other (gather ↔
-/// index-add, product ↔ product), so it differentiates to any order, and it
-/// avoids candle's slow CPU `conv_transpose2d` in the backward pass.
-fn conv3x3(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let cout = weight.dim(0)?;
-    let padded = x
-        .transpose(0, 1)?
-        .pad_with_zeros(2, 1, 1)?
-        .pad_with_zeros(3, 1, 1)?
-        .flatten_all()?;
-    let cols = padded
+/// The im2col matrix `(C·9, N·H·W)` of `(C, N, H, W)` activations: a gather,
+/// whose backward (an index-add) has a backward itself (a gather), so the
+/// convolution differentiates to any order.
+fn im2col(a: &Tensor) -> Result<Tensor> {
+    let (c, n, h, w) = a.dims4()?;
+    let zero = Tensor::zeros(1, a.dtype(), a.device())?;
+    Tensor::cat(&[&a.flatten_all()?, &zero], 0)?
         .index_select(&im2col_indices(c, n, h, w)?, 0)?
-        .reshape((c * 9, n * h * w))?;
-    weight
-        .reshape((cout, c * 9))?
-        .matmul(&cols)?
-        .broadcast_add(&bias.reshape((cout, 1))?)?
-        .reshape((cout, n, h, w))?
-        .transpose(0, 1)?
-        .contiguous()
+        .reshape((c * 9, n * h * w))
 }
 
-/// 2×2 max pooling with stride 2 (an odd side drops its last row or column,
-/// as floor pooling does).
-fn max_pool2(x: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
+/// The inverse of [`im2col`]'s gather: the gradient `(C, N, H, W)` of the
+/// activations from that of their im2col matrix (taps summed).
+fn col2im(dcols: &Tensor, (c, n, h, w): (usize, usize, usize, usize)) -> Result<Tensor> {
+    let len = c * n * h * w;
+    Tensor::zeros(len + 1, dcols.dtype(), dcols.device())?
+        .index_add(&im2col_indices(c, n, h, w)?, &dcols.flatten_all()?, 0)?
+        .narrow(0, 0, len)?
+        .reshape((c, n, h, w))
+}
+
+/// What one block's forward pass keeps for its hand-written backward pass.
+struct BlockTape {
+    /// The block's input shape `(C, N, H, W)`.
+    input: (usize, usize, usize, usize),
+    /// im2col of the input, `(C·9, N·H·W)`.
+    cols: Tensor,
+    /// Normalised convolution output `(C', N·H·W)`.
+    xhat: Tensor,
+    /// `1 / sqrt(var + ε)`, `(C', 1)`.
+    inv: Tensor,
+    /// Where a gradient passes back through pooling and ReLU (constant 0/1:
+    /// the window's maximum, if ReLU passed it), `(C', N, H/2, 2, W/2, 2)`.
+    gate: Tensor,
+}
+
+/// One block (3×3 convolution, batch norm by the batch's statistics, ReLU,
+/// 2×2 max pooling with stride 2, an odd side dropping its last row or
+/// column) on `(C, N, H, W)` activations; `p` its four parameters. Returns
+/// the pooled `(C', N, H/2, W/2)` output, the batch mean and variance
+/// `(C', 1)`, and with `tape` what its backward pass needs.
+fn block(
+    p: &[Tensor],
+    a: &Tensor,
+    tape: bool,
+) -> Result<(Tensor, (Tensor, Tensor), Option<BlockTape>)> {
+    let (c, n, h, w) = a.dims4()?;
+    let cout = p[0].dim(0)?;
+    let cols = im2col(a)?;
+    let z = p[0]
+        .reshape((cout, c * 9))?
+        .matmul(&cols)?
+        .broadcast_add(&p[1].reshape((cout, 1))?)?;
+    let mean = z.mean_keepdim(1)?;
+    let centred = z.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(1)?;
+    let inv = (var.clone() + BN_EPS)?.sqrt()?.recip()?;
+    let xhat = centred.broadcast_mul(&inv)?;
+    let y = xhat
+        .broadcast_mul(&p[2].reshape((cout, 1))?)?
+        .broadcast_add(&p[3].reshape((cout, 1))?)?;
+    let r = y.relu()?;
     let (h2, w2) = (h / 2, w / 2);
-    x.narrow(2, 0, 2 * h2)?
+    let windows = r
+        .reshape((cout, n, h, w))?
+        .narrow(2, 0, 2 * h2)?
         .narrow(3, 0, 2 * w2)?
         .contiguous()?
-        .reshape((n, c, h2, 2, w2, 2))?
-        .max(5)?
-        .max(3)
+        .reshape((cout, n, h2, 2, w2, 2))?;
+    let pooled = windows.max(5)?.max(3)?;
+    let tape = if tape {
+        let windows = windows.detach();
+        let at = pooled
+            .detach()
+            .reshape((cout, n, h2, 1, w2, 1))?
+            .broadcast_as(windows.shape())?;
+        // ReLU passed where its output is positive; a window's maximum that
+        // is 0 passes nothing back.
+        let gate = windows
+            .eq(&at)?
+            .to_dtype(y.dtype())?
+            .mul(&windows.gt(0.0)?.to_dtype(y.dtype())?)?;
+        Some(BlockTape {
+            input: (c, n, h, w),
+            cols,
+            xhat,
+            inv,
+            gate,
+        })
+    } else {
+        None
+    };
+    Ok((pooled, (mean, var), tape))
+}
+
+/// The hand-written backward pass of [`block`]: from the gradient of its
+/// pooled output, the gradients of its four parameters and (with `input`)
+/// of its input. Made of differentiable operators, so second order
+/// differentiates through it.
+fn block_backward(
+    p: &[Tensor],
+    tape: &BlockTape,
+    dpooled: &Tensor,
+    input: bool,
+) -> Result<([Tensor; 4], Option<Tensor>)> {
+    let (c, n, h, w) = tape.input;
+    let (cout, _, h2, w2) = dpooled.dims4()?;
+    let m = (n * h * w) as f64;
+    let mut dr = tape
+        .gate
+        .broadcast_mul(&dpooled.reshape((cout, n, h2, 1, w2, 1))?)?
+        .reshape((cout, n, 2 * h2, 2 * w2))?;
+    if 2 * h2 < h {
+        dr = dr.pad_with_zeros(2, 0, h - 2 * h2)?;
+    }
+    if 2 * w2 < w {
+        dr = dr.pad_with_zeros(3, 0, w - 2 * w2)?;
+    }
+    let dy = dr.reshape((cout, n * h * w))?;
+    let dgamma = dy.mul(&tape.xhat)?.sum_keepdim(1)?;
+    let dbeta = dy.sum_keepdim(1)?;
+    // Batch norm's input gradient: γ/σ · (dy − mean(dy) − x̂ · mean(dy · x̂)).
+    let gamma = p[2].reshape((cout, 1))?;
+    let dz = dy
+        .broadcast_sub(&(&dbeta / m)?)?
+        .sub(&tape.xhat.broadcast_mul(&(&dgamma / m)?)?)?
+        .broadcast_mul(&gamma.mul(&tape.inv)?)?;
+    let weight = p[0].reshape((cout, c * 9))?;
+    let dweight = dz.matmul(&tape.cols.t()?)?.reshape(p[0].shape())?;
+    let dbias = dz.sum(1)?;
+    let dinput = if input {
+        Some(col2im(&weight.t()?.matmul(&dz)?, tape.input)?)
+    } else {
+        None
+    };
+    Ok((
+        [dweight, dbias, dgamma.reshape(cout)?, dbeta.reshape(cout)?],
+        dinput,
+    ))
+}
+
+/// Logits `(n, k_way)` of `(C, N, H, W)` activations, each block's batch
+/// statistics, and with `tape` the blocks' tapes and the features.
+#[allow(clippy::type_complexity)]
+fn run(
+    params: &[Tensor],
+    x: &Tensor,
+    tape: bool,
+) -> Result<(Tensor, Vec<(Tensor, Tensor, f64)>, Vec<BlockTape>, Tensor)> {
+    if params.len() != 18 {
+        candle_core::bail!("MAML's Conv-4 has 18 parameters, got {}", params.len());
+    }
+    let (n, _, h, w) = x.dims4()?;
+    let mut a = x.transpose(0, 1)?.contiguous()?;
+    let mut stats = Vec::with_capacity(4);
+    let mut tapes = Vec::with_capacity(4);
+    let (mut side_h, mut side_w) = (h, w);
+    for b in 0..4 {
+        let (pooled, (mean, var), t) = block(&params[4 * b..4 * b + 4], &a, tape)?;
+        stats.push((mean.detach(), var.detach(), (n * side_h * side_w) as f64));
+        tapes.extend(t);
+        (side_h, side_w) = (side_h / 2, side_w / 2);
+        a = pooled;
+    }
+    // Features in the encoder's (N, C, H, W) flattening order.
+    let features = a.transpose(0, 1)?.contiguous()?.flatten_from(1)?;
+    let logits = features
+        .matmul(&params[16].t()?)?
+        .broadcast_add(&params[17])?;
+    Ok((logits, stats, tapes, features))
 }
 
 /// Logits `(n, k_way)` of images `x` `(n, c, h, w)` under `params`
@@ -183,39 +304,74 @@ fn max_pool2(x: &Tensor) -> Result<Tensor> {
 pub fn forward(
     params: &[Tensor],
     x: &Tensor,
-    mut stats: Option<&mut Vec<(Tensor, Tensor, f64)>>,
+    stats: Option<&mut Vec<(Tensor, Tensor, f64)>>,
 ) -> Result<Tensor> {
-    if params.len() != 18 {
-        candle_core::bail!("MAML's Conv-4 has 18 parameters, got {}", params.len());
+    let (logits, batch, _, _) = run(params, x, false)?;
+    if let Some(stats) = stats {
+        stats.extend(batch);
     }
-    let mut x = x.clone();
-    for b in 0..4 {
-        let p = &params[4 * b..4 * b + 4];
-        let c = p[0].dim(0)?;
-        let shape = (1, c, 1, 1);
-        x = conv3x3(&x, &p[0], &p[1])?;
-        let (mean, var) = batch_stats(&x)?;
-        if let Some(stats) = stats.as_deref_mut() {
-            let (n, _, h, w) = x.dims4()?;
-            stats.push((mean.detach(), var.detach(), (n * h * w) as f64));
+    Ok(logits)
+}
+
+/// The gradients of the mean cross-entropy of `x` `(n, c, h, w)` with
+/// `labels` `(n,)` u32 with respect to `params` ([`parameter_names`]
+/// order), by a hand-written backward pass (batch norm, pooling and the
+/// im2col convolution), itself differentiable when `params` are tracked:
+/// second order differentiates through it. With `stats`, the forward pass's
+/// batch statistics are pushed.
+pub fn support_gradients(
+    params: &[Tensor],
+    x: &Tensor,
+    labels: &Tensor,
+    stats: Option<&mut Vec<(Tensor, Tensor, f64)>>,
+) -> Result<Vec<Tensor>> {
+    let (logits, batch, tapes, features) = run(params, x, true)?;
+    if let Some(stats) = stats {
+        stats.extend(batch);
+    }
+    let (n, k_way) = logits.dims2()?;
+    let targets: Vec<u32> = labels.to_vec1()?;
+    let mut onehot = vec![0f32; n * k_way];
+    for (i, &y) in targets.iter().enumerate() {
+        let y = y as usize;
+        if y >= k_way {
+            candle_core::bail!("label {y} of a {k_way}-way head");
         }
-        x = x
-            .broadcast_sub(&mean)?
-            .broadcast_div(&(var + BN_EPS)?.sqrt()?)?
-            .broadcast_mul(&p[2].reshape(shape)?)?
-            .broadcast_add(&p[3].reshape(shape)?)?
-            .relu()?;
-        x = max_pool2(&x)?;
+        onehot[i * k_way + y] = 1.0;
     }
-    x.flatten_from(1)?
-        .matmul(&params[16].t()?)?
-        .broadcast_add(&params[17])
+    let onehot = Tensor::from_vec(onehot, (n, k_way), x.device())?.to_dtype(logits.dtype())?;
+    let dlogits = ((candle_nn::ops::softmax(&logits, 1)? - onehot)? / n as f64)?;
+    let dhead_w = dlogits.t()?.matmul(&features)?;
+    let dhead_b = dlogits.sum(0)?;
+    let last = &tapes[3];
+    let cout = params[12].dim(0)?;
+    let (h4, w4) = (last.input.2 / 2, last.input.3 / 2);
+    let mut dpooled = dlogits
+        .matmul(&params[16])?
+        .reshape((n, cout, h4, w4))?
+        .transpose(0, 1)?
+        .contiguous()?;
+    let mut grads: Vec<Tensor> = Vec::with_capacity(18);
+    for b in (0..4).rev() {
+        let (g, dinput) = block_backward(&params[4 * b..4 * b + 4], &tapes[b], &dpooled, b > 0)?;
+        for t in g.into_iter().rev() {
+            grads.push(t);
+        }
+        if let Some(d) = dinput {
+            dpooled = d;
+        }
+    }
+    grads.reverse();
+    grads.push(dhead_w);
+    grads.push(dhead_b);
+    Ok(grads)
 }
 
 /// The inner loop: `steps` SGD steps of rate `lr` on the cross-entropy of
 /// `support` `(n, c, h, w)` with `labels` `(n,)` u32, from `params`. With
 /// `second_order` the steps stay differentiable; else each gradient is
-/// detached. With `stats`, the first step's batch statistics are pushed.
+/// computed from detached weights. With `stats`, the first step's batch
+/// statistics are pushed.
 pub fn adapt(
     params: &[Tensor],
     support: &Tensor,
@@ -227,30 +383,17 @@ pub fn adapt(
 ) -> Result<Vec<Tensor>> {
     let mut fast: Vec<Tensor> = params.to_vec();
     for step in 0..steps {
-        // Zero leaves whose gradients are those of the fast weights.
-        let probes = fast
-            .iter()
-            .map(|p| Var::zeros(p.shape(), p.dtype(), p.device()))
-            .collect::<Result<Vec<_>>>()?;
-        let used = fast
-            .iter()
-            .zip(&probes)
-            .map(|(p, z)| p + z.as_tensor())
-            .collect::<Result<Vec<_>>>()?;
         let first = if step == 0 { stats.take() } else { None };
-        let loss = candle_nn::loss::cross_entropy(&forward(&used, support, first)?, labels)?;
-        let grads = loss.backward()?;
+        let at: Vec<Tensor> = if second_order {
+            fast.clone()
+        } else {
+            fast.iter().map(Tensor::detach).collect()
+        };
+        let grads = support_gradients(&at, support, labels, first)?;
         fast = fast
             .iter()
-            .zip(&probes)
-            .map(|(p, z)| {
-                let g = match grads.get(z.as_tensor()) {
-                    Some(g) => g.clone(),
-                    None => z.as_tensor().zeros_like()?,
-                };
-                let g = if second_order { g } else { g.detach() };
-                p - (g * lr)?
-            })
+            .zip(&grads)
+            .map(|(p, g)| p - (g * lr)?)
             .collect::<Result<Vec<_>>>()?;
     }
     Ok(fast)
