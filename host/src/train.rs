@@ -589,43 +589,63 @@ trait Objective {
     fn face_augment(&self) -> Option<FaceAugment> {
         None
     }
-    /// How validation episodes are classified, if not by prototypes of the
-    /// encoder's embeddings.
-    fn classifier(&self) -> Option<EpisodeClassifier> {
-        None
+    /// Accuracy on the validation episodes; by default the encoder's
+    /// embeddings classified by prototypes.
+    fn validate(&self, v: &Validation<'_>) -> anyhow::Result<crate::eval::EpisodeReport> {
+        v.by_embeddings(self.encoder(), &EpisodeClassifier::Prototypes(v.distance))
     }
-    /// Validates on episodes of images, for objectives that adapt the whole
-    /// network rather than classify embeddings (MAML); `None`: by
-    /// embeddings ([`Objective::classifier`]).
-    fn validate_images(
-        &self,
-        _images: &Tensors,
-        _sampler: &EpisodeSampler,
-        _episodes: usize,
-        _seed: u64,
-    ) -> Option<anyhow::Result<crate::eval::EpisodeReport>> {
-        None
-    }
-    /// The loss value, training accuracy and gradients of step `step`; by
-    /// default the backward pass of [`Objective::step`]'s loss.
+    /// The loss value, training accuracy and gradients of step `step`
+    /// (0-based), drawing its batch from `batches` with `rng`.
     fn gradients(
         &self,
         batches: &Batches<'_>,
         step: usize,
         rng: &mut ChaCha8Rng,
-    ) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)> {
-        let (loss, acc) = self.step(batches, step, rng)?;
-        let value = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
-        Ok((value, acc, loss.backward()?))
-    }
-    /// The loss and training accuracy of step `step` (0-based), drawing
-    /// its batch from `batches` with `rng`.
-    fn step(
+    ) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)>;
+}
+
+/// The value, accuracy and backward pass of a step's loss.
+fn backward(
+    (loss, accuracy): (Tensor, f64),
+) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)> {
+    let value = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+    Ok((value, accuracy, loss.backward()?))
+}
+
+/// The held-out episodes a run validates on.
+struct Validation<'a> {
+    images: &'a Tensors,
+    sampler: &'a EpisodeSampler,
+    episodes: usize,
+    seed: u64,
+    recipe: Recipe,
+    dim: usize,
+    /// The run's distance (prototypes' default).
+    distance: Distance,
+}
+
+impl Validation<'_> {
+    /// The episodes classified by `classifier` over `encoder`'s embeddings.
+    fn by_embeddings(
         &self,
-        batches: &Batches<'_>,
-        step: usize,
-        rng: &mut ChaCha8Rng,
-    ) -> anyhow::Result<(Tensor, f64)>;
+        encoder: &dyn Encoder,
+        classifier: &EpisodeClassifier,
+    ) -> anyhow::Result<crate::eval::EpisodeReport> {
+        let live = Live {
+            encoder,
+            recipe: self.recipe,
+            dim: self.dim,
+        };
+        let emb = Embeddings::compute(&live, self.images, 512, false)?;
+        Ok(evaluate_episodes_with(
+            &emb,
+            self.sampler,
+            self.episodes,
+            self.seed,
+            classifier,
+            false,
+        )?)
+    }
 }
 
 /// An episodic method (Prototypical Networks, Matching Networks): one N-way
@@ -647,22 +667,24 @@ impl<M: FewShotMethod> Objective for Episodic<M> {
     fn encoder(&self) -> &dyn Encoder {
         self.method.encoder()
     }
-    fn classifier(&self) -> Option<EpisodeClassifier> {
-        self.classifier.clone()
+    fn validate(&self, v: &Validation<'_>) -> anyhow::Result<crate::eval::EpisodeReport> {
+        let classifier =
+            (self.classifier.clone()).unwrap_or(EpisodeClassifier::Prototypes(v.distance));
+        v.by_embeddings(self.encoder(), &classifier)
     }
-    fn step(
+    fn gradients(
         &self,
         batches: &Batches<'_>,
         step: usize,
         rng: &mut ChaCha8Rng,
-    ) -> anyhow::Result<(Tensor, f64)> {
+    ) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)> {
         let episode = self.sampler.episode(self.seed, step as u64);
         let batch = EpisodeTensors {
             support: (batches.gather)(&episode.support, rng)?,
             query: (batches.gather)(&episode.query, rng)?,
             shape: self.shape,
         };
-        Ok(self.method.loss(&batch, true)?)
+        backward(self.method.loss(&batch, true)?)
     }
 }
 
@@ -689,14 +711,6 @@ impl Objective for Maml {
     }
     fn encoder(&self) -> &dyn Encoder {
         self.encoder.as_ref()
-    }
-    fn step(
-        &self,
-        _batches: &Batches<'_>,
-        _step: usize,
-        _rng: &mut ChaCha8Rng,
-    ) -> anyhow::Result<(Tensor, f64)> {
-        bail!("internal: MAML steps through Objective::gradients")
     }
     fn gradients(
         &self,
@@ -749,22 +763,16 @@ impl Objective for Maml {
         let grads = total;
         Ok((loss_sum / tasks as f64, acc_sum / tasks as f64, grads))
     }
-    fn validate_images(
-        &self,
-        images: &Tensors,
-        sampler: &EpisodeSampler,
-        episodes: usize,
-        seed: u64,
-    ) -> Option<anyhow::Result<crate::eval::EpisodeReport>> {
+    /// By the test-time inner loop on each episode's images.
+    fn validate(&self, v: &Validation<'_>) -> anyhow::Result<crate::eval::EpisodeReport> {
         let model = maml::MamlModel {
             params: self.params.clone(),
             config: self.config,
             k_way: self.shape.k_way,
         };
-        Some(
-            crate::eval::evaluate_episodes_maml(images, sampler, episodes, seed, &model, false)
-                .map_err(anyhow::Error::from),
-        )
+        Ok(crate::eval::evaluate_episodes_maml(
+            v.images, v.sampler, v.episodes, v.seed, &model, false,
+        )?)
     }
 }
 
@@ -799,12 +807,12 @@ impl Objective for Batched {
     fn face_augment(&self) -> Option<FaceAugment> {
         self.augment
     }
-    fn step(
+    fn gradients(
         &self,
         batches: &Batches<'_>,
         _step: usize,
         rng: &mut ChaCha8Rng,
-    ) -> anyhow::Result<(Tensor, f64)> {
+    ) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)> {
         let (ids, y) = match &self.draw {
             Draw::Uniform { batch, ids, labels } => {
                 let picks: Vec<usize> = (0..*batch)
@@ -820,9 +828,10 @@ impl Objective for Batched {
             }
         };
         let x = (batches.gather)(&ids, rng)?;
-        Ok(self
-            .loss
-            .batch_loss(&self.encoder.embed(&x, true)?, &y, rng)?)
+        backward(
+            self.loss
+                .batch_loss(&self.encoder.embed(&x, true)?, &y, rng)?,
+        )
     }
 }
 
@@ -845,12 +854,12 @@ impl Objective for Distill {
         self.encoder.as_ref()
     }
     /// The mean student-teacher cosine stands for the accuracy.
-    fn step(
+    fn gradients(
         &self,
         batches: &Batches<'_>,
         _step: usize,
         rng: &mut ChaCha8Rng,
-    ) -> anyhow::Result<(Tensor, f64)> {
+    ) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)> {
         let shape = batches.shape;
         let dim = self.targets.dim;
         let mut data = Vec::with_capacity(self.batch * shape.len());
@@ -873,7 +882,7 @@ impl Objective for Distill {
         )?;
         let t = Tensor::from_vec(targets, (self.batch, dim), &Device::Cpu)?;
         let student = self.encoder.embed(&x, true)?;
-        Ok(crate::distill::distill_loss(&student, &t, self.relation)?)
+        backward(crate::distill::distill_loss(&student, &t, self.relation)?)
     }
 }
 
@@ -1322,25 +1331,15 @@ fn train(
             state.seconds += session.elapsed().as_secs_f64();
             session = Instant::now();
             if let Some(val_sampler) = &val_sampler {
-                let live = Live {
-                    encoder: objective.encoder(),
+                let report = objective.validate(&Validation {
+                    images: &val_tensors,
+                    sampler: val_sampler,
+                    episodes: config.val_episodes,
+                    seed: config.seed,
                     recipe,
                     dim: config.encoder.dim(),
-                };
-                let report = match objective.validate_images(
-                    &val_tensors,
-                    val_sampler,
-                    config.val_episodes,
-                    config.seed,
-                ) {
-                    Some(report) => report?,
-                    None => {
-                        let classifier = objective
-                            .classifier()
-                            .unwrap_or(EpisodeClassifier::Prototypes(distance));
-                        validate(&live, &val_tensors, val_sampler, config, &classifier)?
-                    }
-                };
+                    distance,
+                })?;
                 let line = MetricLine {
                     episode: state.episode,
                     loss: None,
@@ -1375,26 +1374,6 @@ fn train(
     }
     bar.finish();
     Ok(state)
-}
-
-/// Episodes of `sampler` over the validation images, embedded by the
-/// encoder being trained.
-fn validate(
-    live: &Live<'_>,
-    images: &Tensors,
-    sampler: &EpisodeSampler,
-    config: &TrainConfig,
-    classifier: &EpisodeClassifier,
-) -> anyhow::Result<crate::eval::EpisodeReport> {
-    let emb = Embeddings::compute(live, images, 512, false)?;
-    Ok(evaluate_episodes_with(
-        &emb,
-        sampler,
-        config.val_episodes,
-        config.seed,
-        classifier,
-        false,
-    )?)
 }
 
 fn append_metric(path: &Path, line: &MetricLine) -> anyhow::Result<()> {
