@@ -34,6 +34,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Mean accuracy and 95% CI over N-way K-shot episodes.
     Eval(cmd::eval::EvalArgs),

@@ -942,11 +942,8 @@ fn objective(
             bail!("MAML trains Conv-4 without a linear embedding (--arch conv4)");
         };
         candle_nn::linear(dim, config.shape.k_way, vb.pp("head"))?;
-        let EncoderConfig::Conv4 {
-            in_channels,
-            hidden,
-            ..
-        } = config.encoder
+        let (Some(widths), (in_channels, _)) =
+            (config.encoder.block_widths(), config.encoder.input())
         else {
             bail!("internal: MAML's encoder is Conv-4");
         };
@@ -955,7 +952,7 @@ fn objective(
             let t = vb.pp(prefix).get(shape, last)?;
             Ok(Var::from_tensor(&t)?)
         };
-        let shapes = maml::parameter_shapes(in_channels, hidden, dim, config.shape.k_way);
+        let shapes = maml::parameter_shapes(in_channels, widths, dim, config.shape.k_way);
         let params = maml::parameter_names()
             .iter()
             .zip(&shapes)
@@ -964,8 +961,8 @@ fn objective(
         let running = (0..4)
             .map(|b| {
                 Ok((
-                    get(&format!("block{b}.bn.running_mean"), &[hidden])?,
-                    get(&format!("block{b}.bn.running_var"), &[hidden])?,
+                    get(&format!("block{b}.bn.running_mean"), &[widths[b]])?,
+                    get(&format!("block{b}.bn.running_var"), &[widths[b]])?,
                 ))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;

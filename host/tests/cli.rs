@@ -169,6 +169,25 @@ fn bad_input_gives_clear_errors() {
     assert!(ok && stdout.contains("weight-only"), "{stdout}{err}");
     let model = fewshot_firmware::encoder::OnnxEncoder::load(Path::new(out)).unwrap();
     assert!(model.metadata()[fewshot_core::model_meta::QUANTIZATION].contains("weight-only"));
+    // --widths: four positive counts, Conv-4 only.
+    let (ok, _, err) = fewshot(&["train", "protonet", "--widths", "64,64,128", "--out", out]);
+    assert!(
+        !ok && err.contains("expected four positive channel counts"),
+        "{err}"
+    );
+    let (ok, _, err) = fewshot(&["train", "protonet", "--widths", "64,0,8,8", "--out", out]);
+    assert!(!ok && err.contains("64,0,8,8"), "{err}");
+    let (ok, _, err) = fewshot(&[
+        "train",
+        "distill",
+        "--arch",
+        "mobile",
+        "--widths",
+        "8,8,16,24",
+        "--out",
+        out,
+    ]);
+    assert!(!ok && err.contains("--arch conv4"), "{err}");
     for (ok, _, err) in [
         fewshot(&["eval", "--data", "no/such"]),
         fewshot(&["verify", "--pairs", "x"]),

@@ -200,6 +200,7 @@ fn a_short_run_moves_the_student_towards_the_teacher() {
         encoder: EncoderConfig::Conv4 {
             in_channels: 1,
             hidden: 16,
+            widths: None,
             input_size: 32,
             embedding: Some(teacher.dim()),
         },
@@ -259,6 +260,7 @@ fn a_short_run_moves_the_student_towards_the_teacher() {
     wrong.encoder = EncoderConfig::Conv4 {
         in_channels: 1,
         hidden: 16,
+        widths: None,
         input_size: 32,
         embedding: Some(7),
     };

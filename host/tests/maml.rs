@@ -31,6 +31,7 @@ fn network_of(seed: u64, side: usize, k_way: usize) -> (VarMap, Vec<Var>) {
     let encoder = EncoderConfig::Conv4 {
         in_channels: 1,
         hidden: 3,
+        widths: None,
         input_size: side,
         embedding: None,
     };
@@ -265,6 +266,7 @@ fn a_short_meta_training_run_improves_validation() {
         encoder: EncoderConfig::Conv4 {
             in_channels: 1,
             hidden: 16,
+            widths: None,
             input_size: 16,
             embedding: None,
         },

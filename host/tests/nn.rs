@@ -116,6 +116,7 @@ fn small_protonet(varmap: &VarMap, distance: Distance) -> ProtoNet {
     let config = EncoderConfig::Conv4 {
         in_channels: 1,
         hidden: 3,
+        widths: None,
         input_size: 16,
         embedding: None,
     };

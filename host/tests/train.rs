@@ -330,6 +330,7 @@ fn init_starts_from_the_checkpoint_encoder() {
         encoder: EncoderConfig::Conv4 {
             in_channels: 1,
             hidden: 8,
+            widths: None,
             input_size: 28,
             embedding: None,
         },

@@ -47,6 +47,7 @@ pub fn tiny_checkpoint_embedding(
     let encoder = EncoderConfig::Conv4 {
         in_channels: 1,
         hidden,
+        widths: None,
         input_size: 28,
         embedding,
     };
@@ -76,6 +77,7 @@ pub fn tiny_matching_checkpoint(
     let encoder = EncoderConfig::Conv4 {
         in_channels: 1,
         hidden,
+        widths: None,
         input_size: 28,
         embedding: None,
     };

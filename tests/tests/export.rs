@@ -895,3 +895,79 @@ fn the_mobile_encoder_exports_and_agrees_across_runtimes() {
     .unwrap_err();
     assert!(refused.to_string().contains("Conv-4 only"), "{refused}");
 }
+
+/// A Conv-4 whose blocks have different widths (`--widths`), with a linear
+/// embedding: the f32 export gives candle's embeddings in tract and
+/// onnxruntime, the weight-only int8 file stays close, and the core's int8
+/// engine runs its blob within a quantization step of tract.
+#[test]
+fn a_conv4_of_several_widths_exports_to_every_form() {
+    use fewshot_e2e::tiny_checkpoint_with;
+    use fewshot_host::export::mcu::export_mcu;
+    use fewshot_host::nn::encoder::EncoderConfig;
+    let tmp = tempfile::tempdir().unwrap();
+    let encoder = EncoderConfig::Conv4 {
+        in_channels: 1,
+        hidden: 4,
+        widths: Some([4, 6, 8, 12]),
+        input_size: 28,
+        embedding: Some(10),
+    };
+    let weights = tiny_checkpoint_with(tmp.path(), 6, encoder, Recipe::OMNIGLOT_28, 20);
+    let stored = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(stored["block2.conv.weight"].dims(), &[8, 6, 3, 3]);
+    assert_eq!(stored["embed.weight"].dims(), &[10, 12]);
+    let onnx = tmp.path().join("wide.onnx");
+    export_f32(&weights, &onnx).unwrap();
+    let candle = CandleEmbedder::load(&weights).unwrap();
+    let device = OnnxEncoder::load(&onnx).unwrap();
+    assert_eq!((candle.dim(), device.dim()), (10, 10));
+    let r = device.recipe();
+    let inputs = sanskrit(&r, 4);
+    let (rows, _) = onnxruntime(&onnx, &inputs, &r);
+    let (mut worst_candle, mut worst_rt, mut scale) = (0.0f32, 0.0f64, 0.0f32);
+    for (got, input) in rows.iter().zip(&inputs) {
+        let tract = device.embed(input).unwrap();
+        let exact = candle.embed(input).unwrap();
+        for ((g, t), c) in got.iter().zip(&tract).zip(&exact) {
+            worst_candle = worst_candle.max((t - c).abs());
+            worst_rt = worst_rt.max((g - f64::from(*t)).abs());
+            scale = scale.max(c.abs());
+        }
+    }
+    assert!(scale > 0.1, "embeddings are not all near zero ({scale})");
+    assert!(
+        worst_candle <= 1e-4 * scale.max(1.0),
+        "candle vs tract {worst_candle}"
+    );
+    assert!(
+        worst_rt <= 1e-5 * f64::from(scale.max(1.0)),
+        "onnxruntime vs tract {worst_rt}"
+    );
+
+    let int8 = tmp.path().join("wide-int8.onnx");
+    export_int8(&weights, &int8, None, Int8Options::DEFAULT).unwrap();
+    let quantized = OnnxEncoder::load(&int8).unwrap();
+    let (mut err, mut norm) = (0.0f64, 0.0f64);
+    for input in &inputs {
+        for (a, b) in quantized
+            .embed(input)
+            .unwrap()
+            .iter()
+            .zip(device.embed(input).unwrap())
+        {
+            err += f64::from(a - b).powi(2);
+            norm += f64::from(b).powi(2);
+        }
+    }
+    let rel = (err / norm).sqrt();
+    assert!(rel < 0.05, "weight-only int8 is {rel} off f32");
+
+    let blob = tmp.path().join("wide.fsmcu");
+    let calibration = data_dir().join("omniglot/images_background_small1/Greek");
+    let done = export_mcu(&weights, &blob, &calibration, 100, 100.0, None, 40).unwrap();
+    let c = done.check;
+    assert!(c.images > 0 && c.activations > 0, "{c:?}");
+    assert!(c.max_steps <= 1, "engine vs tract: {c:?}");
+    assert!(c.differing * 100 <= c.activations, "engine vs tract: {c:?}");
+}

@@ -20,6 +20,7 @@ fn checkpoint(dir: &Path, fce: FceConfig) -> std::path::PathBuf {
     let encoder = EncoderConfig::Conv4 {
         in_channels: 1,
         hidden: D,
+        widths: None,
         input_size: 28,
         embedding: None,
     };

@@ -70,6 +70,9 @@ pub struct TrainStepArgs {
     /// Channels of each Conv-4 block (`--arch mobile`: the stem's).
     #[arg(long, default_value_t = 64)]
     hidden: usize,
+    /// Conv-4 only: the channels of each of the four blocks (overrides --hidden).
+    #[arg(long, value_parser = super::parse_widths, conflicts_with = "hidden")]
+    widths: Option<[usize; 4]>,
     /// Embedding size of `--arch mobile`.
     #[arg(long, default_value_t = 128)]
     embedding: usize,
@@ -289,9 +292,13 @@ fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
     };
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let encoder = args
-        .arch
-        .encoder(args.channels, args.hidden, args.size, args.embedding);
+    let encoder = args.arch.encoder(
+        args.channels,
+        args.hidden,
+        args.widths,
+        args.size,
+        args.embedding,
+    )?;
     let net = ProtoNet {
         encoder: encoder.build(vb)?,
         distance: Distance::L2,
@@ -337,6 +344,7 @@ fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
             "framework": "candle",
             "k_way": shape.k_way, "n_shot": shape.n_shot, "q_queries": shape.q_queries,
             "size": args.size, "channels": args.channels, "hidden": args.hidden,
+            "widths": args.widths,
             "threads": threads,
             "steps": times.len(),
             "median_ms": median,

@@ -153,6 +153,20 @@ pub fn parse_distance(s: &str) -> Result<Distance, String> {
         .ok_or_else(|| format!("unknown distance {s:?}: expected l2, cosine or dot"))
 }
 
+/// Parses `--widths`: four positive channel counts separated by commas.
+pub fn parse_widths(s: &str) -> Result<[usize; 4], String> {
+    let bad =
+        || format!("--widths {s:?}: expected four positive channel counts, e.g. 64,64,128,192");
+    let v: Vec<usize> = s
+        .split(',')
+        .map(|p| p.trim().parse::<usize>().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    match <[usize; 4]>::try_from(v) {
+        Ok(w) if !w.contains(&0) => Ok(w),
+        _ => Err(bad()),
+    }
+}
+
 /// Resolves a data path (as given, or under the data folder) with a clear error.
 pub fn resolve(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
     data::resolve(path).with_context(|| format!("{what} {}", path.display()))

@@ -201,28 +201,34 @@ pub enum ArchArg {
 
 impl ArchArg {
     /// The encoder for `channels × size²` inputs: Conv-4 of `hidden` channels
-    /// (no linear embedding), or the mobile one of width `hidden` and `embedding`.
+    /// or of `widths` (no linear embedding), or the mobile one of width
+    /// `hidden` and `embedding`.
     pub fn encoder(
         self,
         channels: usize,
         hidden: usize,
+        widths: Option<[usize; 4]>,
         size: usize,
         embedding: usize,
-    ) -> EncoderConfig {
-        match self {
+    ) -> anyhow::Result<EncoderConfig> {
+        Ok(match self {
             ArchArg::Conv4 => EncoderConfig::Conv4 {
                 in_channels: channels,
-                hidden,
+                hidden: widths.map_or(hidden, |w| w[0]),
+                widths,
                 input_size: size,
                 embedding: None,
             },
+            ArchArg::Mobile if widths.is_some() => {
+                anyhow::bail!("--widths is for --arch conv4; --arch mobile scales with --hidden")
+            }
             ArchArg::Mobile => EncoderConfig::Mobile {
                 in_channels: channels,
                 width: hidden,
                 input_size: size,
                 embedding,
             },
-        }
+        })
     }
 }
 
@@ -356,6 +362,10 @@ pub struct CommonArgs {
     /// which the stages scale with (64: MobileFaceNet's widths).
     #[arg(long, default_value_t = 64)]
     hidden: usize,
+    /// Conv-4 only: the channels of each of the four blocks, e.g. 64,64,128,192
+    /// (wider where the maps are small); overrides --hidden.
+    #[arg(long, value_parser = super::parse_widths, conflicts_with = "hidden")]
+    widths: Option<[usize; 4]>,
     /// Embedding size of `--arch mobile` (distill: the teacher's).
     #[arg(long, default_value_t = 128)]
     embedding: usize,
@@ -614,9 +624,13 @@ impl CommonArgs {
             val_fraction: args.val_fraction,
             rotations,
             affine,
-            encoder: args
-                .arch
-                .encoder(recipe.channels, args.hidden, recipe.width, args.embedding),
+            encoder: args.arch.encoder(
+                recipe.channels,
+                args.hidden,
+                args.widths,
+                recipe.width,
+                args.embedding,
+            )?,
             recipe: recipe.into(),
             distance: distance.name().into(),
             seed: args.seed,

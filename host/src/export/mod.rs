@@ -204,26 +204,22 @@ pub fn fold(
     config: &ModelConfig,
     tensors: &HashMap<String, Tensor>,
 ) -> anyhow::Result<Vec<FoldedConv>> {
-    let EncoderConfig::Conv4 {
-        in_channels,
-        hidden,
-        ..
-    } = config.encoder
+    let (Some(widths), (in_channels, _)) = (config.encoder.block_widths(), config.encoder.input())
     else {
         bail!("the checkpoint's encoder is not a Conv-4");
     };
     let mut layers = Vec::new();
-    for b in 0..4 {
-        let cin = if b == 0 { in_channels } else { hidden };
+    for (b, &cout) in widths.iter().enumerate() {
+        let cin = if b == 0 { in_channels } else { widths[b - 1] };
         let p = |s: &str| format!("block{b}.{s}");
         let w = values(tensors, &p("conv.weight"))?;
         let bias = values(tensors, &p("conv.bias"))?;
-        if w.len() != hidden * cin * 9 {
-            bail!("block {b}: tensor sizes do not match a Conv-4 of {hidden} channels");
+        if w.len() != cout * cin * 9 {
+            bail!("block {b}: tensor sizes do not match a Conv-4 block of {cin} → {cout} channels");
         }
-        let (weight, folded) = fold_bn(tensors, &format!("block{b}"), w, Some(bias), hidden)?;
+        let (weight, folded) = fold_bn(tensors, &format!("block{b}"), w, Some(bias), cout)?;
         layers.push(FoldedConv {
-            cout: hidden,
+            cout,
             cin,
             weight,
             bias: folded,

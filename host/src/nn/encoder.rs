@@ -16,8 +16,12 @@ pub enum EncoderConfig {
     Conv4 {
         /// Input channels (1 grey, 3 RGB).
         in_channels: usize,
-        /// Channels of every block.
+        /// Channels of every block (unless `widths` says otherwise).
         hidden: usize,
+        /// Channels of each block, when they differ (e.g. wider late blocks,
+        /// where the maps are small); none: `hidden` for all four.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        widths: Option<[usize; 4]>,
         /// Input side in pixels (square inputs).
         input_size: usize,
         /// A linear embedding of this size on the flattened features (for
@@ -72,14 +76,25 @@ impl EncoderConfig {
         }
     }
 
+    /// Channels of Conv-4's four blocks (none for other encoders).
+    pub fn block_widths(&self) -> Option<[usize; 4]> {
+        match *self {
+            EncoderConfig::Conv4 { hidden, widths, .. } => Some(widths.unwrap_or([hidden; 4])),
+            EncoderConfig::Mobile { .. } => None,
+        }
+    }
+
     /// Size of the flattened convolutional features (before any linear embedding).
     pub fn features(&self) -> usize {
         match *self {
             EncoderConfig::Conv4 {
-                hidden, input_size, ..
+                hidden,
+                widths,
+                input_size,
+                ..
             } => {
                 let side = (0..4).fold(input_size, |s, _| s / 2);
-                hidden * side * side
+                widths.unwrap_or([hidden; 4])[3] * side * side
             }
             EncoderConfig::Mobile { width, .. } => super::mobile::widen(width).cout,
         }
@@ -91,6 +106,7 @@ impl EncoderConfig {
             EncoderConfig::Conv4 {
                 in_channels,
                 hidden,
+                widths,
                 input_size,
                 embedding,
             } => {
@@ -99,7 +115,13 @@ impl EncoderConfig {
                         "Conv-4 needs inputs of at least 16×16 pixels, got {input_size}"
                     );
                 }
-                let mut conv4 = Conv4::new(in_channels, hidden, vb.clone())?;
+                let widths = widths.unwrap_or([hidden; 4]);
+                if widths.contains(&0) {
+                    candle_core::bail!(
+                        "every Conv-4 block needs at least one channel, got {widths:?}"
+                    );
+                }
+                let mut conv4 = Conv4::with_widths(in_channels, widths, vb.clone())?;
                 if let Some(dim) = embedding {
                     if dim == 0 {
                         candle_core::bail!("the linear embedding needs at least one dimension");
@@ -301,11 +323,16 @@ pub struct Conv4 {
 impl Conv4 {
     /// Four blocks of `hidden` channels from `in_channels` input channels.
     pub fn new(in_channels: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
+        Self::with_widths(in_channels, [hidden; 4], vb)
+    }
+
+    /// Four blocks of `widths[i]` channels from `in_channels` input channels.
+    pub fn with_widths(in_channels: usize, widths: [usize; 4], vb: VarBuilder) -> Result<Self> {
         let blocks = (0..4)
             .map(|i| {
                 ConvBlock::new(
-                    if i == 0 { in_channels } else { hidden },
-                    hidden,
+                    if i == 0 { in_channels } else { widths[i - 1] },
+                    widths[i],
                     vb.pp(format!("block{i}")),
                 )
             })

@@ -69,19 +69,19 @@ pub fn parameter_names() -> Vec<String> {
 }
 
 /// Shapes of the meta-parameters ([`parameter_names`] order) of a Conv-4 of
-/// `hidden` channels on `in_channels` inputs with `features` flattened
+/// `widths` channels on `in_channels` inputs with `features` flattened
 /// features and a `k_way` head.
 pub fn parameter_shapes(
     in_channels: usize,
-    hidden: usize,
+    widths: [usize; 4],
     features: usize,
     k_way: usize,
 ) -> Vec<Vec<usize>> {
     let mut shapes = Vec::new();
-    for b in 0..4 {
-        let cin = if b == 0 { in_channels } else { hidden };
-        shapes.push(vec![hidden, cin, 3, 3]);
-        shapes.extend([vec![hidden], vec![hidden], vec![hidden]]);
+    for (b, &cout) in widths.iter().enumerate() {
+        let cin = if b == 0 { in_channels } else { widths[b - 1] };
+        shapes.push(vec![cout, cin, 3, 3]);
+        shapes.extend([vec![cout], vec![cout], vec![cout]]);
     }
     shapes.push(vec![k_way, features]);
     shapes.push(vec![k_way]);

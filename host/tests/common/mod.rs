@@ -79,6 +79,7 @@ pub fn tiny_config(data: &std::path::Path, episodes: usize) -> fewshot_host::tra
         encoder: EncoderConfig::Conv4 {
             in_channels: 1,
             hidden: 16,
+            widths: None,
             input_size: 28,
             embedding: None,
         },
