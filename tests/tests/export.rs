@@ -802,6 +802,52 @@ fn flip_averaged_embeddings_are_the_mean_of_image_and_mirror() {
     assert!(err.contains("fewshot.flip_average"), "{err}");
 }
 
+/// Exports `weights` to f32 ONNX at `onnx` and checks that tract and
+/// onnxruntime give candle's `dim`-d embeddings of a few Sanskrit
+/// characters; returns the loaded model and those inputs.
+fn f32_export_agrees(weights: &Path, onnx: &Path, dim: usize) -> (OnnxEncoder, Vec<Vec<f32>>) {
+    export_f32(weights, onnx).unwrap();
+    let candle = CandleEmbedder::load(weights).unwrap();
+    let device = OnnxEncoder::load(onnx).unwrap();
+    assert_eq!((candle.dim(), device.dim()), (dim, dim));
+    let r = device.recipe();
+    let inputs = sanskrit(&r, 4);
+    let (rows, _) = onnxruntime(onnx, &inputs, &r);
+    let (mut worst_candle, mut worst_rt, mut scale) = (0.0f32, 0.0f64, 0.0f32);
+    for (got, input) in rows.iter().zip(&inputs) {
+        let tract = device.embed(input).unwrap();
+        let exact = candle.embed(input).unwrap();
+        for ((g, t), c) in got.iter().zip(&tract).zip(&exact) {
+            worst_candle = worst_candle.max((t - c).abs());
+            worst_rt = worst_rt.max((g - f64::from(*t)).abs());
+            scale = scale.max(c.abs());
+        }
+    }
+    assert!(scale > 0.1, "embeddings are not all near zero ({scale})");
+    assert!(
+        worst_candle <= 1e-4 * scale.max(1.0),
+        "candle vs tract {worst_candle}"
+    );
+    assert!(
+        worst_rt <= 1e-5 * f64::from(scale.max(1.0)),
+        "onnxruntime vs tract {worst_rt}"
+    );
+    (device, inputs)
+}
+
+/// Relative L2 distance of `quantized`'s embeddings of `inputs` from `exact`'s.
+fn relative_off(quantized: &OnnxEncoder, exact: &OnnxEncoder, inputs: &[Vec<f32>]) -> f64 {
+    let (mut err, mut norm) = (0.0f64, 0.0f64);
+    for input in inputs {
+        let q = quantized.embed(input).unwrap();
+        for (a, b) in q.iter().zip(exact.embed(input).unwrap()) {
+            err += f64::from(a - b).powi(2);
+            norm += f64::from(b).powi(2);
+        }
+    }
+    (err / norm).sqrt()
+}
+
 /// The MobileFaceNet-style encoder (depthwise and pointwise convolutions, skip
 /// connections, the global depthwise convolution, the embedding's batch norm)
 /// exports with every batch norm folded: tract and onnxruntime give candle's
@@ -824,48 +870,15 @@ fn the_mobile_encoder_exports_and_agrees_across_runtimes() {
         ..Recipe::OMNIGLOT_28
     };
     let weights = tiny_checkpoint_with(tmp.path(), 6, encoder, recipe, 20);
-    let onnx = tmp.path().join("mobile.onnx");
-    export_f32(&weights, &onnx).unwrap();
-    let candle = CandleEmbedder::load(&weights).unwrap();
-    let device = OnnxEncoder::load(&onnx).unwrap();
-    assert_eq!((candle.dim(), device.dim()), (12, 12));
+    let (device, inputs) = f32_export_agrees(&weights, &tmp.path().join("mobile.onnx"), 12);
     let r = device.recipe();
     assert_eq!((r.width, r.channels), (32, 1));
-    let inputs = sanskrit(&r, 4);
-    let (rows, _) = onnxruntime(&onnx, &inputs, &r);
-    let (mut worst_candle, mut worst_rt, mut scale) = (0.0f32, 0.0f64, 0.0f32);
-    for (got, input) in rows.iter().zip(&inputs) {
-        let tract = device.embed(input).unwrap();
-        let exact = candle.embed(input).unwrap();
-        for ((g, t), c) in got.iter().zip(&tract).zip(&exact) {
-            worst_candle = worst_candle.max((t - c).abs());
-            worst_rt = worst_rt.max((g - f64::from(*t)).abs());
-            scale = scale.max(c.abs());
-        }
-    }
-    assert!(scale > 0.1, "embeddings are not all near zero ({scale})");
-    assert!(
-        worst_candle <= 1e-4 * scale.max(1.0),
-        "candle vs tract {worst_candle}"
-    );
-    assert!(
-        worst_rt <= 1e-5 * f64::from(scale.max(1.0)),
-        "onnxruntime vs tract {worst_rt}"
-    );
 
     let int8 = tmp.path().join("mobile-int8.onnx");
     export_int8(&weights, &int8, None, Int8Options::DEFAULT).unwrap();
     let quantized = OnnxEncoder::load(&int8).unwrap();
     assert_eq!(quantized.metadata()["fewshot.weights"], "int8");
-    let (mut err, mut norm) = (0.0f64, 0.0f64);
-    for input in &inputs {
-        let q = quantized.embed(input).unwrap();
-        for (a, b) in q.iter().zip(device.embed(input).unwrap()) {
-            err += f64::from(a - b).powi(2);
-            norm += f64::from(b).powi(2);
-        }
-    }
-    let rel = (err / norm).sqrt();
+    let rel = relative_off(&quantized, &device, &inputs);
     eprintln!("mobile weight-only int8 vs f32: relative {rel:.4}");
     assert!(rel < 0.05, "weight-only int8 is {rel} off f32");
     let quant = initializers(&int8);
@@ -917,50 +930,10 @@ fn a_conv4_of_several_widths_exports_to_every_form() {
     let stored = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
     assert_eq!(stored["block2.conv.weight"].dims(), &[8, 6, 3, 3]);
     assert_eq!(stored["embed.weight"].dims(), &[10, 12]);
-    let onnx = tmp.path().join("wide.onnx");
-    export_f32(&weights, &onnx).unwrap();
-    let candle = CandleEmbedder::load(&weights).unwrap();
-    let device = OnnxEncoder::load(&onnx).unwrap();
-    assert_eq!((candle.dim(), device.dim()), (10, 10));
-    let r = device.recipe();
-    let inputs = sanskrit(&r, 4);
-    let (rows, _) = onnxruntime(&onnx, &inputs, &r);
-    let (mut worst_candle, mut worst_rt, mut scale) = (0.0f32, 0.0f64, 0.0f32);
-    for (got, input) in rows.iter().zip(&inputs) {
-        let tract = device.embed(input).unwrap();
-        let exact = candle.embed(input).unwrap();
-        for ((g, t), c) in got.iter().zip(&tract).zip(&exact) {
-            worst_candle = worst_candle.max((t - c).abs());
-            worst_rt = worst_rt.max((g - f64::from(*t)).abs());
-            scale = scale.max(c.abs());
-        }
-    }
-    assert!(scale > 0.1, "embeddings are not all near zero ({scale})");
-    assert!(
-        worst_candle <= 1e-4 * scale.max(1.0),
-        "candle vs tract {worst_candle}"
-    );
-    assert!(
-        worst_rt <= 1e-5 * f64::from(scale.max(1.0)),
-        "onnxruntime vs tract {worst_rt}"
-    );
-
+    let (device, inputs) = f32_export_agrees(&weights, &tmp.path().join("wide.onnx"), 10);
     let int8 = tmp.path().join("wide-int8.onnx");
     export_int8(&weights, &int8, None, Int8Options::DEFAULT).unwrap();
-    let quantized = OnnxEncoder::load(&int8).unwrap();
-    let (mut err, mut norm) = (0.0f64, 0.0f64);
-    for input in &inputs {
-        for (a, b) in quantized
-            .embed(input)
-            .unwrap()
-            .iter()
-            .zip(device.embed(input).unwrap())
-        {
-            err += f64::from(a - b).powi(2);
-            norm += f64::from(b).powi(2);
-        }
-    }
-    let rel = (err / norm).sqrt();
+    let rel = relative_off(&OnnxEncoder::load(&int8).unwrap(), &device, &inputs);
     assert!(rel < 0.05, "weight-only int8 is {rel} off f32");
 
     let blob = tmp.path().join("wide.fsmcu");
