@@ -71,6 +71,7 @@ fn main() -> anyhow::Result<()> {
     };
     let plain = fewshot_host::nn::matching::MatchingHead {
         similarity: head.similarity,
+        scale: head.scale,
         fce: None,
     };
     let labels: Vec<u32> = (0..shape.k_way * shape.q_queries)

@@ -84,6 +84,7 @@ fn reference(
     w: &HashMap<String, Vec<f64>>,
     fce: Option<FceConfig>,
     similarity: Distance,
+    scale: f64,
     support: &[Vec<f64>],
     query: &[Vec<f64>],
     shape: EpisodeShape,
@@ -161,7 +162,7 @@ fn reference(
                     Distance::Cosine => dot(&f, gi) / (dot(&f, &f).sqrt() * dot(gi, gi).sqrt()),
                     Distance::L2 => -f.iter().zip(gi).map(|(a, b)| (a - b).powi(2)).sum::<f64>(),
                     Distance::Dot => dot(&f, gi),
-                })
+                } * scale)
                 .collect();
             let a = softmax(&sims);
             (0..shape.k_way)
@@ -195,9 +196,21 @@ fn head(
     d: usize,
     seed: u64,
 ) -> (VarMap, MatchingHead) {
+    scaled_head(fce, similarity, None, d, seed)
+}
+
+/// [`head`] with a factor on the attention's similarities.
+fn scaled_head(
+    fce: Option<FceConfig>,
+    similarity: Distance,
+    scale: Option<f32>,
+    d: usize,
+    seed: u64,
+) -> (VarMap, MatchingHead) {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F64, &Device::Cpu);
-    let head = MatchingHead::new(MatchingConfig { fce }, similarity, d, vb.pp("head")).unwrap();
+    let config = MatchingConfig { fce, scale };
+    let head = MatchingHead::new(config, similarity, d, vb.pp("head")).unwrap();
     seeded_init(&varmap, seed).unwrap();
     (varmap, head)
 }
@@ -227,17 +240,32 @@ fn the_head_follows_the_papers_equations() {
         }),
     ];
     for (i, fce) in cases.into_iter().enumerate() {
-        for similarity in [Distance::Cosine, Distance::L2, Distance::Dot] {
+        for (similarity, scale) in [
+            (Distance::Cosine, None),
+            (Distance::L2, None),
+            (Distance::Dot, None),
+            (Distance::Cosine, Some(10.0f32)),
+            (Distance::L2, Some(0.5)),
+        ] {
             let mut rng = ChaCha8Rng::seed_from_u64(i as u64);
             let support = rows(&mut rng, SHAPE.k_way * SHAPE.n_shot, d);
             let query = rows(&mut rng, SHAPE.k_way * SHAPE.q_queries, d);
-            let (varmap, head) = head(fce, similarity, d, 7 + i as u64);
+            let (varmap, head) = scaled_head(fce, similarity, scale, d, 7 + i as u64);
             let got: Vec<Vec<f64>> = head
                 .logits(&tensor(&support), &tensor(&query), SHAPE)
                 .unwrap()
                 .to_vec2()
                 .unwrap();
-            let want = reference(&weights(&varmap), fce, similarity, &support, &query, SHAPE);
+            let s = f64::from(scale.unwrap_or(1.0));
+            let want = reference(
+                &weights(&varmap),
+                fce,
+                similarity,
+                s,
+                &support,
+                &query,
+                SHAPE,
+            );
             for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
                 assert!(
                     (g - w).abs() < 1e-12,
@@ -363,6 +391,7 @@ fn a_short_fce_run_learns_and_its_checkpoint_evaluates() {
             lstm_layers: 1,
             unrolling_steps: 2,
         }),
+        scale: None,
     };
     let state = train_matching(&config, &matching, &out, false, StopAt::default(), false).unwrap();
     assert_eq!(state.episode, 200);

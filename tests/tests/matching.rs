@@ -27,7 +27,10 @@ fn checkpoint(dir: &Path, fce: FceConfig) -> std::path::PathBuf {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     encoder.build(vb.clone()).unwrap();
-    let matching = MatchingConfig { fce: Some(fce) };
+    let matching = MatchingConfig {
+        fce: Some(fce),
+        scale: None,
+    };
     MatchingHead::new(matching, fewshot_core::Distance::L2, D, vb.pp("head")).unwrap();
     seeded_init(&varmap, 4).unwrap();
     let path = dir.join("m.safetensors");
@@ -218,6 +221,7 @@ fn tiny_fce_door_model(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
             lstm_layers: 1,
             unrolling_steps: 2,
         }),
+        scale: None,
     };
     let ckpt = fewshot_e2e::tiny_matching_checkpoint(dir, 12, DOOR_DIM, 300, matching);
     let model = dir.join("tiny.onnx");

@@ -76,15 +76,20 @@ pub fn describe_finetune(f: &FineTune) -> String {
 
 /// A Matching Network's classifier in words.
 pub fn describe_matching(head: &fewshot_host::nn::matching::MatchingHead) -> String {
+    let scale = if head.scale == 1.0 {
+        String::new()
+    } else {
+        format!(" × {}", head.scale)
+    };
     match head.fce.as_ref().map(|f| f.config()) {
         Some(f) => format!(
-            "Matching Network attention ({} similarity) with full context embeddings ({} LSTM layer(s), {} unrolling steps)",
+            "Matching Network attention ({} similarity{scale}) with full context embeddings ({} LSTM layer(s), {} unrolling steps)",
             head.similarity.name(),
             f.lstm_layers,
             f.unrolling_steps
         ),
         None => format!(
-            "Matching Network attention ({} similarity)",
+            "Matching Network attention ({} similarity{scale})",
             head.similarity.name()
         ),
     }

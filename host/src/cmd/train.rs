@@ -46,6 +46,14 @@ pub enum TrainCommand {
     Distill(DistillArgs),
 }
 
+/// Parses `--attention-scale`: a positive number.
+fn parse_scale(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a positive number, got {s:?}")),
+    }
+}
+
 impl TrainCommand {
     /// The `--threads` flag of any method.
     pub fn threads(&self) -> Option<usize> {
@@ -133,6 +141,11 @@ pub struct MatchingArgs {
     /// Similarity c of the attention: cosine (the paper's), minus squared l2, or dot.
     #[arg(long, value_parser = super::parse_distance, default_value = "cosine")]
     similarity: Distance,
+    /// A factor s on the similarities before the attention's softmax, softmax(s · c)
+    /// [default: 1, the paper's]; cosine similarities lie in [−1, 1], so a softmax
+    /// over them alone cannot be confident (e.g. --attention-scale 10).
+    #[arg(long, value_parser = parse_scale)]
+    attention_scale: Option<f32>,
     /// Do not add 90° rotations as new classes.
     #[arg(long)]
     no_rotations: bool,
@@ -422,6 +435,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
                     lstm_layers: args.lstm_layers,
                     unrolling_steps: args.unrolling_steps,
                 }),
+                scale: args.attention_scale,
             };
             let stop = args.common.stop();
             let state = train_matching(

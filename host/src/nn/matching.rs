@@ -45,11 +45,16 @@ pub struct FceConfig {
 }
 
 /// A Matching Network's head (what sits on the encoder); stored in checkpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MatchingConfig {
     /// Full context embeddings, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fce: Option<FceConfig>,
+    /// A factor `s` on the attention's similarities before the softmax,
+    /// `a = softmax(s · c)`; none: 1, the paper's. Cosine similarities lie
+    /// in [−1, 1], so without it the softmax over them cannot be confident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f32>,
 }
 
 /// The LSTMs of the full context embeddings.
@@ -179,6 +184,8 @@ impl crate::eval::door::GalleryMatcher for Fce {
 pub struct MatchingHead {
     /// `c` is minus this distance.
     pub similarity: Distance,
+    /// The factor on `c` before the softmax (1: the paper's attention).
+    pub scale: f64,
     /// Full context embeddings, if any.
     pub fce: Option<Fce>,
 }
@@ -191,8 +198,13 @@ impl MatchingHead {
         dim: usize,
         vb: VarBuilder,
     ) -> Result<Self> {
+        let scale = f64::from(config.scale.unwrap_or(1.0));
+        if !(scale.is_finite() && scale > 0.0) {
+            candle_core::bail!("the attention's scale must be a positive number, got {scale}");
+        }
         Ok(MatchingHead {
             similarity,
+            scale,
             fce: config.fce.map(|f| Fce::new(f, dim, vb)).transpose()?,
         })
     }
@@ -213,10 +225,13 @@ impl MatchingHead {
             Some(fce) => fce.query_context(query, g)?,
             None => query.clone(),
         };
-        let attention = candle_nn::ops::log_softmax(
-            &pairwise_distance(&f, g, self.similarity)?.neg()?,
-            D::Minus1,
-        )?;
+        let c = pairwise_distance(&f, g, self.similarity)?.neg()?;
+        let c = if self.scale == 1.0 {
+            c
+        } else {
+            (c * self.scale)?
+        };
+        let attention = candle_nn::ops::log_softmax(&c, D::Minus1)?;
         // log Σ_{i in class} a_i, over each class's shots.
         attention
             .reshape((f.dim(0)?, shape.k_way, shape.n_shot))?
