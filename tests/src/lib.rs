@@ -62,7 +62,7 @@ pub fn tiny_checkpoint_with(
     recipe: Recipe,
     episodes: usize,
 ) -> PathBuf {
-    tiny_run(dir, characters, encoder, recipe, episodes, None)
+    tiny_run(dir, characters, encoder, recipe, episodes, Method::Protonet)
 }
 
 /// [`tiny_checkpoint`] of a Matching Network (`matching`) instead of
@@ -87,8 +87,40 @@ pub fn tiny_matching_checkpoint(
         encoder,
         Recipe::OMNIGLOT_28,
         episodes,
-        Some(matching),
+        Method::Matching(matching),
     )
+}
+
+/// [`tiny_checkpoint`] meta-trained by MAML (`maml`, 5-way head) instead.
+pub fn tiny_maml_checkpoint(
+    dir: &Path,
+    characters: usize,
+    hidden: usize,
+    episodes: usize,
+    maml: fewshot_host::nn::maml::MamlConfig,
+) -> PathBuf {
+    let encoder = EncoderConfig::Conv4 {
+        in_channels: 1,
+        hidden,
+        widths: None,
+        input_size: 28,
+        embedding: None,
+    };
+    tiny_run(
+        dir,
+        characters,
+        encoder,
+        Recipe::OMNIGLOT_28,
+        episodes,
+        Method::Maml(maml),
+    )
+}
+
+/// How a tiny run trains.
+enum Method {
+    Protonet,
+    Matching(fewshot_host::nn::matching::MatchingConfig),
+    Maml(fewshot_host::nn::maml::MamlConfig),
 }
 
 fn tiny_run(
@@ -97,7 +129,7 @@ fn tiny_run(
     encoder: EncoderConfig,
     recipe: Recipe,
     episodes: usize,
-    matching: Option<fewshot_host::nn::matching::MatchingConfig>,
+    method: Method,
 ) -> PathBuf {
     let greek = data_dir().join("omniglot/images_background_small1/Greek");
     let data = dir.join("data/Greek");
@@ -130,11 +162,13 @@ fn tiny_run(
         extra_train: Vec::new(),
     };
     let out = dir.join("run");
-    match matching {
-        None => train_protonet(&config, &out, false, StopAt::default(), false),
-        Some(m) => {
-            fewshot_host::train::train_matching(&config, &m, &out, false, StopAt::default(), false)
+    let stop = StopAt::default();
+    match method {
+        Method::Protonet => train_protonet(&config, &out, false, stop, false),
+        Method::Matching(m) => {
+            fewshot_host::train::train_matching(&config, &m, &out, false, stop, false)
         }
+        Method::Maml(m) => fewshot_host::train::train_maml(&config, &m, &out, false, stop, false),
     }
     .unwrap();
     dir.join("run/best.safetensors")

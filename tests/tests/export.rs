@@ -944,3 +944,29 @@ fn a_conv4_of_several_widths_exports_to_every_form() {
     assert!(c.max_steps <= 1, "engine vs tract: {c:?}");
     assert!(c.differing * 100 <= c.activations, "engine vs tract: {c:?}");
 }
+
+/// A MAML checkpoint exports its encoder alone (batch norm folded from the
+/// running statistics that meta-training keeps): tract and onnxruntime give
+/// candle's embeddings, as for any Conv-4; the door uses it through
+/// prototypes.
+#[test]
+fn a_maml_checkpoint_exports_its_encoder_and_agrees_across_runtimes() {
+    use fewshot_host::nn::maml::MamlConfig;
+    let tmp = tempfile::tempdir().unwrap();
+    let maml = MamlConfig {
+        order: 1,
+        inner_steps: 1,
+        inner_steps_test: 1,
+        inner_lr: 0.4,
+        meta_batch: 2,
+    };
+    let weights = fewshot_e2e::tiny_maml_checkpoint(tmp.path(), 6, 8, 10, maml);
+    let stored = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(
+        stored["head.weight"].dims(),
+        &[5, 8],
+        "the checkpoint holds the 5-way head"
+    );
+    let (device, _) = f32_export_agrees(&weights, &tmp.path().join("maml.onnx"), 8);
+    assert_eq!(device.distance(), fewshot_core::Distance::L2);
+}
