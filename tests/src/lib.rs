@@ -44,14 +44,24 @@ pub fn tiny_checkpoint_embedding(
     episodes: usize,
     embedding: Option<usize>,
 ) -> PathBuf {
-    let encoder = EncoderConfig::Conv4 {
+    tiny_checkpoint_with(
+        dir,
+        characters,
+        conv4_28(hidden, embedding),
+        Recipe::OMNIGLOT_28,
+        episodes,
+    )
+}
+
+/// Conv-4 of `hidden` channels on 28×28 grey inputs.
+fn conv4_28(hidden: usize, embedding: Option<usize>) -> EncoderConfig {
+    EncoderConfig::Conv4 {
         in_channels: 1,
         hidden,
         widths: None,
         input_size: 28,
         embedding,
-    };
-    tiny_checkpoint_with(dir, characters, encoder, Recipe::OMNIGLOT_28, episodes)
+    }
 }
 
 /// [`tiny_checkpoint`] of any encoder and input recipe.
@@ -74,13 +84,7 @@ pub fn tiny_matching_checkpoint(
     episodes: usize,
     matching: fewshot_host::nn::matching::MatchingConfig,
 ) -> PathBuf {
-    let encoder = EncoderConfig::Conv4 {
-        in_channels: 1,
-        hidden,
-        widths: None,
-        input_size: 28,
-        embedding: None,
-    };
+    let encoder = conv4_28(hidden, None);
     tiny_run(
         dir,
         characters,
@@ -99,13 +103,7 @@ pub fn tiny_maml_checkpoint(
     episodes: usize,
     maml: fewshot_host::nn::maml::MamlConfig,
 ) -> PathBuf {
-    let encoder = EncoderConfig::Conv4 {
-        in_channels: 1,
-        hidden,
-        widths: None,
-        input_size: 28,
-        embedding: None,
-    };
+    let encoder = conv4_28(hidden, None);
     tiny_run(
         dir,
         characters,
