@@ -807,6 +807,12 @@ fn flip_averaged_embeddings_are_the_mean_of_image_and_mirror() {
 /// characters; returns the loaded model and those inputs.
 fn f32_export_agrees(weights: &Path, onnx: &Path, dim: usize) -> (OnnxEncoder, Vec<Vec<f32>>) {
     export_f32(weights, onnx).unwrap();
+    agrees_with_checkpoint(weights, onnx, dim)
+}
+
+/// The f32 ONNX file `onnx` gives the checkpoint `weights`' `dim`-d
+/// embeddings in tract and onnxruntime; returns it loaded and the inputs.
+fn agrees_with_checkpoint(weights: &Path, onnx: &Path, dim: usize) -> (OnnxEncoder, Vec<Vec<f32>>) {
     let candle = CandleEmbedder::load(weights).unwrap();
     let device = OnnxEncoder::load(onnx).unwrap();
     assert_eq!((candle.dim(), device.dim()), (dim, dim));
@@ -969,4 +975,29 @@ fn a_maml_checkpoint_exports_its_encoder_and_agrees_across_runtimes() {
     );
     let (device, _) = f32_export_agrees(&weights, &tmp.path().join("maml.onnx"), 8);
     assert_eq!(device.distance(), fewshot_core::Distance::L2);
+}
+
+/// The committed 128-channel Omniglot files: the f32 export gives its
+/// checkpoint's embeddings in tract and onnxruntime, the `weight-only` int8
+/// file stays close, and both carry the pair and gallery thresholds the door
+/// takes.
+#[test]
+fn the_committed_128_channel_omniglot_files_agree_and_carry_thresholds() {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let weights = models.join("omniglot-protonet-128.safetensors");
+    let f32_path = models.join("omniglot-protonet-128.onnx");
+    let (device, inputs) = agrees_with_checkpoint(&weights, &f32_path, 128);
+    let int8 = OnnxEncoder::load(&models.join("omniglot-protonet-128-int8.onnx")).unwrap();
+    let rel = relative_off(&int8, &device, &inputs);
+    assert!(rel < 0.02, "weight-only int8 is {rel} off f32");
+    for model in [&device, &int8] {
+        let pair = model.threshold().expect("a pair threshold");
+        let config = model.door_config(None).unwrap();
+        assert_eq!(config.threshold, pair);
+        let gallery = model.gallery_thresholds().expect("gallery thresholds");
+        // Larger doors need stricter (smaller l2) thresholds, all below the pair's.
+        let by_size: Vec<f32> = [1, 2, 5, 10, 50].map(|n| gallery.for_gallery(n)).to_vec();
+        assert!(by_size.windows(2).all(|w| w[1] < w[0]), "{by_size:?}");
+        assert!(by_size[0] < pair, "{by_size:?} against the pair's {pair}");
+    }
 }
