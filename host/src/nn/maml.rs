@@ -267,14 +267,21 @@ fn block_backward(
     ))
 }
 
-/// Logits `(n, k_way)` of `(C, N, H, W)` activations, each block's batch
-/// statistics, and with `tape` the blocks' tapes and the features.
-#[allow(clippy::type_complexity)]
-fn run(
-    params: &[Tensor],
-    x: &Tensor,
-    tape: bool,
-) -> Result<(Tensor, Vec<(Tensor, Tensor, f64)>, Vec<BlockTape>, Tensor)> {
+/// One forward pass of the network.
+struct Pass {
+    /// `(n, k_way)`.
+    logits: Tensor,
+    /// Each block's batch mean and variance (detached) and its element count.
+    stats: Vec<(Tensor, Tensor, f64)>,
+    /// Each block's tape (empty unless asked for).
+    tapes: Vec<BlockTape>,
+    /// The flattened features `(n, features)` the head reads.
+    features: Tensor,
+}
+
+/// The forward pass of images `x` `(n, c, h, w)`, with the blocks' tapes if
+/// `tape`.
+fn run(params: &[Tensor], x: &Tensor, tape: bool) -> Result<Pass> {
     if params.len() != 18 {
         candle_core::bail!("MAML's Conv-4 has 18 parameters, got {}", params.len());
     }
@@ -295,7 +302,12 @@ fn run(
     let logits = features
         .matmul(&params[16].t()?)?
         .broadcast_add(&params[17])?;
-    Ok((logits, stats, tapes, features))
+    Ok(Pass {
+        logits,
+        stats,
+        tapes,
+        features,
+    })
 }
 
 /// Logits `(n, k_way)` of images `x` `(n, c, h, w)` under `params`
@@ -306,11 +318,11 @@ pub fn forward(
     x: &Tensor,
     stats: Option<&mut Vec<(Tensor, Tensor, f64)>>,
 ) -> Result<Tensor> {
-    let (logits, batch, _, _) = run(params, x, false)?;
+    let pass = run(params, x, false)?;
     if let Some(stats) = stats {
-        stats.extend(batch);
+        stats.extend(pass.stats);
     }
-    Ok(logits)
+    Ok(pass.logits)
 }
 
 /// The gradients of the mean cross-entropy of `x` `(n, c, h, w)` with
@@ -325,7 +337,12 @@ pub fn support_gradients(
     labels: &Tensor,
     stats: Option<&mut Vec<(Tensor, Tensor, f64)>>,
 ) -> Result<Vec<Tensor>> {
-    let (logits, batch, tapes, features) = run(params, x, true)?;
+    let Pass {
+        logits,
+        stats: batch,
+        tapes,
+        features,
+    } = run(params, x, true)?;
     if let Some(stats) = stats {
         stats.extend(batch);
     }
