@@ -75,14 +75,14 @@ pub fn tiny_checkpoint_with(
     tiny_run(dir, characters, encoder, recipe, episodes, Method::Protonet)
 }
 
-/// [`tiny_checkpoint`] of a Matching Network (`matching`) instead of
-/// Prototypical Networks, l2 attention.
-pub fn tiny_matching_checkpoint(
+/// [`tiny_checkpoint`] trained by `method` (a Matching Network with l2
+/// attention, or MAML with a 5-way head) instead of Prototypical Networks.
+pub fn tiny_checkpoint_by(
     dir: &Path,
     characters: usize,
     hidden: usize,
     episodes: usize,
-    matching: fewshot_host::nn::matching::MatchingConfig,
+    method: Method,
 ) -> PathBuf {
     let encoder = conv4_28(hidden, None);
     tiny_run(
@@ -91,33 +91,17 @@ pub fn tiny_matching_checkpoint(
         encoder,
         Recipe::OMNIGLOT_28,
         episodes,
-        Method::Matching(matching),
-    )
-}
-
-/// [`tiny_checkpoint`] meta-trained by MAML (`maml`, 5-way head) instead.
-pub fn tiny_maml_checkpoint(
-    dir: &Path,
-    characters: usize,
-    hidden: usize,
-    episodes: usize,
-    maml: fewshot_host::nn::maml::MamlConfig,
-) -> PathBuf {
-    let encoder = conv4_28(hidden, None);
-    tiny_run(
-        dir,
-        characters,
-        encoder,
-        Recipe::OMNIGLOT_28,
-        episodes,
-        Method::Maml(maml),
+        method,
     )
 }
 
 /// How a tiny run trains.
-enum Method {
+pub enum Method {
+    /// Prototypical Networks.
     Protonet,
+    /// A Matching Network of this head.
     Matching(fewshot_host::nn::matching::MatchingConfig),
+    /// MAML of these settings.
     Maml(fewshot_host::nn::maml::MamlConfig),
 }
 

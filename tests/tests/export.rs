@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use fewshot_core::Recipe;
-use fewshot_e2e::{data_dir, tiny_checkpoint, tiny_checkpoint_embedding};
+use fewshot_e2e::{data_dir, tiny_checkpoint, tiny_checkpoint_embedding, Method};
 use fewshot_firmware::encoder::{EncoderError, OnnxEncoder};
 use fewshot_host::data::preprocess_file;
 use fewshot_host::embed::Embedder;
@@ -966,7 +966,7 @@ fn a_maml_checkpoint_exports_its_encoder_and_agrees_across_runtimes() {
         inner_lr: 0.4,
         meta_batch: 2,
     };
-    let weights = fewshot_e2e::tiny_maml_checkpoint(tmp.path(), 6, 8, 10, maml);
+    let weights = fewshot_e2e::tiny_checkpoint_by(tmp.path(), 6, 8, 10, Method::Maml(maml));
     let stored = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
     assert_eq!(
         stored["head.weight"].dims(),

@@ -223,7 +223,13 @@ fn tiny_fce_door_model(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         }),
         scale: None,
     };
-    let ckpt = fewshot_e2e::tiny_matching_checkpoint(dir, 12, DOOR_DIM, 300, matching);
+    let ckpt = fewshot_e2e::tiny_checkpoint_by(
+        dir,
+        12,
+        DOOR_DIM,
+        300,
+        fewshot_e2e::Method::Matching(matching),
+    );
     let model = dir.join("tiny.onnx");
     fewshot_host::export::export_f32(&ckpt, &model).unwrap();
     fce::export_beside(&ckpt, &model).unwrap();

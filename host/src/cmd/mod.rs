@@ -158,6 +158,14 @@ pub fn parse_distance(s: &str) -> Result<Distance, String> {
         .ok_or_else(|| format!("unknown distance {s:?}: expected l2, cosine or dot"))
 }
 
+/// Parses a positive, finite number (e.g. `--attention-scale`).
+pub fn parse_positive(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a positive number, got {s:?}")),
+    }
+}
+
 /// Parses `--widths`: four positive channel counts separated by commas.
 pub fn parse_widths(s: &str) -> Result<[usize; 4], String> {
     let bad =

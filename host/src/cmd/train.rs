@@ -46,14 +46,6 @@ pub enum TrainCommand {
     Distill(DistillArgs),
 }
 
-/// Parses `--attention-scale`: a positive number.
-fn parse_scale(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
-        _ => Err(format!("expected a positive number, got {s:?}")),
-    }
-}
-
 impl TrainCommand {
     /// The `--threads` flag of any method.
     pub fn threads(&self) -> Option<usize> {
@@ -144,7 +136,7 @@ pub struct MatchingArgs {
     /// A factor s on the similarities before the attention's softmax, softmax(s · c)
     /// [default: 1, the paper's]; cosine similarities lie in [−1, 1], so a softmax
     /// over them alone cannot be confident (e.g. --attention-scale 10).
-    #[arg(long, value_parser = parse_scale)]
+    #[arg(long, value_parser = super::parse_positive)]
     attention_scale: Option<f32>,
     /// Do not add 90° rotations as new classes.
     #[arg(long)]
