@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
-# Latency of one checkpoint's f32 export and its three int8 forms, batch 1, one thread:
-# tract as it finds the CPU, tract with AVX2 taken away (TRACT_CPU_ISA=-avx2), and
-# onnxruntime. tract times the four files in turns (`fewshot bench encoder` with several
-# --model: the median of 15 rounds' medians), so that the machine's drift falls on all alike;
-# onnxruntime's cell is two runs of RUNS images ("first / second").
+# Exports one checkpoint as f32 and its three int8 forms into runs/bench-forms/ and times
+# them with bench/latency_table.sh (tract as found, tract with ISA_DOWN taken away,
+# onnxruntime; RUNS runs per round, default 100).
 #
 #   bench/int8_forms.sh CHECKPOINT CALIBRATION NAME [RUNS]
 #   bench/int8_forms.sh models/omniglot-protonet-small1.safetensors omniglot/images_background_small1 omniglot
@@ -26,15 +24,5 @@ for form in weight-only conv-integer qlinear; do
   $fewshot export --model "$ckpt" --out "$out/$name-$form.onnx" --int8 --int8-form "$form" "${extra[@]}" >/dev/null
 done
 files=()
-for form in "${forms[@]}"; do files+=(--model "$out/$name-$form.onnx"); done
-medians() { $py -c 'import json,sys; print(" ".join("%.0f" % r["median_us"] for r in json.load(sys.stdin)))'; }
-read -r -a tract <<<"$($fewshot bench encoder "${files[@]}" --runs "$runs" --json | medians)"
-read -r -a down <<<"$(TRACT_CPU_ISA=$isa_down $fewshot bench encoder "${files[@]}" --runs "$runs" --json | medians)"
-ort() { $py bench/ort_encoder.py --model "$1" --runs 300 --json | $py -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["median_us"])'; }
-echo "| $name | bytes | tract | tract, TRACT_CPU_ISA=$isa_down | onnxruntime |"
-echo "| --- | --- | --- | --- | --- |"
-for i in "${!forms[@]}"; do
-  m="$out/$name-${forms[$i]}.onnx"
-  printf '| %s | %s | %s µs | %s µs | %s / %s µs |\n' "${forms[$i]}" "$(stat -c %s "$m")" \
-    "${tract[$i]}" "${down[$i]}" "$(ort "$m")" "$(ort "$m")"
-done
+for form in "${forms[@]}"; do files+=("$out/$name-$form.onnx"); done
+RUNS=$runs ISA_DOWN=$isa_down FEWSHOT_BIN=$fewshot FEWSHOT_PYTHON=$py "$(dirname "$0")/latency_table.sh" "${files[@]}"

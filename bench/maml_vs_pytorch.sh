@@ -11,8 +11,9 @@ PY=${PYTHON:-python3}
 DATA=${DATA:-omniglot/images_background_small1}
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
-# k_way meta_batch N
-for cfg in "5 4 6" "5 32 3" "20 32 2"; do
+# k_way meta_batch N, comma-separated (CONFIGS="5 32 3" runs one)
+IFS=, read -r -a configs <<<"${CONFIGS:-5 4 6,5 32 3,20 32 2}"
+for cfg in "${configs[@]}"; do
   set -- $cfg; K=$1; MB=$2; N=$3
   for order in 2 1; do
     t() {
