@@ -578,9 +578,10 @@ fn committed_face_models_agree_across_runtimes_and_carry_their_threshold() {
     }
 }
 
-/// The committed aligned face model: onnxruntime agrees with tract on aligned
-/// LFW faces (to 1e-4 of the largest value), its recipe aligns, and it
-/// carries the threshold the door takes.
+/// The committed aligned face models: onnxruntime agrees with tract on aligned
+/// LFW faces (to 1e-4 of the largest value; for a flip-averaged file, the mean
+/// of onnxruntime's embeddings of the face and its mirror image), each recipe
+/// aligns, and each file carries the threshold the door takes.
 #[test]
 fn the_committed_aligned_face_models_agree_across_runtimes() {
     let cache = tempfile::tempdir().unwrap();
@@ -592,6 +593,8 @@ fn the_committed_aligned_face_models_agree_across_runtimes() {
         "face-aligned.onnx",
         "face-distilled.onnx",
         "face-distilled-int8.onnx",
+        "face-distilled-wide.onnx",
+        "face-distilled-wide-int8.onnx",
     ] {
         let path = models.join(name);
         let model = OnnxEncoder::load(&path).unwrap();
@@ -600,7 +603,25 @@ fn the_committed_aligned_face_models_agree_across_runtimes() {
         let inputs = lfw_faces(&r);
         let exact: Vec<Vec<f32>> = inputs.iter().map(|x| model.embed(x).unwrap()).collect();
         let largest = exact.iter().flatten().fold(0.0f32, |m, v| m.max(v.abs()));
-        let (rows, _) = onnxruntime(&path, &inputs, &r);
+        let (mut rows, _) = onnxruntime(&path, &inputs, &r);
+        if model.flip_average() {
+            // The file's graph embeds one image; the device averages it with
+            // the mirror image's embedding.
+            let mirrors: Vec<Vec<f32>> = inputs
+                .iter()
+                .map(|x| {
+                    x.chunks(r.width)
+                        .flat_map(|row| row.iter().rev().copied())
+                        .collect()
+                })
+                .collect();
+            let (mirrored, _) = onnxruntime(&path, &mirrors, &r);
+            for (row, m) in rows.iter_mut().zip(&mirrored) {
+                for (v, w) in row.iter_mut().zip(m) {
+                    *v = (*v + w) / 2.0;
+                }
+            }
+        }
         let (mut worst, mut diff, mut norm) = (0.0f64, 0.0f64, 0.0f64);
         for (got, want) in rows.iter().zip(&exact) {
             for (g, w) in got.iter().zip(want) {
@@ -613,7 +634,7 @@ fn the_committed_aligned_face_models_agree_across_runtimes() {
             "{name}: onnxruntime vs tract max {worst:.2e}, relative {:.2e}",
             (diff / norm).sqrt()
         );
-        // All three compute in f32 (the int8 file is the `weight-only` form).
+        // All compute in f32 (the int8 files are the `weight-only` form).
         assert!(
             worst <= 1e-4 * f64::from(largest),
             "{name}: onnxruntime vs tract {worst} (relative {:.2e})",
