@@ -67,7 +67,7 @@ pub struct ExportArgs {
     flip_average: bool,
     /// Operators of the int8 graph: `weight-only` runs at f32 speed on every CPU;
     /// `conv-integer` and `qlinear` were slower than f32 in tract on every CPU measured
-    /// (1.2× on AVX-512 VNNI, 30× on AVX2 without it: models/README.md).
+    /// (1.2-2.8× with AVX-512 VNNI, 30-60× on AVX2 without it: models/README.md).
     #[arg(long, value_enum, default_value_t = Int8Options::DEFAULT.form, requires = "int8")]
     int8_form: Int8Form,
 }
