@@ -20,10 +20,11 @@ fewshot=${FEWSHOT_BIN:-target/release/fewshot}
 py=${FEWSHOT_PYTHON:-target/ort-venv/bin/python}
 files=()
 for m in "$@"; do files+=(--model "$m"); done
-medians() { $py -c 'import json,sys; print(" ".join("%.0f" % r["median_us"] for r in json.load(sys.stdin)))'; }
+# One --model prints one JSON object, several an array.
+medians() { $py -c 'import json,sys; d=json.load(sys.stdin); print(" ".join("%.0f" % r["median_us"] for r in (d if isinstance(d, list) else [d])))'; }
 read -r -a tract <<<"$($fewshot bench encoder "${files[@]}" --runs "$runs" --json | medians)"
 read -r -a down <<<"$(TRACT_CPU_ISA=$isa_down $fewshot bench encoder "${files[@]}" --runs "$runs" --json | medians)"
-ort() { $py bench/ort_encoder.py --model "$1" --runs 300 --json | $py -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["median_us"])'; }
+ort() { $py "$(dirname "$0")/ort_encoder.py" --model "$1" --runs 300 --json | $py -c 'import json,sys; print("%.0f" % json.load(sys.stdin)["median_us"])'; }
 echo "| file | bytes | tract | tract, TRACT_CPU_ISA=$isa_down | onnxruntime |"
 echo "| --- | --- | --- | --- | --- |"
 i=0

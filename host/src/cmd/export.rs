@@ -67,7 +67,8 @@ pub struct ExportArgs {
     flip_average: bool,
     /// Operators of the int8 graph: `weight-only` runs at f32 speed on every CPU;
     /// `conv-integer` and `qlinear` were slower than f32 in tract on every CPU measured
-    /// (1.2-2.8× with AVX-512 VNNI, 30-60× on AVX2 without it: models/README.md).
+    /// (1.2-4.2× with AVX-512 VNNI on an Intel Xeon and an AMD Zen 4, 23-62× on AVX2 without
+    /// it on the Xeon and a Zen 3: models/README.md).
     #[arg(long, value_enum, default_value_t = Int8Options::DEFAULT.form, requires = "int8")]
     int8_form: Int8Form,
 }
