@@ -144,6 +144,19 @@ pub struct DistillConfig {
     /// Shift and brightness/contrast jitter of each training image, if any
     /// (its flip is always random, with the mirror's own target).
     pub augment: Option<FaceAugment>,
+    /// Aligned views of each training image, each with the teacher's target
+    /// of the same view: the plain alignment and `views − 1` jittered ones
+    /// ([`crate::distill::views`]).
+    #[serde(default = "one_view", skip_serializing_if = "is_one_view")]
+    pub views: usize,
+}
+
+fn one_view() -> usize {
+    1
+}
+
+fn is_one_view(views: &usize) -> bool {
+    *views == 1
 }
 
 /// What `run.json` holds: the shared settings and the objective's own.
@@ -463,6 +476,9 @@ pub fn train_distill(
 ) -> anyhow::Result<TrainState> {
     if distill.batch < 2 {
         bail!("distillation needs batches of at least 2 images");
+    }
+    if distill.views == 0 {
+        bail!("--views counts the plain alignment too: at least 1");
     }
     if !(distill.relation.is_finite() && distill.relation >= 0.0) {
         bail!(
@@ -835,15 +851,24 @@ impl Objective for Batched {
     }
 }
 
-/// Distillation: a batch drawn uniformly over the training images, each
-/// flipped or not at random, against the teacher's target for what it shows.
+/// Distillation: a batch drawn uniformly over the training images (and,
+/// with several views, over their views), each flipped or not at random,
+/// against the teacher's target for what it shows.
 struct Distill {
     encoder: Box<dyn Encoder>,
-    /// Indexed by the training bank's image ids.
-    targets: crate::distill::Targets,
+    /// View 0 (the training bank's own images) first; each view's targets
+    /// indexed by the bank's image ids.
+    views: Vec<View>,
     batch: usize,
     relation: f64,
     augment: Option<FaceAugment>,
+}
+
+/// One view of the training images and the teacher's targets for it.
+struct View {
+    /// The images in bank id order (`None`: the bank's own, view 0).
+    images: Option<Vec<f32>>,
+    targets: crate::distill::Targets,
 }
 
 impl Objective for Distill {
@@ -861,19 +886,28 @@ impl Objective for Distill {
         rng: &mut ChaCha8Rng,
     ) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)> {
         let shape = batches.shape;
-        let dim = self.targets.dim;
-        let mut data = Vec::with_capacity(self.batch * shape.len());
+        let dim = self.views[0].targets.dim;
+        let per = shape.len();
+        let mut data = Vec::with_capacity(self.batch * per);
         let mut targets = Vec::with_capacity(self.batch * dim);
         for _ in 0..self.batch {
-            let id = rng.random_range(0..self.targets.len());
+            let id = rng.random_range(0..self.views[0].targets.len());
             let mirror = rng.random_bool(0.5);
-            let image = batches.bank.row(id);
+            // One view draws nothing more, so such runs keep their batches.
+            let view = match self.views.len() {
+                1 => &self.views[0],
+                n => &self.views[rng.random_range(0..n)],
+            };
+            let image = match &view.images {
+                Some(images) => &images[id * per..(id + 1) * per],
+                None => batches.bank.row(id),
+            };
             match &self.augment {
                 Some(a) => data.extend(a.apply_with_flip(rng, image, shape, mirror)),
                 None if mirror => data.extend(crate::augment::hflip(image, shape)),
                 None => data.extend_from_slice(image),
             }
-            targets.extend_from_slice(self.targets.row(id, mirror));
+            targets.extend_from_slice(view.targets.row(id, mirror));
         }
         let x = Tensor::from_vec(
             data,
@@ -886,21 +920,23 @@ impl Objective for Distill {
     }
 }
 
-/// The teacher's targets for the training bank's images, in id order.
-fn distill_targets(
+/// Each view of the training bank's images (view 0: the bank's own) with
+/// the teacher's targets for it, in bank id order.
+fn distill_views(
     distill: &DistillConfig,
     bank: &Bank,
     tensors: &Tensors,
     dim: usize,
     progress: bool,
-) -> anyhow::Result<crate::distill::Targets> {
-    let teacher = crate::distill::Teacher::load(&distill.teacher, None)?;
-    if teacher.dim() != dim {
+) -> anyhow::Result<Vec<View>> {
+    use crate::distill::views::view_recipe;
+    let plain = crate::distill::Teacher::load(&distill.teacher, None)?;
+    if plain.dim() != dim {
         bail!(
             "the teacher {} embeds in {} dimensions, the student in {dim}: give the student a linear embedding of {}",
             distill.teacher.display(),
-            teacher.dim(),
-            teacher.dim()
+            plain.dim(),
+            plain.dim()
         );
     }
     let paths: Vec<PathBuf> = bank
@@ -909,7 +945,31 @@ fn distill_targets(
         .map(|&r| tensors.paths[r].clone())
         .collect();
     let cache = crate::distill::targets::default_cache();
-    crate::distill::teacher_targets(&teacher, &paths, cache.as_deref(), progress)
+    let teacher_recipe = plain.recipe();
+    let mut views = Vec::with_capacity(distill.views);
+    let mut plain = Some(plain);
+    for v in 0..distill.views {
+        let teacher = match plain.take() {
+            Some(t) => t,
+            None => {
+                let recipe = view_recipe(&teacher_recipe, v)
+                    .map_err(|e| anyhow::anyhow!("teacher {}: {e}", distill.teacher.display()))?;
+                crate::distill::Teacher::load(&distill.teacher, Some(recipe))?
+            }
+        };
+        let images = match v {
+            0 => None,
+            _ => {
+                let recipe = view_recipe(&tensors.recipe, v)
+                    .map_err(|e| anyhow::anyhow!("the student's recipe: {e}"))?;
+                Some(Tensors::load(&paths, &recipe, progress)?.data)
+            }
+        };
+        let targets =
+            crate::distill::teacher_targets(&teacher, &paths, cache.as_deref(), progress)?;
+        views.push(View { images, targets });
+    }
+    Ok(views)
 }
 
 /// The run's objective over the training classes, its variables in `vb`
@@ -994,7 +1054,7 @@ fn objective(
     if let Some(d) = &run.distill {
         return Ok(Box::new(Distill {
             encoder,
-            targets: distill_targets(d, teach.bank, teach.tensors, dim, teach.progress)?,
+            views: distill_views(d, teach.bank, teach.tensors, dim, teach.progress)?,
             batch: d.batch,
             relation: d.relation,
             augment: d.augment,

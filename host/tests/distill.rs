@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use fewshot_host::augment::{hflip, Shape};
 use fewshot_host::data::{ClassSet, Layout, Tensors};
+use fewshot_host::distill::views::view_recipe;
 use fewshot_host::distill::{teacher_targets, Teacher};
 use fewshot_host::embed::Embedder;
 use fewshot_host::nn::checkpoint::CandleEmbedder;
@@ -215,6 +216,7 @@ fn a_short_run_moves_the_student_towards_the_teacher() {
         batch: 32,
         relation: 0.0,
         augment: None,
+        views: 1,
     };
     // lr 0: the untrained (seeded) student.
     let run = |name: &str, lr: f64| {
@@ -308,4 +310,164 @@ fn bad_teachers_are_refused_by_name() {
         Ok(t) => assert_eq!(t.dim(), 192),
         Err(e) => assert!(e.to_string().contains("--features tflite"), "{e}"),
     }
+}
+
+#[test]
+fn jittered_views_train_against_the_teachers_target_of_each_view() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("faces");
+    faces(&data, 12);
+    let plain = Teacher::load(&teacher_path(), None).unwrap();
+    let config = TrainConfig {
+        data: data.clone(),
+        shape: fewshot_host::episode::EpisodeShape {
+            k_way: 3,
+            n_shot: 1,
+            q_queries: 1,
+        },
+        episodes: 4,
+        lr: 1e-3,
+        lr_step: 1000,
+        lr_gamma: 0.5,
+        val_every: 4,
+        val_episodes: 0,
+        val_fraction: 0.25,
+        rotations: false,
+        affine: None,
+        encoder: EncoderConfig::Conv4 {
+            in_channels: 1,
+            hidden: 8,
+            widths: None,
+            input_size: 32,
+            embedding: Some(plain.dim()),
+        },
+        recipe: common::aligned_grey(32).into(),
+        distance: "cosine".into(),
+        seed: 1,
+        init: None,
+        extra_train: Vec::new(),
+    };
+    let mut distill = DistillConfig {
+        teacher: teacher_path(),
+        batch: 8,
+        relation: 0.0,
+        augment: None,
+        views: 0,
+    };
+    let err = train_distill(
+        &config,
+        &distill,
+        &tmp.path().join("none"),
+        false,
+        StopAt::default(),
+        false,
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("--views"), "{err:#}");
+
+    distill.views = 3;
+    let out = tmp.path().join("views");
+    train_distill(&config, &distill, &out, false, StopAt::default(), false).unwrap();
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["distill"]["views"], 3);
+
+    // Each view's targets were cached under its own recipe, and they are the
+    // teacher's embeddings of that view's crops (computed again here without
+    // the cache); the jittered views differ from the plain one, yet show the
+    // same faces.
+    let cache = PathBuf::from(std::env::var_os("FEWSHOT_CACHE").unwrap());
+    let set = ClassSet::load(&data, Layout::Auto).unwrap();
+    let paths: Vec<PathBuf> = set.classes.iter().flat_map(|c| c.images.clone()).collect();
+    let base = teacher_targets(&plain, &paths, None, false).unwrap();
+    for v in 1..3 {
+        let recipe = view_recipe(&plain.recipe(), v).unwrap();
+        let teacher = Teacher::load(&teacher_path(), Some(recipe)).unwrap();
+        let file = cache.join(format!("teacher-{:016x}.bin", teacher.id()));
+        assert!(file.is_file(), "view {v}: no cache file {}", file.display());
+        let cached = teacher_targets(&teacher, &paths, Some(&cache), false).unwrap();
+        let fresh = teacher_targets(&teacher, &paths, None, false).unwrap();
+        assert_eq!(cached.data, fresh.data, "view {v}");
+        let dim = base.dim;
+        let mean_cos = (0..paths.len())
+            .map(|i| {
+                let (a, b) = (base.row(i, false), fresh.row(i, false));
+                f64::from(a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>())
+            })
+            .sum::<f64>()
+            / paths.len() as f64;
+        assert!(
+            mean_cos > 0.5 && mean_cos < 0.999,
+            "view {v}: mean cosine to the plain view {mean_cos:.4} (dim {dim})"
+        );
+    }
+}
+
+/// A teacher cache written by hand: `FSTEACH1`, the size, then records.
+fn cache_file(records: &[(String, Vec<f32>)], dim: usize) -> Vec<u8> {
+    let mut bytes = b"FSTEACH1".to_vec();
+    bytes.extend((dim as u32).to_le_bytes());
+    for (key, values) in records {
+        bytes.extend((key.len() as u32).to_le_bytes());
+        bytes.extend(key.as_bytes());
+        values.iter().for_each(|v| bytes.extend(v.to_le_bytes()));
+    }
+    bytes
+}
+
+#[test]
+fn a_cache_under_the_old_keys_is_still_read_and_survives_a_touched_file() {
+    setup();
+    let teacher = Teacher::load(&teacher_path(), None).unwrap();
+    let dim = teacher.dim();
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("face.jpg");
+    let source = common::data_dir().join("faces/lfw-devtrain");
+    let person = std::fs::read_dir(&source)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let first = std::fs::read_dir(&person)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::copy(&first, &image).unwrap();
+    // The old key: absolute path, size and modification time in nanoseconds.
+    let meta = std::fs::metadata(&image).unwrap();
+    let mtime = meta
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let abs = std::fs::canonicalize(&image).unwrap();
+    let old_key = format!("{}|{}|{mtime}", abs.display(), meta.len());
+    // Planted values no teacher would give: read back, they show the cache was used.
+    let planted: Vec<f32> = (0..2 * dim).map(|i| i as f32).collect();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let file = cache.join(format!("teacher-{:016x}.bin", teacher.id()));
+    std::fs::write(&file, cache_file(&[(old_key, planted.clone())], dim)).unwrap();
+
+    let paths = vec![image.clone()];
+    let got = teacher_targets(&teacher, &paths, Some(&cache), false).unwrap();
+    assert_eq!(got.data, planted, "the record under the old key");
+    // Stored again under the content key: a new modification time (which the
+    // old key held) no longer matters.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let got = teacher_targets(&teacher, &paths, Some(&cache), false).unwrap();
+    assert_eq!(got.data, planted, "the record under the content key");
+    // Without the cache, the teacher's own (unit) embedding.
+    let fresh = teacher_targets(&teacher, &paths, None, false).unwrap();
+    assert_ne!(fresh.data, planted);
 }

@@ -89,6 +89,11 @@ pub struct DistillArgs {
     /// Largest random shift in pixels (the teacher's target is of the unshifted face).
     #[arg(long, default_value_t = 0)]
     max_shift: usize,
+    /// Aligned views of each training image: the plain alignment and N − 1 jittered ones
+    /// (rotation ±8°, scale ±10 %, shift ±3 % of the crop, fixed per view), each with the
+    /// teacher's own target for that view (computed once per view and cached). Needs --align.
+    #[arg(long, default_value_t = 1)]
+    views: usize,
     /// Largest brightness offset.
     #[arg(long, default_value_t = FaceAugment::FACES.brightness)]
     brightness: f32,
@@ -555,6 +560,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
                     args.brightness,
                     args.contrast,
                 ),
+                views: args.views,
             };
             let stop = args.common.stop();
             let state = train_distill(

@@ -5,7 +5,8 @@
 //! run as on the device ([`FaceDetector::find_face`]: the largest face,
 //! detected again around itself).
 //! **Cache**: one JSON line per image in `<cache>/faces-<detector>.jsonl`,
-//! keyed by the image's absolute path, size and modification time, with
+//! keyed by the image's content (its size and a 64-bit FNV-1a of its
+//! bytes: a copied, moved or re-extracted data folder keeps its cache), with
 //! `<cache>` = `FEWSHOT_CACHE`, else `$XDG_CACHE_HOME/fewshot`, else
 //! `~/.cache/fewshot`; `<detector>` is a checksum of the detector file and
 //! its settings, so another detector never reads these faces. The warp
@@ -133,7 +134,8 @@ fn open_index(path: &Path, cache_dir: Option<&Path>) -> Result<FaceIndex, String
     })
 }
 
-/// 64-bit FNV-1a: names the cache file after the detector and its settings.
+/// 64-bit FNV-1a: names the cache file after the detector and its settings,
+/// and keys each image by its bytes.
 pub(crate) fn fnv1a<'a>(bytes: impl Iterator<Item = &'a u8>) -> u64 {
     bytes.fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -172,15 +174,32 @@ impl From<StoredFace> for Face {
     }
 }
 
+/// The cache key of an image file: its size and a checksum of its bytes, so
+/// that the same image keeps its cached face (and teacher targets) wherever
+/// the data folder lies and whatever its files' times.
 pub(crate) fn key_of(path: &Path) -> Result<String, DataError> {
-    let meta = std::fs::metadata(path).map_err(|e| DataError::io(path, e))?;
-    let abs = std::fs::canonicalize(path).map_err(|e| DataError::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    Ok(content_key(&bytes))
+}
+
+/// The key this cache used before [`key_of`] (absolute path, size and
+/// modification time): records under it are still found, and stored again
+/// under the content key, while the file keeps that size and time.
+pub(crate) fn legacy_key_of(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    let abs = std::fs::canonicalize(path).ok()?;
     let mtime = meta
         .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    Ok(format!("{}|{}|{mtime}", abs.display(), meta.len()))
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some(format!("{}|{}|{mtime}", abs.display(), meta.len()))
+}
+
+/// [`key_of`] of a file holding `bytes`.
+fn content_key(bytes: &[u8]) -> String {
+    format!("{}|{:016x}", bytes.len(), fnv1a(bytes.iter()))
 }
 
 /// The face to align `frame` (decoded from `path`) by, from the process's
@@ -204,6 +223,13 @@ impl FaceIndex {
     ) -> Result<Found, DataError> {
         let key = key_of(path)?;
         let cached = self.faces.lock().ok().and_then(|m| m.get(&key).copied());
+        // A record under the old key: kept, and stored under the new one.
+        let cached = cached.or_else(|| {
+            let old = legacy_key_of(path)?;
+            let face = self.faces.lock().ok()?.get(&old).copied()?;
+            remember(self, key.clone(), face);
+            Some(face)
+        });
         let face = match cached {
             Some(face) => face,
             None => {
@@ -312,4 +338,38 @@ pub fn survey(paths: &[PathBuf], progress: bool) -> Result<Vec<Seen>, DataError>
 /// The detector file in use.
 pub fn detector_path() -> Result<PathBuf, DataError> {
     Ok(index()?.detector.path().to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_the_published_vectors() {
+        // The FNV authors' test vectors for 64-bit FNV-1a.
+        assert_eq!(fnv1a(b"".iter()), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a".iter()), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar".iter()), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn the_key_follows_the_content_not_the_path_or_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let a = dir.path().join("a.png");
+        let b = dir.path().join("sub").join("b.png");
+        let c = dir.path().join("c.png");
+        std::fs::create_dir_all(dir.path().join("sub")).expect("sub dir");
+        std::fs::write(&a, b"same bytes").expect("write a");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&b, b"same bytes").expect("write b");
+        std::fs::write(&c, b"same bytez").expect("write c");
+        let ka = key_of(&a).expect("key a");
+        assert_eq!(
+            ka,
+            key_of(&b).expect("key b"),
+            "a copy elsewhere, written later"
+        );
+        assert_ne!(ka, key_of(&c).expect("key c"), "one byte differs");
+        assert!(key_of(&dir.path().join("missing.png")).is_err());
+    }
 }

@@ -9,6 +9,7 @@
 
 pub mod targets;
 pub mod teacher;
+pub mod views;
 
 use candle_core::{Result, Tensor, D};
 

@@ -5,7 +5,7 @@
 //! `FEWSHOT_CACHE`, else `$XDG_CACHE_HOME/fewshot`, else `~/.cache/fewshot`;
 //! `<id>` hashes the teacher file and its recipe). It starts with a header
 //! (`FSTEACH1`, the embedding size as `u32`) and holds one record per image:
-//! the key's length (`u32`), the key (path, size and modification time, as
+//! the key's length (`u32`), the key (the image's size and checksum, as
 //! the face index), then `2 × dim` little-endian `f32` (image, mirror). A
 //! record cut short by a crash is dropped when the file is next opened.
 
@@ -78,9 +78,35 @@ pub fn teacher_targets(
         .iter()
         .map(|p| faces::key_of(p))
         .collect::<Result<_, _>>()?;
+    // Records under the cache's old keys count, and are stored again under
+    // the content keys.
+    let mut rekeyed = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        if known.contains_key(key) {
+            continue;
+        }
+        let old = faces::legacy_key_of(&paths[i]).and_then(|old| known.get(&old).cloned());
+        if let Some(row) = old {
+            known.insert(key.clone(), row);
+            rekeyed.push(i);
+        }
+    }
     let missing: Vec<usize> = (0..paths.len())
         .filter(|&i| !known.contains_key(&keys[i]))
         .collect();
+    let mut writer = match &file {
+        Some(f) if !(missing.is_empty() && rekeyed.is_empty()) => {
+            Some(open_for_append(f, dim, complete)?)
+        }
+        _ => None,
+    };
+    if let Some(w) = &mut writer {
+        rekeyed
+            .iter()
+            .try_for_each(|&i| write_record(w, &keys[i], &known[&keys[i]]))
+            .and_then(|()| w.flush())
+            .with_context(|| format!("writing the teacher cache {}", file_name(&file)))?;
+    }
     if !missing.is_empty() {
         let bar = if progress {
             let bar = ProgressBar::new(missing.len() as u64);
@@ -94,10 +120,6 @@ pub fn teacher_targets(
             bar
         } else {
             ProgressBar::hidden()
-        };
-        let mut writer = match &file {
-            Some(f) => Some(open_for_append(f, dim, complete)?),
-            None => None,
         };
         let recipe = teacher.recipe();
         let shape = Shape {
