@@ -947,14 +947,15 @@ fn distill_views(
     let cache = crate::distill::targets::default_cache();
     let teacher_recipe = plain.recipe();
     let mut views = Vec::with_capacity(distill.views);
-    let mut plain = Some(plain);
     for v in 0..distill.views {
-        let teacher = match plain.take() {
-            Some(t) => t,
-            None => {
+        let jittered;
+        let teacher = match v {
+            0 => &plain,
+            _ => {
                 let recipe = view_recipe(&teacher_recipe, v)
                     .map_err(|e| anyhow::anyhow!("teacher {}: {e}", distill.teacher.display()))?;
-                crate::distill::Teacher::load(&distill.teacher, Some(recipe))?
+                jittered = crate::distill::Teacher::load(&distill.teacher, Some(recipe))?;
+                &jittered
             }
         };
         let images = match v {
@@ -965,8 +966,7 @@ fn distill_views(
                 Some(Tensors::load(&paths, &recipe, progress)?.data)
             }
         };
-        let targets =
-            crate::distill::teacher_targets(&teacher, &paths, cache.as_deref(), progress)?;
+        let targets = crate::distill::teacher_targets(teacher, &paths, cache.as_deref(), progress)?;
         views.push(View { images, targets });
     }
     Ok(views)

@@ -175,42 +175,56 @@ fn measure(student: &CandleEmbedder, teacher: &Teacher, val: &[Vec<PathBuf>]) ->
     (mean_cos, auc(&same, &different).unwrap())
 }
 
-#[test]
-fn a_short_run_moves_the_student_towards_the_teacher() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("faces");
-    faces(&data, 60);
-    let teacher = Teacher::load(&teacher_path(), None).unwrap();
-    let recipe = common::aligned_grey(32);
-    let config = |lr: f64| TrainConfig {
-        data: data.clone(),
+/// A short distillation run's settings: `k_way`-way validation episodes
+/// (none are run), Conv-4 of `hidden` channels on 32×32 aligned grey faces
+/// with a linear embedding of `dim`, `episodes` batches at rate `lr`.
+fn short_run(
+    data: &Path,
+    k_way: usize,
+    episodes: usize,
+    hidden: usize,
+    dim: usize,
+    seed: u64,
+    lr: f64,
+) -> TrainConfig {
+    TrainConfig {
+        data: data.to_path_buf(),
         shape: fewshot_host::episode::EpisodeShape {
-            k_way: 5,
+            k_way,
             n_shot: 1,
             q_queries: 1,
         },
-        episodes: 80,
+        episodes,
         lr,
         lr_step: 1000,
         lr_gamma: 0.5,
-        val_every: 80,
+        val_every: episodes,
         val_episodes: 0,
         val_fraction: 0.25,
         rotations: false,
         affine: None,
         encoder: EncoderConfig::Conv4 {
             in_channels: 1,
-            hidden: 16,
+            hidden,
             widths: None,
             input_size: 32,
-            embedding: Some(teacher.dim()),
+            embedding: Some(dim),
         },
-        recipe: recipe.into(),
+        recipe: common::aligned_grey(32).into(),
         distance: "cosine".into(),
-        seed: 2,
+        seed,
         init: None,
         extra_train: Vec::new(),
-    };
+    }
+}
+
+#[test]
+fn a_short_run_moves_the_student_towards_the_teacher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("faces");
+    faces(&data, 60);
+    let teacher = Teacher::load(&teacher_path(), None).unwrap();
+    let config = |lr: f64| short_run(&data, 5, 80, 16, teacher.dim(), 2, lr);
     let distill = DistillConfig {
         teacher: teacher_path(),
         batch: 32,
@@ -318,35 +332,7 @@ fn jittered_views_train_against_the_teachers_target_of_each_view() {
     let data = tmp.path().join("faces");
     faces(&data, 12);
     let plain = Teacher::load(&teacher_path(), None).unwrap();
-    let config = TrainConfig {
-        data: data.clone(),
-        shape: fewshot_host::episode::EpisodeShape {
-            k_way: 3,
-            n_shot: 1,
-            q_queries: 1,
-        },
-        episodes: 4,
-        lr: 1e-3,
-        lr_step: 1000,
-        lr_gamma: 0.5,
-        val_every: 4,
-        val_episodes: 0,
-        val_fraction: 0.25,
-        rotations: false,
-        affine: None,
-        encoder: EncoderConfig::Conv4 {
-            in_channels: 1,
-            hidden: 8,
-            widths: None,
-            input_size: 32,
-            embedding: Some(plain.dim()),
-        },
-        recipe: common::aligned_grey(32).into(),
-        distance: "cosine".into(),
-        seed: 1,
-        init: None,
-        extra_train: Vec::new(),
-    };
+    let config = short_run(&data, 3, 4, 8, plain.dim(), 1, 1e-3);
     let mut distill = DistillConfig {
         teacher: teacher_path(),
         batch: 8,
