@@ -1001,6 +1001,9 @@ fn objective(
         else {
             bail!("MAML trains Conv-4 without a linear embedding (--arch conv4)");
         };
+        if config.encoder.block_depths() != Some([1; 4]) {
+            bail!("MAML's functional Conv-4 has one convolution per block: leave out --depths");
+        }
         candle_nn::linear(dim, config.shape.k_way, vb.pp("head"))?;
         let (Some(widths), (in_channels, _)) =
             (config.encoder.block_widths(), config.encoder.input())

@@ -188,6 +188,16 @@ fn bad_input_gives_clear_errors() {
         out,
     ]);
     assert!(!ok && err.contains("--arch conv4"), "{err}");
+    // --depths: four positive counts, Conv-4 only; MAML's functional Conv-4 has none.
+    let (ok, _, err) = fewshot(&["train", "protonet", "--depths", "1,0,2,2", "--out", out]);
+    assert!(
+        !ok && err.contains("expected four positive convolution counts"),
+        "{err}"
+    );
+    let (ok, _, err) = fewshot(&[
+        "train", "distill", "--arch", "mobile", "--depths", "1,2,2,2", "--out", out,
+    ]);
+    assert!(!ok && err.contains("--arch conv4"), "{err}");
     for (ok, _, err) in [
         fewshot(&["eval", "--data", "no/such"]),
         fewshot(&["verify", "--pairs", "x"]),

@@ -207,6 +207,7 @@ fn short_run(
             in_channels: 1,
             hidden,
             widths: None,
+            depths: None,
             input_size: 32,
             embedding: Some(dim),
         },
@@ -283,6 +284,7 @@ fn a_short_run_moves_the_student_towards_the_teacher() {
         in_channels: 1,
         hidden: 16,
         widths: None,
+        depths: None,
         input_size: 32,
         embedding: Some(7),
     };

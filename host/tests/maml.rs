@@ -32,6 +32,7 @@ fn network_of(seed: u64, side: usize, k_way: usize) -> (VarMap, Vec<Var>) {
         in_channels: 1,
         hidden: 3,
         widths: None,
+        depths: None,
         input_size: side,
         embedding: None,
     };
@@ -267,6 +268,7 @@ fn a_short_meta_training_run_improves_validation() {
             in_channels: 1,
             hidden: 16,
             widths: None,
+            depths: None,
             input_size: 16,
             embedding: None,
         },

@@ -112,11 +112,17 @@ fn max_pool_gradient_matches_finite_differences() {
 }
 
 fn small_protonet(varmap: &VarMap, distance: Distance) -> ProtoNet {
+    small_protonet_of(varmap, distance, None)
+}
+
+/// [`small_protonet`] with `depths` convolutions in each block.
+fn small_protonet_of(varmap: &VarMap, distance: Distance, depths: Option<[usize; 4]>) -> ProtoNet {
     let vb = VarBuilder::from_varmap(varmap, DType::F64, &Device::Cpu);
     let config = EncoderConfig::Conv4 {
         in_channels: 1,
         hidden: 3,
         widths: None,
+        depths,
         input_size: 16,
         embedding: None,
     };
@@ -126,8 +132,9 @@ fn small_protonet(varmap: &VarMap, distance: Distance) -> ProtoNet {
     ProtoNet { encoder, distance }
 }
 
-#[test]
-fn protonet_gradients_match_finite_differences() {
+/// Every parameter's gradient of a Prototypical Network's loss against
+/// central differences; returns how many parameters were checked.
+fn protonet_gradients_checked(distance: Distance, depths: Option<[usize; 4]>) -> usize {
     let shape = EpisodeShape {
         k_way: 3,
         n_shot: 2,
@@ -138,38 +145,54 @@ fn protonet_gradients_match_finite_differences() {
         query: tensor(&[6, 1, 16, 16], 6),
         shape,
     };
-    for distance in Distance::ALL {
-        let varmap = VarMap::new();
-        let net = small_protonet(&varmap, distance);
-        let f = || {
-            net.loss(&episode, true)
-                .unwrap()
-                .0
-                .to_scalar::<f64>()
-                .unwrap()
-        };
-        let (loss, _) = net.loss(&episode, true).unwrap();
-        let grads = loss.backward().unwrap();
-        let data = varmap.data().lock().unwrap();
-        let mut checked = 0;
-        let mut names: Vec<_> = data.keys().cloned().collect();
-        names.sort();
-        for name in names {
-            if name.contains("running") {
-                continue;
-            }
-            let var = &data[&name];
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("no gradient for {name}"));
-            check_gradient(var, g, &f, 6, checked as u64);
-            checked += 1;
+    let varmap = VarMap::new();
+    let net = small_protonet_of(&varmap, distance, depths);
+    let f = || {
+        net.loss(&episode, true)
+            .unwrap()
+            .0
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let (loss, _) = net.loss(&episode, true).unwrap();
+    let grads = loss.backward().unwrap();
+    let data = varmap.data().lock().unwrap();
+    let mut checked = 0;
+    let mut names: Vec<_> = data.keys().cloned().collect();
+    names.sort();
+    for name in names {
+        if name.contains("running") {
+            continue;
         }
+        let var = &data[&name];
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        check_gradient_step(var, g, &f, 6, checked as u64, 1e-6, &name);
+        checked += 1;
+    }
+    checked
+}
+
+#[test]
+fn protonet_gradients_match_finite_differences() {
+    for distance in Distance::ALL {
         assert_eq!(
-            checked, 16,
+            protonet_gradients_checked(distance, None),
+            16,
             "conv weight and bias, bn weight and bias, in 4 blocks"
         );
     }
+}
+
+/// A deeper Conv-4 (`--depths`): the leading unpooled layers' gradients too.
+#[test]
+fn deeper_conv4_gradients_match_finite_differences() {
+    assert_eq!(
+        protonet_gradients_checked(Distance::L2, Some([2, 1, 1, 3])),
+        16 + 3 * 4,
+        "4 pooled layers and 3 leading ones, 4 parameters each"
+    );
 }
 
 #[test]

@@ -331,6 +331,7 @@ fn init_starts_from_the_checkpoint_encoder() {
             in_channels: 1,
             hidden: 8,
             widths: None,
+            depths: None,
             input_size: 28,
             embedding: None,
         },

@@ -59,6 +59,7 @@ fn conv4_28(hidden: usize, embedding: Option<usize>) -> EncoderConfig {
         in_channels: 1,
         hidden,
         widths: None,
+        depths: None,
         input_size: 28,
         embedding,
     }

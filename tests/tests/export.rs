@@ -950,6 +950,7 @@ fn a_conv4_of_several_widths_exports_to_every_form() {
         in_channels: 1,
         hidden: 4,
         widths: Some([4, 6, 8, 12]),
+        depths: None,
         input_size: 28,
         embedding: Some(10),
     };
@@ -970,6 +971,74 @@ fn a_conv4_of_several_widths_exports_to_every_form() {
     assert!(c.images > 0 && c.activations > 0, "{c:?}");
     assert!(c.max_steps <= 1, "engine vs tract: {c:?}");
     assert!(c.differing * 100 <= c.activations, "engine vs tract: {c:?}");
+}
+
+/// A deeper Conv-4 (`--depths`: unpooled convolutions before each block's
+/// pooled one) trains, keeps each layer's weights under `block{b}.pre{j}`,
+/// exports f32 and weight-only int8 that give candle's embeddings in tract
+/// and onnxruntime, and the forms that run one convolution per block refuse
+/// it by name.
+#[test]
+fn a_deeper_conv4_exports_f32_and_weight_only_and_the_block_forms_refuse_it() {
+    use fewshot_e2e::tiny_checkpoint_with;
+    use fewshot_host::export::int8::Int8Form;
+    use fewshot_host::export::mcu::export_mcu;
+    use fewshot_host::nn::encoder::EncoderConfig;
+    let tmp = tempfile::tempdir().unwrap();
+    let encoder = EncoderConfig::Conv4 {
+        in_channels: 1,
+        hidden: 4,
+        widths: Some([4, 6, 8, 12]),
+        depths: Some([2, 1, 3, 2]),
+        input_size: 28,
+        embedding: Some(10),
+    };
+    let weights = tiny_checkpoint_with(tmp.path(), 6, encoder, Recipe::OMNIGLOT_28, 20);
+    let stored = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    for (name, dims) in [
+        ("block0.pre0.conv.weight", [4, 1, 3, 3]),
+        ("block0.conv.weight", [4, 4, 3, 3]),
+        ("block1.conv.weight", [6, 4, 3, 3]),
+        ("block2.pre0.conv.weight", [8, 6, 3, 3]),
+        ("block2.pre1.conv.weight", [8, 8, 3, 3]),
+        ("block2.conv.weight", [8, 8, 3, 3]),
+        ("block3.pre0.conv.weight", [12, 8, 3, 3]),
+        ("block3.conv.weight", [12, 12, 3, 3]),
+    ] {
+        assert_eq!(stored[name].dims(), &dims, "{name}");
+    }
+    assert!(!stored.contains_key("block1.pre0.conv.weight"));
+    // Training moved the leading layers' batch norm statistics off their start.
+    let mean = stored["block2.pre1.bn.running_mean"]
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(mean.iter().any(|v| v.abs() > 1e-6), "{mean:?}");
+    let (device, inputs) = f32_export_agrees(&weights, &tmp.path().join("deep.onnx"), 10);
+    let int8 = tmp.path().join("deep-int8.onnx");
+    export_int8(&weights, &int8, None, Int8Options::DEFAULT).unwrap();
+    let rel = relative_off(&OnnxEncoder::load(&int8).unwrap(), &device, &inputs);
+    assert!(rel < 0.05, "weight-only int8 is {rel} off f32");
+
+    let calibration = data_dir().join("omniglot/images_background_small1/Greek");
+    let options = Int8Options {
+        form: Int8Form::ConvInteger,
+        ..Int8Options::DEFAULT
+    };
+    let refused = export_int8(&weights, &int8, Some(&calibration), options)
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(refused.contains("depths [2, 1, 3, 2]"), "{refused}");
+    let blob = tmp.path().join("deep.fsmcu");
+    let refused = export_mcu(&weights, &blob, &calibration, 100, 100.0, None, 40)
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(
+        refused.contains("one convolution per Conv-4 block"),
+        "{refused}"
+    );
+    assert!(!blob.exists());
 }
 
 /// A MAML checkpoint exports its encoder alone (batch norm folded from the

@@ -21,6 +21,7 @@ fn checkpoint(dir: &Path, fce: FceConfig) -> std::path::PathBuf {
         in_channels: 1,
         hidden: D,
         widths: None,
+        depths: None,
         input_size: 28,
         embedding: None,
     };

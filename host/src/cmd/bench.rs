@@ -73,6 +73,9 @@ pub struct TrainStepArgs {
     /// Conv-4 only: the channels of each of the four blocks (overrides --hidden).
     #[arg(long, value_parser = super::parse_widths, conflicts_with = "hidden")]
     widths: Option<[usize; 4]>,
+    /// Conv-4 only: convolutions in each block, e.g. 1,2,2,2.
+    #[arg(long, value_parser = super::parse_depths)]
+    depths: Option<[usize; 4]>,
     /// Embedding size of `--arch mobile`.
     #[arg(long, default_value_t = 128)]
     embedding: usize,
@@ -296,6 +299,7 @@ fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
         args.channels,
         args.hidden,
         args.widths,
+        args.depths,
         args.size,
         args.embedding,
     )?;
@@ -345,6 +349,7 @@ fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
             "k_way": shape.k_way, "n_shot": shape.n_shot, "q_queries": shape.q_queries,
             "size": args.size, "channels": args.channels, "hidden": args.hidden,
             "widths": args.widths,
+            "depths": args.depths,
             "threads": threads,
             "steps": times.len(),
             "median_ms": median,

@@ -168,8 +168,17 @@ pub fn parse_positive(s: &str) -> Result<f32, String> {
 
 /// Parses `--widths`: four positive channel counts separated by commas.
 pub fn parse_widths(s: &str) -> Result<[usize; 4], String> {
-    let bad =
-        || format!("--widths {s:?}: expected four positive channel counts, e.g. 64,64,128,192");
+    parse_four(s, "--widths", "channel counts, e.g. 64,64,128,192")
+}
+
+/// Parses `--depths` (convolutions in each Conv-4 block, e.g. 1,2,2,2).
+pub fn parse_depths(s: &str) -> Result<[usize; 4], String> {
+    parse_four(s, "--depths", "convolution counts, e.g. 1,2,2,2")
+}
+
+/// Four positive integers separated by commas.
+fn parse_four(s: &str, flag: &str, what: &str) -> Result<[usize; 4], String> {
+    let bad = || format!("{flag} {s:?}: expected four positive {what}");
     let v: Vec<usize> = s
         .split(',')
         .map(|p| p.trim().parse::<usize>().map_err(|_| bad()))

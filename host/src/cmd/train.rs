@@ -218,6 +218,7 @@ impl ArchArg {
         channels: usize,
         hidden: usize,
         widths: Option<[usize; 4]>,
+        depths: Option<[usize; 4]>,
         size: usize,
         embedding: usize,
     ) -> anyhow::Result<EncoderConfig> {
@@ -226,11 +227,14 @@ impl ArchArg {
                 in_channels: channels,
                 hidden: widths.map_or(hidden, |w| w[0]),
                 widths,
+                depths: depths.filter(|d| *d != [1; 4]),
                 input_size: size,
                 embedding: None,
             },
-            ArchArg::Mobile if widths.is_some() => {
-                anyhow::bail!("--widths is for --arch conv4; --arch mobile scales with --hidden")
+            ArchArg::Mobile if widths.is_some() || depths.is_some() => {
+                anyhow::bail!(
+                    "--widths and --depths are for --arch conv4; --arch mobile scales with --hidden"
+                )
             }
             ArchArg::Mobile => EncoderConfig::Mobile {
                 in_channels: channels,
@@ -376,6 +380,11 @@ pub struct CommonArgs {
     /// (wider where the maps are small); overrides --hidden.
     #[arg(long, value_parser = super::parse_widths, conflicts_with = "hidden")]
     widths: Option<[usize; 4]>,
+    /// Conv-4 only: 3×3 convolutions (batch norm, ReLU) in each of the four
+    /// blocks, the last one pooled, e.g. 1,2,2,2 (a deeper student at the
+    /// same pooling) [default: 1,1,1,1].
+    #[arg(long, value_parser = super::parse_depths)]
+    depths: Option<[usize; 4]>,
     /// Embedding size of `--arch mobile` (distill: the teacher's).
     #[arg(long, default_value_t = 128)]
     embedding: usize,
@@ -640,6 +649,7 @@ impl CommonArgs {
                 recipe.channels,
                 args.hidden,
                 args.widths,
+                args.depths,
                 recipe.width,
                 args.embedding,
             )?,

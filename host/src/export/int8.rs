@@ -414,6 +414,7 @@ pub fn export_int8(
             options.form
         ),
         Some(folder) => {
+            super::single_conv_blocks(&config, &format!("the {:?} int8 form", options.form))?;
             let layers = fold(&config, &tensors)?;
             let head = super::linear_head(&config, &tensors)?;
             let ranges = calibrate_ranges(&config, &layers, folder, options)?;

@@ -139,6 +139,7 @@ pub fn export_mcu(
     if !matches!(config.encoder, EncoderConfig::Conv4 { .. }) {
         bail!("--mcu: the engine's blob is written for Conv-4 encoders only (this checkpoint is not one)");
     }
+    super::single_conv_blocks(&config, "--mcu: the engine's blob")?;
     let layers = fold(&config, &tensors)?;
     let head = linear_head(&config, &tensors)?;
     let recipe = config.recipe.recipe()?;

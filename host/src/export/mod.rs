@@ -210,7 +210,12 @@ pub fn fold(
     };
     let mut layers = Vec::new();
     for (b, &cout) in widths.iter().enumerate() {
-        let cin = if b == 0 { in_channels } else { widths[b - 1] };
+        let deeper = config.encoder.block_depths().is_some_and(|d| d[b] > 1);
+        let cin = match (deeper, b) {
+            (true, _) => cout,
+            (false, 0) => in_channels,
+            (false, _) => widths[b - 1],
+        };
         let p = |s: &str| format!("block{b}.{s}");
         let w = values(tensors, &p("conv.weight"))?;
         let bias = values(tensors, &p("conv.bias"))?;
@@ -226,6 +231,61 @@ pub fn fold(
         });
     }
     Ok(layers)
+}
+
+/// The leading unpooled convolutions of each block of a deeper Conv-4
+/// (`--depths`), batch norm folded in; empty lists at depth 1.
+pub fn fold_pre(
+    config: &ModelConfig,
+    tensors: &HashMap<String, Tensor>,
+) -> anyhow::Result<Vec<Vec<FoldedConv>>> {
+    let (Some(widths), Some(depths), (in_channels, _)) = (
+        config.encoder.block_widths(),
+        config.encoder.block_depths(),
+        config.encoder.input(),
+    ) else {
+        bail!("the checkpoint's encoder is not a Conv-4");
+    };
+    let mut blocks = Vec::new();
+    for (b, (&cout, &depth)) in widths.iter().zip(&depths).enumerate() {
+        let mut layers = Vec::new();
+        for j in 0..depth.saturating_sub(1) {
+            let cin = match (j, b) {
+                (0, 0) => in_channels,
+                (0, _) => widths[b - 1],
+                _ => cout,
+            };
+            let prefix = format!("block{b}.pre{j}");
+            let w = values(tensors, &format!("{prefix}.conv.weight"))?;
+            let bias = values(tensors, &format!("{prefix}.conv.bias"))?;
+            if w.len() != cout * cin * 9 {
+                bail!(
+                    "{prefix}: tensor sizes do not match a convolution of {cin} → {cout} channels"
+                );
+            }
+            let (weight, folded) = fold_bn(tensors, &prefix, w, Some(bias), cout)?;
+            layers.push(FoldedConv {
+                cout,
+                cin,
+                weight,
+                bias: folded,
+            });
+        }
+        blocks.push(layers);
+    }
+    Ok(blocks)
+}
+
+/// Fails for a Conv-4 with more than one convolution in a block: the
+/// integer forms and the core's engine run one convolution per block.
+pub fn single_conv_blocks(config: &ModelConfig, what: &str) -> anyhow::Result<()> {
+    match config.encoder.block_depths() {
+        Some(d) if d.iter().any(|&n| n > 1) => bail!(
+            "{what} runs one convolution per Conv-4 block; this checkpoint has depths {d:?} \
+             (export it as f32 or in the `weight-only` int8 form)"
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// The linear embedding on the flattened features, `y = W x + b`.
@@ -436,15 +496,22 @@ pub fn encoder_proto(
     let (nodes, init) = match config.encoder {
         EncoderConfig::Conv4 { .. } => {
             let head = linear_head(config, tensors)?;
-            conv4_graph(&fold(config, tensors)?, head.as_ref(), weights)
+            conv4_graph(
+                &fold_pre(config, tensors)?,
+                &fold(config, tensors)?,
+                head.as_ref(),
+                weights,
+            )
         }
         EncoderConfig::Mobile { .. } => mobile::graph(config, tensors, weights)?,
     };
     Ok(wrap(config, nodes, init, weights.metadata(config)?))
 }
 
-/// The nodes and initialisers of the folded Conv-4 `layers` and `head`.
+/// The nodes and initialisers of the folded Conv-4 `layers` (each block's
+/// leading unpooled convolutions in `pre`) and `head`.
 fn conv4_graph(
+    pre: &[Vec<FoldedConv>],
     layers: &[FoldedConv],
     head: Option<&LinearHead>,
     weights: Weights,
@@ -453,6 +520,23 @@ fn conv4_graph(
     let mut init = Vec::new();
     let mut x = INPUT.to_string();
     for (b, layer) in layers.iter().enumerate() {
+        for (j, p) in pre.get(b).into_iter().flatten().enumerate() {
+            let name = |s: &str| format!("block{b}.pre{j}.{s}");
+            let (wn, bn) = (name("weight"), name("bias"));
+            weights.emit(
+                &wn,
+                &[p.cout, p.cin, 3, 3],
+                &p.weight,
+                &mut nodes,
+                &mut init,
+            );
+            init.push(f32_tensor(&bn, &[p.cout], &p.bias));
+            let conv = name("conv");
+            nodes.push(node("Conv", &[x.as_str(), &wn, &bn], &conv, conv_attrs()));
+            let relu = name("relu");
+            nodes.push(node("Relu", &[conv.as_str()], &relu, vec![]));
+            x = relu;
+        }
         let (wn, bn) = (format!("block{b}.weight"), format!("block{b}.bias"));
         let dims = [layer.cout, layer.cin, 3, 3];
         weights.emit(&wn, &dims, &layer.weight, &mut nodes, &mut init);

@@ -22,6 +22,10 @@ pub enum EncoderConfig {
         /// where the maps are small); none: `hidden` for all four.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         widths: Option<[usize; 4]>,
+        /// 3×3 convolutions (each with batch norm and ReLU) in each block, the
+        /// last one pooled; none: one per block (the Conv-4 of the literature).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        depths: Option<[usize; 4]>,
         /// Input side in pixels (square inputs).
         input_size: usize,
         /// A linear embedding of this size on the flattened features (for
@@ -84,6 +88,14 @@ impl EncoderConfig {
         }
     }
 
+    /// Convolutions in each of Conv-4's four blocks (none for other encoders).
+    pub fn block_depths(&self) -> Option<[usize; 4]> {
+        match *self {
+            EncoderConfig::Conv4 { depths, .. } => Some(depths.unwrap_or([1; 4])),
+            EncoderConfig::Mobile { .. } => None,
+        }
+    }
+
     /// Size of the flattened convolutional features (before any linear embedding).
     pub fn features(&self) -> usize {
         match *self {
@@ -107,6 +119,7 @@ impl EncoderConfig {
                 in_channels,
                 hidden,
                 widths,
+                depths,
                 input_size,
                 embedding,
             } => {
@@ -121,7 +134,13 @@ impl EncoderConfig {
                         "every Conv-4 block needs at least one channel, got {widths:?}"
                     );
                 }
-                let mut conv4 = Conv4::with_widths(in_channels, widths, vb.clone())?;
+                let depths = depths.unwrap_or([1; 4]);
+                if depths.contains(&0) {
+                    candle_core::bail!(
+                        "every Conv-4 block needs at least one convolution, got depths {depths:?}"
+                    );
+                }
+                let mut conv4 = Conv4::with_shape(in_channels, widths, depths, vb.clone())?;
                 if let Some(dim) = embedding {
                     if dim == 0 {
                         candle_core::bail!("the linear embedding needs at least one dimension");
@@ -312,9 +331,34 @@ impl ConvBlock {
     }
 }
 
+/// A 3×3 convolution (padding 1), batch norm and ReLU, without pooling: the
+/// leading convolutions of a deeper Conv-4 block.
+#[derive(Debug, Clone)]
+pub struct ConvLayer {
+    conv: Conv3x3,
+    bn: BatchNorm2d,
+}
+
+impl ConvLayer {
+    /// A layer from `in_c` to `out_c` channels.
+    pub fn new(in_c: usize, out_c: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(ConvLayer {
+            conv: Conv3x3::new(in_c, out_c, vb.pp("conv"))?,
+            bn: BatchNorm2d::new(out_c, vb.pp("bn"))?,
+        })
+    }
+
+    /// Runs the layer (batch statistics when `train`).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_t(&self.conv.forward(x)?, train)?.relu()
+    }
+}
+
 /// The Conv-4 encoder of the few-shot literature.
 #[derive(Debug, Clone)]
 pub struct Conv4 {
+    /// Each block's leading unpooled layers (`block{b}.pre{j}`; none at depth 1).
+    pre: Vec<Vec<ConvLayer>>,
     blocks: Vec<ConvBlock>,
     /// The linear embedding on the flattened features, if any.
     embed: Option<candle_nn::Linear>,
@@ -328,16 +372,34 @@ impl Conv4 {
 
     /// Four blocks of `widths[i]` channels from `in_channels` input channels.
     pub fn with_widths(in_channels: usize, widths: [usize; 4], vb: VarBuilder) -> Result<Self> {
-        let blocks = (0..4)
-            .map(|i| {
-                ConvBlock::new(
-                    if i == 0 { in_channels } else { widths[i - 1] },
-                    widths[i],
-                    vb.pp(format!("block{i}")),
-                )
-            })
-            .collect::<Result<_>>()?;
+        Self::with_shape(in_channels, widths, [1; 4], vb)
+    }
+
+    /// Four blocks of `widths[i]` channels and `depths[i]` convolutions
+    /// each (the first from the block's input, the last pooled).
+    pub fn with_shape(
+        in_channels: usize,
+        widths: [usize; 4],
+        depths: [usize; 4],
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let mut pre = Vec::new();
+        let mut blocks = Vec::new();
+        for i in 0..4 {
+            let cin = if i == 0 { in_channels } else { widths[i - 1] };
+            let vb = vb.pp(format!("block{i}"));
+            let layers = (0..depths[i].saturating_sub(1))
+                .map(|j| {
+                    let from = if j == 0 { cin } else { widths[i] };
+                    ConvLayer::new(from, widths[i], vb.pp(format!("pre{j}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let from = if layers.is_empty() { cin } else { widths[i] };
+            pre.push(layers);
+            blocks.push(ConvBlock::new(from, widths[i], vb)?);
+        }
         Ok(Conv4 {
+            pre,
             blocks,
             embed: None,
         })
@@ -347,7 +409,10 @@ impl Conv4 {
 impl Encoder for Conv4 {
     fn embed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let mut x = x.clone();
-        for block in &self.blocks {
+        for (pre, block) in self.pre.iter().zip(&self.blocks) {
+            for layer in pre {
+                x = layer.forward_t(&x, train)?;
+            }
             x = block.forward_t(&x, train)?;
         }
         let features = x.flatten_from(1)?;

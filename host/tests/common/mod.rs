@@ -80,6 +80,7 @@ pub fn tiny_config(data: &std::path::Path, episodes: usize) -> fewshot_host::tra
             in_channels: 1,
             hidden: 16,
             widths: None,
+            depths: None,
             input_size: 28,
             embedding: None,
         },

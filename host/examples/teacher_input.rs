@@ -1,0 +1,122 @@
+//! How much of the teacher's accuracy at a door survives the student's
+//! input: the teacher run on aligned crops made at a smaller size (and
+//! grey), upsampled back to its own 112 × 112 RGB. If the teacher itself
+//! falls at the student's input, the input (not the student) caps the door.
+//!
+//! `cargo run --release -p fewshot-host --features tflite --example teacher_input -- DATA [SIZE[:CHANNELS] ...]`
+//! (default sizes: 112:3 64:3 64:1 80:1 96:1; K = 2 shots enrolled; the
+//! data folder's `models/mobilefacenet.tflite` as teacher).
+
+use std::path::PathBuf;
+
+use fewshot_core::Distance;
+use fewshot_core::Recipe;
+use fewshot_host::data::{resolve, ClassSet, Layout, Tensors};
+use fewshot_host::distill::{Teacher, MOBILEFACENET};
+use fewshot_host::embed::{check_shape, EmbedError, Embedder, Embeddings};
+use fewshot_host::eval::door::DoorSet;
+use fewshot_host::stats::tar_at_far;
+
+/// The teacher behind a smaller (or grey) version of its own input.
+struct AtInput<'a> {
+    teacher: &'a Teacher,
+    low: Recipe,
+}
+
+/// Bilinear resampling of one `side × side` plane to `out × out` (pixel centres aligned).
+fn upsample(plane: &[f32], side: usize, out: usize) -> Vec<f32> {
+    let scale = side as f32 / out as f32;
+    let mut v = vec![0.0; out * out];
+    for y in 0..out {
+        let sy = ((y as f32 + 0.5) * scale - 0.5).clamp(0.0, (side - 1) as f32);
+        let (y0, fy) = (sy.floor() as usize, sy.fract());
+        let y1 = (y0 + 1).min(side - 1);
+        for x in 0..out {
+            let sx = ((x as f32 + 0.5) * scale - 0.5).clamp(0.0, (side - 1) as f32);
+            let (x0, fx) = (sx.floor() as usize, sx.fract());
+            let x1 = (x0 + 1).min(side - 1);
+            let top = plane[y0 * side + x0] * (1.0 - fx) + plane[y0 * side + x1] * fx;
+            let bottom = plane[y1 * side + x0] * (1.0 - fx) + plane[y1 * side + x1] * fx;
+            v[y * out + x] = top * (1.0 - fy) + bottom * fy;
+        }
+    }
+    v
+}
+
+impl Embedder for AtInput<'_> {
+    fn name(&self) -> String {
+        format!(
+            "teacher at {}×{}×{}",
+            self.low.channels, self.low.height, self.low.width
+        )
+    }
+    fn recipe(&self) -> Recipe {
+        self.low
+    }
+    fn dim(&self) -> usize {
+        self.teacher.dim()
+    }
+    fn embed(&self, images: &[f32]) -> Result<Vec<f32>, EmbedError> {
+        let per = self.low.len();
+        check_shape(images, per)?;
+        let (side, out) = (self.low.width, MOBILEFACENET.width);
+        let plane = side * side;
+        let mut big = Vec::with_capacity(images.len() / per * MOBILEFACENET.len());
+        for image in images.chunks(per) {
+            for c in 0..3 {
+                let src = if self.low.channels == 1 { 0 } else { c };
+                big.extend(upsample(&image[src * plane..(src + 1) * plane], side, out));
+            }
+        }
+        self.teacher.embed(&big)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args().skip(1);
+    let data = resolve(&PathBuf::from(
+        args.next().unwrap_or_else(|| "faces/orl".into()),
+    ))?;
+    let mut inputs: Vec<(usize, usize)> = Vec::new();
+    for a in args {
+        let (s, c) = a.split_once(':').unwrap_or((&a, "1"));
+        inputs.push((s.parse()?, c.parse()?));
+    }
+    if inputs.is_empty() {
+        inputs = vec![(112, 3), (64, 3), (64, 1), (80, 1), (96, 1)];
+    }
+    let teacher = Teacher::load(
+        &resolve(&PathBuf::from("models/mobilefacenet.tflite"))?,
+        None,
+    )?;
+    let set = ClassSet::load(&data, Layout::Flat)?;
+    for k in [2, 1] {
+        let door = DoorSet::new(&set, None, k)?;
+        for &(side, channels) in &inputs {
+            let low = Recipe {
+                width: side,
+                height: side,
+                channels,
+                ..MOBILEFACENET
+            };
+            let model = AtInput {
+                teacher: &teacher,
+                low,
+            };
+            let tensors = Tensors::load(&door.paths, &low, false)?;
+            let emb = Embeddings::compute(&model, &tensors, 256, false)?;
+            let protos = door.prototypes(&emb)?;
+            let scores = door.scores(&emb, &protos, Distance::Cosine)?;
+            let roc = scores.roc();
+            let at = |far| tar_at_far(&roc, far).map_or(f64::NAN, |p| 100.0 * p.tar);
+            println!(
+                "K = {k}, input {side}×{side}×{channels}: {} people, rank-1 {:.1} %, TAR at FAR 1 % {:.1} %, 0.1 % {:.1} %",
+                door.enrolled.len(),
+                100.0 * scores.rank1(),
+                at(1e-2),
+                at(1e-3)
+            );
+        }
+    }
+    Ok(())
+}
