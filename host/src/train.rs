@@ -50,6 +50,11 @@ pub struct TrainConfig {
     pub val_episodes: usize,
     /// Fraction of classes held out for validation.
     pub val_fraction: f64,
+    /// Classes per validation episode when not the training episodes' (a
+    /// harder yardstick than training's, or an easier one than 60-way
+    /// training); capped by the validation classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_k_way: Option<usize>,
     /// Rotations by 90° as new classes (×4).
     pub rotations: bool,
     /// Random affine distortions, if any.
@@ -72,6 +77,17 @@ pub struct TrainConfig {
     /// `data`'s split makes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_train: Vec<PathBuf>,
+}
+
+impl TrainConfig {
+    /// The validation episodes' shape over `classes` validation classes:
+    /// `val_k_way` (else the training way), at most `classes`.
+    pub fn val_shape(&self, classes: usize) -> EpisodeShape {
+        EpisodeShape {
+            k_way: self.val_k_way.unwrap_or(self.shape.k_way).min(classes),
+            ..self.shape
+        }
+    }
 }
 
 /// CosFace pre-training: batches of labelled images over every training
@@ -994,6 +1010,12 @@ fn objective(
     if objectives.iter().filter(|&&o| o).count() > 1 {
         bail!("internal: a run has one objective");
     }
+    if run.maml.is_some() && config.val_k_way.is_some_and(|k| k != config.shape.k_way) {
+        bail!(
+            "MAML validates with its own {}-way head: leave out --val-k-way",
+            config.shape.k_way
+        );
+    }
     if let Some(m) = run.maml {
         let EncoderConfig::Conv4 {
             embedding: None, ..
@@ -1225,10 +1247,7 @@ fn train(
     let pick = |ids: &[usize]| ids.iter().map(|&c| rows[c].clone()).collect::<Vec<_>>();
     let train_bank = Bank::build(&tensors, &pick(&train_classes), config.rotations, shape);
     let val_bank = Bank::build(&tensors, &pick(&split.val), config.rotations, shape);
-    let val_shape = EpisodeShape {
-        k_way: config.shape.k_way.min(val_bank.classes.len()),
-        ..config.shape
-    };
+    let val_shape = config.val_shape(val_bank.classes.len());
     let val_sampler = if config.val_episodes > 0 && val_bank.classes.len() >= 2 {
         Some(
             EpisodeSampler::new(&val_bank.classes, val_shape, None, config.seed)

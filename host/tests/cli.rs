@@ -188,6 +188,9 @@ fn bad_input_gives_clear_errors() {
         out,
     ]);
     assert!(!ok && err.contains("--arch conv4"), "{err}");
+    // --val-k-way: two classes at least.
+    let (ok, _, err) = fewshot(&["train", "protonet", "--val-k-way", "1", "--out", out]);
+    assert!(!ok && err.contains("--val-k-way"), "{err}");
     // --depths: four positive counts, Conv-4 only; MAML's functional Conv-4 has none.
     let (ok, _, err) = fewshot(&["train", "protonet", "--depths", "1,0,2,2", "--out", out]);
     assert!(

@@ -201,6 +201,7 @@ fn short_run(
         val_every: episodes,
         val_episodes: 0,
         val_fraction: 0.25,
+        val_k_way: None,
         rotations: false,
         affine: None,
         encoder: EncoderConfig::Conv4 {

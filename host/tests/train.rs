@@ -360,3 +360,38 @@ fn init_starts_from_the_checkpoint_encoder() {
     let resumed = tmp.path().join("from-init");
     train_siamese(&cfg, &siamese, &resumed, true, StopAt::default(), false).unwrap();
 }
+
+/// `--val-k-way`: validation episodes of their own way, capped by the
+/// validation classes; recorded in `run.json`, so a resume with another
+/// value is refused.
+#[test]
+fn validation_takes_its_own_way() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    common::greek_subset(&data, 12);
+    let mut cfg = config(&data, 20);
+    let k = cfg.shape.k_way;
+    assert_eq!(cfg.val_shape(100).k_way, k);
+    assert_eq!(cfg.val_shape(2).k_way, 2);
+    cfg.val_k_way = Some(k + 3);
+    assert_eq!(cfg.val_shape(100).k_way, k + 3);
+    assert_eq!(cfg.val_shape(k + 1).k_way, k + 1);
+    assert_eq!(
+        (cfg.val_shape(100).n_shot, cfg.val_shape(100).q_queries),
+        (cfg.shape.n_shot, cfg.shape.q_queries)
+    );
+    cfg.val_k_way = Some(2);
+    let out = tmp.path().join("run");
+    let stop = StopAt {
+        episode: Some(10),
+        ..StopAt::default()
+    };
+    train_protonet(&cfg, &out, false, stop, false).unwrap();
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["val_k_way"], 2);
+    let mut other = cfg.clone();
+    other.val_k_way = Some(3);
+    assert!(train_protonet(&other, &out, true, StopAt::default(), false).is_err());
+    train_protonet(&cfg, &out, true, StopAt::default(), false).unwrap();
+}

@@ -135,6 +135,7 @@ fn tiny_run(
         val_every: episodes,
         val_episodes: 0,
         val_fraction: 0.0,
+        val_k_way: None,
         rotations: true,
         affine: None,
         encoder,

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use clap::builder::TypedValueParser;
 use clap::{Args, Subcommand};
 use fewshot_core::Distance;
 use fewshot_host::augment::AffineRanges;
@@ -341,6 +342,10 @@ pub struct CommonArgs {
     /// Classes per episode (cosface, siamese: per validation episode) [default: 20]
     #[arg(long)]
     k_way: Option<usize>,
+    /// Classes per validation episode, when not --k-way's (e.g. 20 for a run
+    /// trained 60-way, or 100 for a face student held to a larger door)
+    #[arg(long, value_parser = clap::value_parser!(u16).range(2..).map(usize::from))]
+    val_k_way: Option<usize>,
     /// Support images per class [default: 1]
     #[arg(long)]
     n_shot: Option<usize>,
@@ -643,6 +648,7 @@ impl CommonArgs {
             val_every: args.val_every.max(1),
             val_episodes: args.val_episodes,
             val_fraction: args.val_fraction,
+            val_k_way: args.val_k_way,
             rotations,
             affine,
             encoder: args.arch.encoder(

@@ -74,6 +74,7 @@ pub fn tiny_config(data: &std::path::Path, episodes: usize) -> fewshot_host::tra
         val_every: 20,
         val_episodes: 50,
         val_fraction: 0.25,
+        val_k_way: None,
         rotations: true,
         affine: None,
         encoder: EncoderConfig::Conv4 {
