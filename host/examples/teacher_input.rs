@@ -3,8 +3,12 @@
 //! grey), upsampled back to its own 112 × 112 RGB. If the teacher itself
 //! falls at the student's input, the input (not the student) caps the door.
 //!
-//! `cargo run --release -p fewshot-host --features tflite --example teacher_input -- DATA [SIZE[:CHANNELS] ...]`
-//! (default sizes: 112:3 64:3 64:1 80:1 96:1; K = 2 shots enrolled; the
+//! `noise:C` instead of a size gives the teacher's own embedding turned by a
+//! random direction to cosine exactly C with itself: what a student that
+//! errs at random, at that mean cosine, would score at the same door.
+//!
+//! `cargo run --release -p fewshot-host --features tflite --example teacher_input -- DATA [SIZE[:CHANNELS] | noise:C ...]`
+//! (default: 112:3 64:3 64:1 80:1 96:1; K = 2 and 1 shots enrolled; the
 //! data folder's `models/mobilefacenet.tflite` as teacher).
 
 use std::path::PathBuf;
@@ -16,6 +20,7 @@ use fewshot_host::distill::{Teacher, MOBILEFACENET};
 use fewshot_host::embed::{check_shape, EmbedError, Embedder, Embeddings};
 use fewshot_host::eval::door::DoorSet;
 use fewshot_host::stats::tar_at_far;
+use rand::{RngExt, SeedableRng};
 
 /// The teacher behind a smaller (or grey) version of its own input.
 struct AtInput<'a> {
@@ -72,17 +77,47 @@ impl Embedder for AtInput<'_> {
     }
 }
 
+/// Each row of `emb` replaced by a unit vector at cosine `c` to it, turned
+/// towards a random (Gaussian, seeded) direction orthogonal to it.
+fn turned(emb: &Embeddings, c: f32, seed: u64) -> Embeddings {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut data = Vec::with_capacity(emb.data.len());
+    for i in 0..emb.len() {
+        let t = emb.row(i);
+        let norm = t.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        let t: Vec<f32> = t.iter().map(|v| v / norm).collect();
+        // Box-Muller normals, then the part orthogonal to t, unit length.
+        let mut n: Vec<f32> = (0..t.len())
+            .map(|_| {
+                let (u, v): (f32, f32) = (rng.random::<f32>().max(1e-12), rng.random());
+                (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+            })
+            .collect();
+        let along: f32 = n.iter().zip(&t).map(|(a, b)| a * b).sum();
+        n.iter_mut().zip(&t).for_each(|(a, b)| *a -= along * b);
+        let nn = n.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        let s = (1.0 - c * c).max(0.0).sqrt();
+        data.extend(t.iter().zip(&n).map(|(a, b)| c * a + s * b / nn));
+    }
+    Embeddings { dim: emb.dim, data }
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let data = resolve(&PathBuf::from(
         args.next().unwrap_or_else(|| "faces/orl".into()),
     ))?;
     let mut inputs: Vec<(usize, usize)> = Vec::new();
+    let mut noise: Vec<f32> = Vec::new();
     for a in args {
         let (s, c) = a.split_once(':').unwrap_or((&a, "1"));
-        inputs.push((s.parse()?, c.parse()?));
+        if s == "noise" {
+            noise.push(c.parse()?);
+        } else {
+            inputs.push((s.parse()?, c.parse()?));
+        }
     }
-    if inputs.is_empty() {
+    if inputs.is_empty() && noise.is_empty() {
         inputs = vec![(112, 3), (64, 3), (64, 1), (80, 1), (96, 1)];
     }
     let teacher = Teacher::load(
@@ -92,6 +127,31 @@ fn main() -> anyhow::Result<()> {
     let set = ClassSet::load(&data, Layout::Flat)?;
     for k in [2, 1] {
         let door = DoorSet::new(&set, None, k)?;
+        let report = |what: String, emb: &Embeddings| -> anyhow::Result<()> {
+            let protos = door.prototypes(emb)?;
+            let scores = door.scores(emb, &protos, Distance::Cosine)?;
+            let roc = scores.roc();
+            let at = |far| tar_at_far(&roc, far).map_or(f64::NAN, |p| 100.0 * p.tar);
+            println!(
+                "K = {k}, {what}: {} people, rank-1 {:.1} %, TAR at FAR 1 % {:.1} %, 0.1 % {:.1} %",
+                door.enrolled.len(),
+                100.0 * scores.rank1(),
+                at(1e-2),
+                at(1e-3)
+            );
+            Ok(())
+        };
+        if !noise.is_empty() {
+            let own = Embeddings::compute(
+                &teacher,
+                &Tensors::load(&door.paths, &MOBILEFACENET, false)?,
+                256,
+                false,
+            )?;
+            for &c in &noise {
+                report(format!("teacher turned to cosine {c}"), &turned(&own, c, 7))?;
+            }
+        }
         for &(side, channels) in &inputs {
             let low = Recipe {
                 width: side,
@@ -105,17 +165,7 @@ fn main() -> anyhow::Result<()> {
             };
             let tensors = Tensors::load(&door.paths, &low, false)?;
             let emb = Embeddings::compute(&model, &tensors, 256, false)?;
-            let protos = door.prototypes(&emb)?;
-            let scores = door.scores(&emb, &protos, Distance::Cosine)?;
-            let roc = scores.roc();
-            let at = |far| tar_at_far(&roc, far).map_or(f64::NAN, |p| 100.0 * p.tar);
-            println!(
-                "K = {k}, input {side}×{side}×{channels}: {} people, rank-1 {:.1} %, TAR at FAR 1 % {:.1} %, 0.1 % {:.1} %",
-                door.enrolled.len(),
-                100.0 * scores.rank1(),
-                at(1e-2),
-                at(1e-3)
-            );
+            report(format!("input {side}×{side}×{channels}"), &emb)?;
         }
     }
     Ok(())
