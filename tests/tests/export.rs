@@ -1,6 +1,6 @@
 //! Train a tiny encoder, export it to ONNX, load it on the device side with
 //! tract, and check it embeds real images as the candle checkpoint does.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use fewshot_core::Recipe;
 use fewshot_e2e::{data_dir, tiny_checkpoint, tiny_checkpoint_embedding, Method};
@@ -936,33 +936,48 @@ fn the_mobile_encoder_exports_and_agrees_across_runtimes() {
     assert!(refused.to_string().contains("Conv-4 only"), "{refused}");
 }
 
+/// A tiny trained Conv-4 of widths 4, 6, 8, 12, `depths` convolutions a
+/// block and a 10-d linear embedding, whose f32 export gives candle's
+/// embeddings in tract and onnxruntime and whose weight-only int8 export
+/// stays within 5 % of it. Returns the checkpoint and its stored tensors.
+fn several_widths_exported(
+    dir: &Path,
+    depths: Option<[usize; 4]>,
+) -> (
+    PathBuf,
+    std::collections::HashMap<String, candle_core::Tensor>,
+) {
+    use fewshot_e2e::tiny_checkpoint_with;
+    use fewshot_host::nn::encoder::EncoderConfig;
+    let encoder = EncoderConfig::Conv4 {
+        in_channels: 1,
+        hidden: 4,
+        widths: Some([4, 6, 8, 12]),
+        depths,
+        input_size: 28,
+        embedding: Some(10),
+    };
+    let weights = tiny_checkpoint_with(dir, 6, encoder, Recipe::OMNIGLOT_28, 20);
+    let stored = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    let (device, inputs) = f32_export_agrees(&weights, &dir.join("wide.onnx"), 10);
+    let int8 = dir.join("wide-int8.onnx");
+    export_int8(&weights, &int8, None, Int8Options::DEFAULT).unwrap();
+    let rel = relative_off(&OnnxEncoder::load(&int8).unwrap(), &device, &inputs);
+    assert!(rel < 0.05, "weight-only int8 is {rel} off f32");
+    (weights, stored)
+}
+
 /// A Conv-4 whose blocks have different widths (`--widths`), with a linear
 /// embedding: the f32 export gives candle's embeddings in tract and
 /// onnxruntime, the weight-only int8 file stays close, and the core's int8
 /// engine runs its blob within a quantization step of tract.
 #[test]
 fn a_conv4_of_several_widths_exports_to_every_form() {
-    use fewshot_e2e::tiny_checkpoint_with;
     use fewshot_host::export::mcu::export_mcu;
-    use fewshot_host::nn::encoder::EncoderConfig;
     let tmp = tempfile::tempdir().unwrap();
-    let encoder = EncoderConfig::Conv4 {
-        in_channels: 1,
-        hidden: 4,
-        widths: Some([4, 6, 8, 12]),
-        depths: None,
-        input_size: 28,
-        embedding: Some(10),
-    };
-    let weights = tiny_checkpoint_with(tmp.path(), 6, encoder, Recipe::OMNIGLOT_28, 20);
-    let stored = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    let (weights, stored) = several_widths_exported(tmp.path(), None);
     assert_eq!(stored["block2.conv.weight"].dims(), &[8, 6, 3, 3]);
     assert_eq!(stored["embed.weight"].dims(), &[10, 12]);
-    let (device, inputs) = f32_export_agrees(&weights, &tmp.path().join("wide.onnx"), 10);
-    let int8 = tmp.path().join("wide-int8.onnx");
-    export_int8(&weights, &int8, None, Int8Options::DEFAULT).unwrap();
-    let rel = relative_off(&OnnxEncoder::load(&int8).unwrap(), &device, &inputs);
-    assert!(rel < 0.05, "weight-only int8 is {rel} off f32");
 
     let blob = tmp.path().join("wide.fsmcu");
     let calibration = data_dir().join("omniglot/images_background_small1/Greek");
@@ -980,21 +995,10 @@ fn a_conv4_of_several_widths_exports_to_every_form() {
 /// it by name.
 #[test]
 fn a_deeper_conv4_exports_f32_and_weight_only_and_the_block_forms_refuse_it() {
-    use fewshot_e2e::tiny_checkpoint_with;
     use fewshot_host::export::int8::Int8Form;
     use fewshot_host::export::mcu::export_mcu;
-    use fewshot_host::nn::encoder::EncoderConfig;
     let tmp = tempfile::tempdir().unwrap();
-    let encoder = EncoderConfig::Conv4 {
-        in_channels: 1,
-        hidden: 4,
-        widths: Some([4, 6, 8, 12]),
-        depths: Some([2, 1, 3, 2]),
-        input_size: 28,
-        embedding: Some(10),
-    };
-    let weights = tiny_checkpoint_with(tmp.path(), 6, encoder, Recipe::OMNIGLOT_28, 20);
-    let stored = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();
+    let (weights, stored) = several_widths_exported(tmp.path(), Some([2, 1, 3, 2]));
     for (name, dims) in [
         ("block0.pre0.conv.weight", [4, 1, 3, 3]),
         ("block0.conv.weight", [4, 4, 3, 3]),
@@ -1013,17 +1017,13 @@ fn a_deeper_conv4_exports_f32_and_weight_only_and_the_block_forms_refuse_it() {
         .to_vec1::<f32>()
         .unwrap();
     assert!(mean.iter().any(|v| v.abs() > 1e-6), "{mean:?}");
-    let (device, inputs) = f32_export_agrees(&weights, &tmp.path().join("deep.onnx"), 10);
-    let int8 = tmp.path().join("deep-int8.onnx");
-    export_int8(&weights, &int8, None, Int8Options::DEFAULT).unwrap();
-    let rel = relative_off(&OnnxEncoder::load(&int8).unwrap(), &device, &inputs);
-    assert!(rel < 0.05, "weight-only int8 is {rel} off f32");
 
     let calibration = data_dir().join("omniglot/images_background_small1/Greek");
     let options = Int8Options {
         form: Int8Form::ConvInteger,
         ..Int8Options::DEFAULT
     };
+    let int8 = tmp.path().join("deep-int8.onnx");
     let refused = export_int8(&weights, &int8, Some(&calibration), options)
         .err()
         .map(|e| format!("{e:#}"))
