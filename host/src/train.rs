@@ -165,6 +165,10 @@ pub struct DistillConfig {
     /// ([`crate::distill::views`]).
     #[serde(default = "one_view", skip_serializing_if = "is_one_view")]
     pub views: usize,
+    /// The term on each image's similarities to the teacher's embeddings of
+    /// all training images ([`crate::distill::bank_loss`]), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bank: Option<crate::distill::BankTerm>,
 }
 
 fn one_view() -> usize {
@@ -501,6 +505,20 @@ pub fn train_distill(
             "the relation weight must be a finite number ≥ 0, got {}",
             distill.relation
         );
+    }
+    if let Some(b) = distill.bank {
+        if !(b.weight.is_finite() && b.weight > 0.0) {
+            bail!(
+                "the bank term's weight must be a finite number > 0, got {}",
+                b.weight
+            );
+        }
+        if !(b.temperature.is_finite() && b.temperature > 0.0) {
+            bail!(
+                "the bank term's temperature must be a finite number > 0, got {}",
+                b.temperature
+            );
+        }
     }
     let run = RunConfig {
         distill: Some(distill.clone()),
@@ -878,6 +896,9 @@ struct Distill {
     batch: usize,
     relation: f64,
     augment: Option<FaceAugment>,
+    /// The teacher's plain embeddings of the training images `(n, dim)` and
+    /// the bank term's settings, if the run has one.
+    bank: Option<(Tensor, crate::distill::BankTerm)>,
 }
 
 /// One view of the training images and the teacher's targets for it.
@@ -906,8 +927,10 @@ impl Objective for Distill {
         let per = shape.len();
         let mut data = Vec::with_capacity(self.batch * per);
         let mut targets = Vec::with_capacity(self.batch * dim);
+        let mut ids = Vec::with_capacity(self.batch);
         for _ in 0..self.batch {
             let id = rng.random_range(0..self.views[0].targets.len());
+            ids.push(id);
             let mirror = rng.random_bool(0.5);
             // One view draws nothing more, so such runs keep their batches.
             let view = match self.views.len() {
@@ -932,7 +955,12 @@ impl Objective for Distill {
         )?;
         let t = Tensor::from_vec(targets, (self.batch, dim), &Device::Cpu)?;
         let student = self.encoder.embed(&x, true)?;
-        backward(crate::distill::distill_loss(&student, &t, self.relation)?)
+        let (mut loss, mean_cos) = crate::distill::distill_loss(&student, &t, self.relation)?;
+        if let Some((bank, term)) = &self.bank {
+            let kl = crate::distill::bank_loss(&student, &t, bank, &ids, term.temperature)?;
+            loss = (loss + (kl * term.weight)?)?;
+        }
+        backward((loss, mean_cos))
     }
 }
 
@@ -1077,12 +1105,25 @@ fn objective(
         }));
     }
     if let Some(d) = &run.distill {
+        let views = distill_views(d, teach.bank, teach.tensors, dim, teach.progress)?;
+        let bank = match d.bank {
+            None => None,
+            Some(term) => {
+                let plain = &views[0].targets;
+                let rows: Vec<f32> = (0..plain.len())
+                    .flat_map(|i| plain.row(i, false).iter().copied())
+                    .collect();
+                let rows = Tensor::from_vec(rows, (plain.len(), plain.dim), &Device::Cpu)?;
+                Some((rows, term))
+            }
+        };
         return Ok(Box::new(Distill {
             encoder,
-            views: distill_views(d, teach.bank, teach.tensors, dim, teach.progress)?,
+            views,
             batch: d.batch,
             relation: d.relation,
             augment: d.augment,
+            bank,
         }));
     }
     Ok(match (&run.cosface, &run.siamese) {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use fewshot_host::augment::{hflip, Shape};
 use fewshot_host::data::{ClassSet, Layout, Tensors};
 use fewshot_host::distill::views::view_recipe;
-use fewshot_host::distill::{teacher_targets, Teacher};
+use fewshot_host::distill::{teacher_targets, BankTerm, Teacher};
 use fewshot_host::embed::Embedder;
 use fewshot_host::nn::checkpoint::CandleEmbedder;
 use fewshot_host::nn::encoder::EncoderConfig;
@@ -239,6 +239,7 @@ fn a_short_run_moves_the_student_towards_the_teacher() {
         relation: 0.0,
         augment: None,
         views: 1,
+        bank: None,
     };
     // lr 0: the untrained (seeded) student.
     let run = |name: &str, lr: f64| {
@@ -340,6 +341,7 @@ fn jittered_views_train_against_the_teachers_target_of_each_view() {
         relation: 0.0,
         augment: None,
         views: 0,
+        bank: None,
     };
     let err = refusal(&config, &distill, &tmp.path().join("none"));
     assert!(err.contains("--views"), "{err}");
@@ -378,6 +380,62 @@ fn jittered_views_train_against_the_teachers_target_of_each_view() {
             mean_cos > 0.5 && mean_cos < 0.999,
             "view {v}: mean cosine to the plain view {mean_cos:.4}"
         );
+    }
+}
+
+#[test]
+fn the_bank_term_is_added_to_the_loss_and_bad_settings_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("faces");
+    faces(&data, 12);
+    let plain = Teacher::load(&teacher_path(), None).unwrap();
+    // Rate 0: both runs see the same batches with the same weights.
+    let config = short_run(&data, 3, 4, 8, plain.dim(), 1, 0.0);
+    let mut distill = DistillConfig {
+        teacher: teacher_path(),
+        batch: 8,
+        relation: 0.0,
+        augment: None,
+        views: 1,
+        bank: None,
+    };
+    let last_loss = |distill: &DistillConfig, name: &str| {
+        let out = tmp.path().join(name);
+        train_distill(&config, distill, &out, false, StopAt::default(), false).unwrap();
+        let lines = fewshot_host::train::read_metrics(&out.join("metrics.jsonl"));
+        let line = lines
+            .iter()
+            .rev()
+            .find(|l| l.loss.is_some())
+            .unwrap()
+            .clone();
+        (line.loss.unwrap(), line.accuracy.unwrap(), out)
+    };
+    let (plain_loss, plain_cos, _) = last_loss(&distill, "plain");
+    distill.bank = Some(BankTerm {
+        weight: 0.5,
+        temperature: 0.1,
+    });
+    let (bank_loss, bank_cos, out) = last_loss(&distill, "bank");
+    // The same student-teacher cosine, and a positive divergence on top.
+    assert_eq!(plain_cos, bank_cos);
+    assert!(bank_loss > plain_loss + 1e-3, "{plain_loss} → {bank_loss}");
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["distill"]["bank"]["temperature"], 0.1);
+
+    for (weight, temperature, word) in [
+        (0.0, 0.1, "weight"),
+        (f64::NAN, 0.1, "weight"),
+        (1.0, 0.0, "temperature"),
+        (1.0, f64::INFINITY, "temperature"),
+    ] {
+        distill.bank = Some(BankTerm {
+            weight,
+            temperature,
+        });
+        let err = refusal(&config, &distill, &tmp.path().join("refused"));
+        assert!(err.contains("bank term") && err.contains(word), "{err}");
     }
 }
 

@@ -80,6 +80,14 @@ pub struct DistillArgs {
     /// Weight of the term on the batch's cosine-similarity structure (0: none).
     #[arg(long, default_value_t = 0.0)]
     relation: f64,
+    /// Weight of the term that matches the student's softmax of cosine similarities to the
+    /// teacher's embeddings of all training images (each image's own left out) to the
+    /// teacher's: it weighs each face's nearest neighbours, where look-alikes are told apart.
+    #[arg(long, value_name = "WEIGHT")]
+    bank: Option<f64>,
+    /// Temperature of the bank term's softmaxes.
+    #[arg(long, default_value_t = 0.1, requires = "bank")]
+    bank_temperature: f64,
     /// More class folders to train on, never held out for validation (repeatable),
     /// e.g. faces/celeba-10k.
     #[arg(long, value_name = "DIR")]
@@ -575,6 +583,10 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
                     args.contrast,
                 ),
                 views: args.views,
+                bank: args.bank.map(|weight| fewshot_host::distill::BankTerm {
+                    weight,
+                    temperature: args.bank_temperature,
+                }),
             };
             let stop = args.common.stop();
             let state = train_distill(
