@@ -131,6 +131,36 @@ mod tests {
         loss
     }
 
+    /// Each entry `(i, j)` of `s` (held by `var`, of which `loss` is a
+    /// function): candle's gradient and the central difference of `naive`.
+    fn against_finite_differences(
+        var: &Var,
+        loss: &Tensor,
+        s: &[Vec<f64>],
+        naive: impl Fn(&[Vec<f64>]) -> f64,
+    ) -> Vec<(usize, usize, f64, f64)> {
+        let grads = loss.backward().unwrap();
+        let g: Vec<f32> = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let (h, cols) = (1e-6, s[0].len());
+        g.iter()
+            .enumerate()
+            .map(|(k, &gk)| {
+                let (i, j) = (k / cols, k % cols);
+                let (mut up, mut down) = (s.to_vec(), s.to_vec());
+                up[i][j] += h;
+                down[i][j] -= h;
+                let fd = (naive(&up) - naive(&down)) / (2.0 * h);
+                (i, j, f64::from(gk), fd)
+            })
+            .collect()
+    }
+
     fn batch() -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
         let s = vec![
             vec![1.0, 2.0, -0.5],
@@ -182,25 +212,8 @@ mod tests {
         let (s, t) = batch();
         let var = Var::from_tensor(&tensor(&s)).unwrap();
         let (loss, _) = distill_loss(var.as_tensor(), &tensor(&t), 0.7).unwrap();
-        let grads = loss.backward().unwrap();
-        let g: Vec<f32> = grads
-            .get(var.as_tensor())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let h = 1e-6;
-        for (k, &gk) in g.iter().enumerate() {
-            let (i, j) = (k / 3, k % 3);
-            let (mut up, mut down) = (s.clone(), s.clone());
-            up[i][j] += h;
-            down[i][j] -= h;
-            let fd = (naive(&up, &t, 0.7) - naive(&down, &t, 0.7)) / (2.0 * h);
-            assert!(
-                (f64::from(gk) - fd).abs() < 1e-4,
-                "d/ds[{i}][{j}]: {gk} vs {fd}"
-            );
+        for (i, j, g, fd) in against_finite_differences(&var, &loss, &s, |x| naive(x, &t, 0.7)) {
+            assert!((g - fd).abs() < 1e-4, "d/ds[{i}][{j}]: {g} vs {fd}");
         }
     }
 
@@ -272,26 +285,11 @@ mod tests {
                 (got - want).abs() < 1e-4 * want.max(1.0),
                 "T {temp}: {got} vs {want}"
             );
-            let grads = loss.backward().unwrap();
-            let g: Vec<f32> = grads
-                .get(var.as_tensor())
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            let h = 1e-6;
-            for (k, &gk) in g.iter().enumerate() {
-                let (i, j) = (k / 3, k % 3);
-                let (mut up, mut down) = (s.clone(), s.clone());
-                up[i][j] += h;
-                down[i][j] -= h;
-                let fd = (naive_bank(&up, &t, &bank, &own, temp)
-                    - naive_bank(&down, &t, &bank, &own, temp))
-                    / (2.0 * h);
+            let naive = |x: &[Vec<f64>]| naive_bank(x, &t, &bank, &own, temp);
+            for (i, j, g, fd) in against_finite_differences(&var, &loss, &s, naive) {
                 assert!(
-                    (f64::from(gk) - fd).abs() < 1e-3 * fd.abs().max(1.0),
-                    "T {temp}, d/ds[{i}][{j}]: {gk} vs {fd}"
+                    (g - fd).abs() < 1e-3 * fd.abs().max(1.0),
+                    "T {temp}, d/ds[{i}][{j}]: {g} vs {fd}"
                 );
             }
         }
