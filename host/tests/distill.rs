@@ -220,6 +220,19 @@ fn short_run(
     }
 }
 
+/// Distillation from the test teacher in batches of `batch` over `views`
+/// views, with no relation or bank term and no augmentation.
+fn plain_distill(batch: usize, views: usize) -> DistillConfig {
+    DistillConfig {
+        teacher: teacher_path(),
+        batch,
+        relation: 0.0,
+        augment: None,
+        views,
+        bank: None,
+    }
+}
+
 /// The error of a distillation run that must be refused, with its causes.
 fn refusal(config: &TrainConfig, distill: &DistillConfig, out: &Path) -> String {
     let err = train_distill(config, distill, out, false, StopAt::default(), false).unwrap_err();
@@ -233,14 +246,7 @@ fn a_short_run_moves_the_student_towards_the_teacher() {
     faces(&data, 60);
     let teacher = Teacher::load(&teacher_path(), None).unwrap();
     let config = |lr: f64| short_run(&data, 5, 80, 16, teacher.dim(), 2, lr);
-    let distill = DistillConfig {
-        teacher: teacher_path(),
-        batch: 32,
-        relation: 0.0,
-        augment: None,
-        views: 1,
-        bank: None,
-    };
+    let distill = plain_distill(32, 1);
     // lr 0: the untrained (seeded) student.
     let run = |name: &str, lr: f64| {
         let out = tmp.path().join(name);
@@ -335,14 +341,7 @@ fn jittered_views_train_against_the_teachers_target_of_each_view() {
     faces(&data, 12);
     let plain = Teacher::load(&teacher_path(), None).unwrap();
     let config = short_run(&data, 3, 4, 8, plain.dim(), 1, 1e-3);
-    let mut distill = DistillConfig {
-        teacher: teacher_path(),
-        batch: 8,
-        relation: 0.0,
-        augment: None,
-        views: 0,
-        bank: None,
-    };
+    let mut distill = plain_distill(8, 0);
     let err = refusal(&config, &distill, &tmp.path().join("none"));
     assert!(err.contains("--views"), "{err}");
 
@@ -391,14 +390,7 @@ fn the_bank_term_is_added_to_the_loss_and_bad_settings_are_refused() {
     let plain = Teacher::load(&teacher_path(), None).unwrap();
     // Rate 0: both runs see the same batches with the same weights.
     let config = short_run(&data, 3, 4, 8, plain.dim(), 1, 0.0);
-    let mut distill = DistillConfig {
-        teacher: teacher_path(),
-        batch: 8,
-        relation: 0.0,
-        augment: None,
-        views: 1,
-        bank: None,
-    };
+    let mut distill = plain_distill(8, 1);
     let last_loss = |distill: &DistillConfig, name: &str| {
         let out = tmp.path().join(name);
         train_distill(&config, distill, &out, false, StopAt::default(), false).unwrap();

@@ -21,6 +21,8 @@ pub mod views;
 
 use candle_core::{Result, Tensor, D};
 
+use crate::nn::cosface::normalize_rows;
+
 pub use targets::{teacher_targets, Targets};
 pub use teacher::{Teacher, TeacherError, MOBILEFACENET};
 
@@ -67,16 +69,10 @@ pub fn bank_loss(
     let mask = Tensor::from_vec(mask, (n, m), student.device())?;
     let bank_t = bank.t()?;
     let logits = |x: &Tensor| -> Result<Tensor> { (x.matmul(&bank_t)? / temperature)? + &mask };
-    let log_ps = candle_nn::ops::log_softmax(&logits(&unit_rows(student)?)?, D::Minus1)?;
+    let log_ps = candle_nn::ops::log_softmax(&logits(&normalize_rows(student)?)?, D::Minus1)?;
     let log_pt = candle_nn::ops::log_softmax(&logits(targets)?, D::Minus1)?.detach();
     let pt = log_pt.exp()?;
     (pt * (log_pt - log_ps)?)?.sum_all()? / n as f64
-}
-
-/// Rows of `x` scaled to unit length.
-fn unit_rows(x: &Tensor) -> Result<Tensor> {
-    let norm = (x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?;
-    x.broadcast_div(&norm)
 }
 
 /// The distillation loss of `student` `(n, dim)` against unit `targets`
@@ -90,7 +86,7 @@ pub fn distill_loss(student: &Tensor, targets: &Tensor, relation: f64) -> Result
             targets.dims()
         );
     }
-    let s = unit_rows(student)?;
+    let s = normalize_rows(student)?;
     let cos = (&s * targets)?.sum(D::Minus1)?;
     let mean_cos = f64::from(cos.mean_all()?.to_scalar::<f32>()?);
     let mut loss = (1.0 - cos)?.mean_all()?;
