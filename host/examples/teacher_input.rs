@@ -8,7 +8,8 @@
 //! errs at random, at that mean cosine, would score at the same door.
 //!
 //! `cargo run --release -p fewshot-host --features tflite --example teacher_input -- DATA [SIZE[:CHANNELS] | noise:C ...]`
-//! (default: 112:3 64:3 64:1 80:1 96:1; K = 2 and 1 shots enrolled; the
+//! (default: 112:3 64:3 64:1 80:1 96:1; K = 2 and 1 shots enrolled; the mean cosine of
+//! each input's embeddings to the teacher's on its own input is printed too; the
 //! data folder's `models/mobilefacenet.tflite` as teacher).
 
 use std::path::PathBuf;
@@ -17,65 +18,10 @@ use fewshot_core::Distance;
 use fewshot_core::Recipe;
 use fewshot_host::data::{resolve, ClassSet, Layout, Tensors};
 use fewshot_host::distill::{Teacher, MOBILEFACENET};
-use fewshot_host::embed::{check_shape, EmbedError, Embedder, Embeddings};
+use fewshot_host::embed::Embeddings;
 use fewshot_host::eval::door::DoorSet;
 use fewshot_host::stats::tar_at_far;
 use rand::{RngExt, SeedableRng};
-
-/// The teacher behind a smaller (or grey) version of its own input.
-struct AtInput<'a> {
-    teacher: &'a Teacher,
-    low: Recipe,
-}
-
-/// Bilinear resampling of one `side × side` plane to `out × out` (pixel centres aligned).
-fn upsample(plane: &[f32], side: usize, out: usize) -> Vec<f32> {
-    let scale = side as f32 / out as f32;
-    let mut v = vec![0.0; out * out];
-    for y in 0..out {
-        let sy = ((y as f32 + 0.5) * scale - 0.5).clamp(0.0, (side - 1) as f32);
-        let (y0, fy) = (sy.floor() as usize, sy.fract());
-        let y1 = (y0 + 1).min(side - 1);
-        for x in 0..out {
-            let sx = ((x as f32 + 0.5) * scale - 0.5).clamp(0.0, (side - 1) as f32);
-            let (x0, fx) = (sx.floor() as usize, sx.fract());
-            let x1 = (x0 + 1).min(side - 1);
-            let top = plane[y0 * side + x0] * (1.0 - fx) + plane[y0 * side + x1] * fx;
-            let bottom = plane[y1 * side + x0] * (1.0 - fx) + plane[y1 * side + x1] * fx;
-            v[y * out + x] = top * (1.0 - fy) + bottom * fy;
-        }
-    }
-    v
-}
-
-impl Embedder for AtInput<'_> {
-    fn name(&self) -> String {
-        format!(
-            "teacher at {}×{}×{}",
-            self.low.channels, self.low.height, self.low.width
-        )
-    }
-    fn recipe(&self) -> Recipe {
-        self.low
-    }
-    fn dim(&self) -> usize {
-        self.teacher.dim()
-    }
-    fn embed(&self, images: &[f32]) -> Result<Vec<f32>, EmbedError> {
-        let per = self.low.len();
-        check_shape(images, per)?;
-        let (side, out) = (self.low.width, MOBILEFACENET.width);
-        let plane = side * side;
-        let mut big = Vec::with_capacity(images.len() / per * MOBILEFACENET.len());
-        for image in images.chunks(per) {
-            for c in 0..3 {
-                let src = if self.low.channels == 1 { 0 } else { c };
-                big.extend(upsample(&image[src * plane..(src + 1) * plane], side, out));
-            }
-        }
-        self.teacher.embed(&big)
-    }
-}
 
 /// Each row of `emb` replaced by a unit vector at cosine `c` to it, turned
 /// towards a random (Gaussian, seeded) direction orthogonal to it.
@@ -102,6 +48,26 @@ fn turned(emb: &Embeddings, c: f32, seed: u64) -> Embeddings {
     Embeddings { dim: emb.dim, data }
 }
 
+/// Mean over rows of the cosine between `a`'s row and `b`'s.
+fn mean_cosine(a: &Embeddings, b: &Embeddings) -> f64 {
+    let unit = |r: &[f32]| {
+        let n = r
+            .iter()
+            .map(|v| (*v as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-12);
+        r.iter().map(|v| *v as f64 / n).collect::<Vec<f64>>()
+    };
+    let total: f64 = (0..a.len())
+        .map(|i| {
+            let (x, y) = (unit(a.row(i)), unit(b.row(i)));
+            x.iter().zip(&y).map(|(p, q)| p * q).sum::<f64>()
+        })
+        .sum();
+    total / a.len().max(1) as f64
+}
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let data = resolve(&PathBuf::from(
@@ -120,10 +86,8 @@ fn main() -> anyhow::Result<()> {
     if inputs.is_empty() && noise.is_empty() {
         inputs = vec![(112, 3), (64, 3), (64, 1), (80, 1), (96, 1)];
     }
-    let teacher = Teacher::load(
-        &resolve(&PathBuf::from("models/mobilefacenet.tflite"))?,
-        None,
-    )?;
+    let teacher_path = resolve(&PathBuf::from("models/mobilefacenet.tflite"))?;
+    let teacher = Teacher::load(&teacher_path, None)?;
     let set = ClassSet::load(&data, Layout::Flat)?;
     for k in [2, 1] {
         let door = DoorSet::new(&set, None, k)?;
@@ -141,13 +105,13 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         };
+        let own = Embeddings::compute(
+            &teacher,
+            &Tensors::load(&door.paths, &MOBILEFACENET, false)?,
+            256,
+            false,
+        )?;
         if !noise.is_empty() {
-            let own = Embeddings::compute(
-                &teacher,
-                &Tensors::load(&door.paths, &MOBILEFACENET, false)?,
-                256,
-                false,
-            )?;
             for &c in &noise {
                 report(format!("teacher turned to cosine {c}"), &turned(&own, c, 7))?;
             }
@@ -159,13 +123,14 @@ fn main() -> anyhow::Result<()> {
                 channels,
                 ..MOBILEFACENET
             };
-            let model = AtInput {
-                teacher: &teacher,
-                low,
-            };
+            let model = Teacher::load(&teacher_path, None)?.at_input(&low)?;
             let tensors = Tensors::load(&door.paths, &low, false)?;
             let emb = Embeddings::compute(&model, &tensors, 256, false)?;
             report(format!("input {side}×{side}×{channels}"), &emb)?;
+            println!(
+                "  mean cosine to the teacher on its own input: {:.4}",
+                mean_cosine(&emb, &own)
+            );
         }
     }
     Ok(())

@@ -169,6 +169,14 @@ pub struct DistillConfig {
     /// all training images ([`crate::distill::bank_loss`]), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bank: Option<crate::distill::BankTerm>,
+    /// Which crops the teacher's targets are made from (the teacher's own,
+    /// or the student's resampled to the teacher's input).
+    #[serde(default, skip_serializing_if = "is_own_input")]
+    pub teacher_input: crate::distill::TeacherInput,
+}
+
+fn is_own_input(input: &crate::distill::TeacherInput) -> bool {
+    *input == crate::distill::TeacherInput::Own
 }
 
 fn one_view() -> usize {
@@ -974,6 +982,7 @@ fn distill_views(
     progress: bool,
 ) -> anyhow::Result<Vec<View>> {
     use crate::distill::views::view_recipe;
+    use crate::distill::TeacherInput;
     let plain = crate::distill::Teacher::load(&distill.teacher, None)?;
     if plain.dim() != dim {
         bail!(
@@ -992,23 +1001,25 @@ fn distill_views(
     let teacher_recipe = plain.recipe();
     let mut views = Vec::with_capacity(distill.views);
     for v in 0..distill.views {
-        let jittered;
-        let teacher = match v {
-            0 => &plain,
-            _ => {
+        let student = view_recipe(&tensors.recipe, v)
+            .map_err(|e| anyhow::anyhow!("the student's recipe: {e}"))?;
+        let own;
+        let teacher = match (distill.teacher_input, v) {
+            (TeacherInput::Own, 0) => &plain,
+            (TeacherInput::Own, _) => {
                 let recipe = view_recipe(&teacher_recipe, v)
                     .map_err(|e| anyhow::anyhow!("teacher {}: {e}", distill.teacher.display()))?;
-                jittered = crate::distill::Teacher::load(&distill.teacher, Some(recipe))?;
-                &jittered
+                own = crate::distill::Teacher::load(&distill.teacher, Some(recipe))?;
+                &own
+            }
+            (TeacherInput::Student, _) => {
+                own = crate::distill::Teacher::load(&distill.teacher, None)?.at_input(&student)?;
+                &own
             }
         };
         let images = match v {
             0 => None,
-            _ => {
-                let recipe = view_recipe(&tensors.recipe, v)
-                    .map_err(|e| anyhow::anyhow!("the student's recipe: {e}"))?;
-                Some(Tensors::load(&paths, &recipe, progress)?.data)
-            }
+            _ => Some(Tensors::load(&paths, &student, progress)?.data),
         };
         let targets = crate::distill::teacher_targets(teacher, &paths, cache.as_deref(), progress)?;
         views.push(View { images, targets });

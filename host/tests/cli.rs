@@ -201,6 +201,12 @@ fn bad_input_gives_clear_errors() {
         "train", "distill", "--arch", "mobile", "--depths", "1,2,2,2", "--out", out,
     ]);
     assert!(!ok && err.contains("--arch conv4"), "{err}");
+    // --teacher-input: own or student.
+    let (ok, _, err) = fewshot(&["train", "distill", "--teacher-input", "mine", "--out", out]);
+    assert!(
+        !ok && err.contains("\"mine\"") && err.contains("own or student"),
+        "{err}"
+    );
     for (ok, _, err) in [
         fewshot(&["eval", "--data", "no/such"]),
         fewshot(&["verify", "--pairs", "x"]),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use fewshot_host::augment::{hflip, Shape};
 use fewshot_host::data::{ClassSet, Layout, Tensors};
 use fewshot_host::distill::views::view_recipe;
-use fewshot_host::distill::{teacher_targets, BankTerm, Teacher};
+use fewshot_host::distill::{teacher_targets, BankTerm, Teacher, TeacherInput};
 use fewshot_host::embed::Embedder;
 use fewshot_host::nn::checkpoint::CandleEmbedder;
 use fewshot_host::nn::encoder::EncoderConfig;
@@ -230,6 +230,7 @@ fn plain_distill(batch: usize, views: usize) -> DistillConfig {
         augment: None,
         views,
         bank: None,
+        teacher_input: Default::default(),
     }
 }
 
@@ -428,6 +429,120 @@ fn the_bank_term_is_added_to_the_loss_and_bad_settings_are_refused() {
         });
         let err = refusal(&config, &distill, &tmp.path().join("refused"));
         assert!(err.contains("bank term") && err.contains(word), "{err}");
+    }
+}
+
+/// Bilinear resampling of a `side`-square plane to `out` in f64, written
+/// from the definition (pixel centres aligned, edges clamped).
+fn bilinear_f64(plane: &[f32], side: usize, out: usize) -> Vec<f32> {
+    let at = |x: usize, y: usize| f64::from(plane[y * side + x]);
+    let mut v = Vec::new();
+    for oy in 0..out {
+        for ox in 0..out {
+            let map = |o: usize| {
+                ((o as f64 + 0.5) * side as f64 / out as f64 - 0.5).clamp(0.0, (side - 1) as f64)
+            };
+            let (sx, sy) = (map(ox), map(oy));
+            let (x0, y0) = (sx.floor() as usize, sy.floor() as usize);
+            let (x1, y1) = ((x0 + 1).min(side - 1), (y0 + 1).min(side - 1));
+            let (fx, fy) = (sx - x0 as f64, sy - y0 as f64);
+            let value = at(x0, y0) * (1.0 - fx) * (1.0 - fy)
+                + at(x1, y0) * fx * (1.0 - fy)
+                + at(x0, y1) * (1.0 - fx) * fy
+                + at(x1, y1) * fx * fy;
+            v.push(value as f32);
+        }
+    }
+    v
+}
+
+#[test]
+fn a_teacher_at_the_students_input_embeds_the_students_crops_resampled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("faces");
+    faces(&data, 12);
+    let plain = Teacher::load(&teacher_path(), None).unwrap();
+    let native = plain.recipe();
+    let student = common::aligned_grey(32);
+    let at = Teacher::load(&teacher_path(), None)
+        .unwrap()
+        .at_input(&student)
+        .unwrap();
+    let r = at.recipe();
+    assert_eq!((r.width, r.height, r.channels), (32, 32, 1));
+    assert_eq!((r.crop, r.resize), (student.crop, student.resize));
+    assert_eq!((r.mean, r.std), (native.mean, native.std));
+    assert_ne!(at.id(), plain.id());
+    let other = Teacher::load(&teacher_path(), None)
+        .unwrap()
+        .at_input(&common::aligned_grey(48))
+        .unwrap();
+    assert_ne!(at.id(), other.id());
+
+    // Independently: the student's crops (in the teacher's normalisation)
+    // resampled to the teacher's size in f64, embedded by the plain teacher.
+    let set = ClassSet::load(&data, Layout::Auto).unwrap();
+    let paths: Vec<PathBuf> = set.classes.iter().flat_map(|c| c.images.clone()).collect();
+    let crops = Tensors::load(&paths[..6], &r, false).unwrap();
+    let got = at.embed(&crops.data).unwrap();
+    let big: Vec<f32> = (0..6)
+        .flat_map(|i| bilinear_f64(crops.row(i), 32, native.width))
+        .collect();
+    let want = plain.embed(&big).unwrap();
+    let own = plain
+        .embed(&Tensors::load(&paths[..6], &native, false).unwrap().data)
+        .unwrap();
+    let d = plain.dim();
+    for i in 0..6 {
+        let (g, w, o) = (
+            &got[i * d..(i + 1) * d],
+            &want[i * d..(i + 1) * d],
+            &own[i * d..(i + 1) * d],
+        );
+        assert!(cosine(g, w) > 0.99999, "image {i}: {}", cosine(g, w));
+        // The same face, seen smaller: close to, not equal to, the teacher's own.
+        assert!(
+            cosine(g, o) > 0.5 && cosine(g, o) < 0.9999,
+            "image {i}: {}",
+            cosine(g, o)
+        );
+    }
+
+    // A colour input for a grey teacher is refused by name.
+    let colour = fewshot_core::Recipe {
+        channels: 3,
+        ..student
+    };
+    let err = Teacher::load(&teacher_path(), None)
+        .unwrap()
+        .at_input(&colour)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("face-aligned.onnx") && err.contains("channels"),
+        "{err}"
+    );
+
+    // A run trained on these targets records so and caches them under the
+    // teacher-at-input's key.
+    let config = short_run(&data, 3, 4, 8, plain.dim(), 1, 1e-3);
+    let mut distill = plain_distill(8, 2);
+    distill.teacher_input = TeacherInput::Student;
+    let out = tmp.path().join("student-input");
+    train_distill(&config, &distill, &out, false, StopAt::default(), false).unwrap();
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["distill"]["teacher_input"], "student");
+    let cache = PathBuf::from(std::env::var_os("FEWSHOT_CACHE").unwrap());
+    for v in 0..2 {
+        let recipe = view_recipe(&student, v).unwrap();
+        let teacher = Teacher::load(&teacher_path(), None)
+            .unwrap()
+            .at_input(&recipe)
+            .unwrap();
+        let file = cache.join(format!("teacher-{:016x}.bin", teacher.id()));
+        assert!(file.is_file(), "view {v}: no cache file {}", file.display());
     }
 }
 

@@ -103,6 +103,11 @@ pub struct DistillArgs {
     /// teacher's own target for that view (computed once per view and cached). Needs --align.
     #[arg(long, default_value_t = 1)]
     views: usize,
+    /// The crops the teacher's targets are made from: `own` (its own input, 112×112 RGB for
+    /// MobileFaceNet) or `student` (the student's crops resampled to the teacher's input, so
+    /// the target depends only on what the student sees).
+    #[arg(long, value_parser = parse_teacher_input, default_value = "own")]
+    teacher_input: fewshot_host::distill::TeacherInput,
     /// Largest brightness offset.
     #[arg(long, default_value_t = FaceAugment::FACES.brightness)]
     brightness: f32,
@@ -583,6 +588,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
                     args.contrast,
                 ),
                 views: args.views,
+                teacher_input: args.teacher_input,
                 bank: args.bank.map(|weight| fewshot_host::distill::BankTerm {
                     weight,
                     temperature: args.bank_temperature,
@@ -717,4 +723,16 @@ fn report(args: &CommonArgs, config: &TrainConfig, state: &TrainState) -> anyhow
     println!("best checkpoint: {}", files.best().display());
     println!("curve: {}", files.curve().display());
     Ok(())
+}
+
+/// Parses `--teacher-input`.
+fn parse_teacher_input(s: &str) -> Result<fewshot_host::distill::TeacherInput, String> {
+    use fewshot_host::distill::TeacherInput;
+    match s {
+        "own" => Ok(TeacherInput::Own),
+        "student" => Ok(TeacherInput::Student),
+        _ => Err(format!(
+            "unknown teacher input {s:?}: expected own or student"
+        )),
+    }
 }

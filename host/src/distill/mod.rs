@@ -24,7 +24,7 @@ use candle_core::{Result, Tensor, D};
 use crate::nn::cosface::normalize_rows;
 
 pub use targets::{teacher_targets, Targets};
-pub use teacher::{Teacher, TeacherError, MOBILEFACENET};
+pub use teacher::{Teacher, TeacherError, TeacherInput, MOBILEFACENET};
 
 /// The bank term's settings.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -58,11 +58,27 @@ enum Layout {
     Nhwc,
 }
 
+/// Which crops the teacher's targets are made from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeacherInput {
+    /// The teacher's own input (MobileFaceNet: 112×112 RGB).
+    #[default]
+    Own,
+    /// The student's crops (size, colour, alignment and resizing), resampled
+    /// to the teacher's input: the target is then a function of what the
+    /// student sees.
+    Student,
+}
+
 /// A loaded teacher model.
 pub struct Teacher {
     path: PathBuf,
     plan: Arc<TypedRunnableModel>,
+    /// The crops [`Embedder::embed`] takes.
     recipe: Recipe,
+    /// The model's own input; differs from `recipe` after [`Teacher::at_input`].
+    native: Recipe,
     layout: Layout,
     batch: usize,
     dim: usize,
@@ -142,6 +158,7 @@ impl Teacher {
             path: path.to_path_buf(),
             plan,
             recipe,
+            native: recipe,
             layout,
             batch: dims[0],
             dim: 0,
@@ -157,14 +174,76 @@ impl Teacher {
         Ok(teacher)
     }
 
+    /// The teacher fed `input`'s crops (its size, channels, alignment and
+    /// resizing; normalised as the teacher's own input), each resampled
+    /// bilinearly to the teacher's size and, if grey, repeated over its
+    /// channels. Cached targets are keyed by this input too.
+    pub fn at_input(mut self, input: &Recipe) -> Result<Teacher, TeacherError> {
+        let native = self.native;
+        if input.channels != 1 && input.channels != native.channels {
+            return Err(TeacherError::Model {
+                path: self.path.clone(),
+                message: format!(
+                    "takes {} channels; crops of {} channels cannot be fed to it (1 or {} can)",
+                    native.channels, input.channels, native.channels
+                ),
+            });
+        }
+        let recipe = Recipe {
+            width: input.width,
+            height: input.height,
+            channels: input.channels,
+            crop: input.crop,
+            resize: input.resize,
+            ..native
+        };
+        recipe.validate().map_err(|e| TeacherError::Model {
+            path: self.path.clone(),
+            message: format!("input recipe: {e}"),
+        })?;
+        let spec =
+            serde_json::to_vec(&RecipeSpec::from(recipe)).map_err(|e| TeacherError::Model {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })?;
+        let mut id_bytes = self.id.to_le_bytes().to_vec();
+        id_bytes.extend(b"at input");
+        id_bytes.extend(spec);
+        self.id = crate::data::faces::fnv1a(id_bytes.iter());
+        self.recipe = recipe;
+        Ok(self)
+    }
+
     /// A hash of the model file and its recipe: what cached targets are keyed by.
     pub fn id(&self) -> u64 {
         self.id
     }
 
-    /// Runs one batch of `n ≤ batch` images (CHW rows); returns `n × dim` values.
+    /// `images` (rows of [`Teacher::recipe`]) as rows of the model's own input.
+    fn to_native(&self, images: &[f32]) -> Vec<f32> {
+        let (from, to) = (self.recipe, self.native);
+        if (from.width, from.height, from.channels) == (to.width, to.height, to.channels) {
+            return images.to_vec();
+        }
+        let plane = from.width * from.height;
+        let mut out = Vec::with_capacity(images.len() / from.len() * to.len());
+        for image in images.chunks(from.len()) {
+            for c in 0..to.channels {
+                let src = if from.channels == 1 { 0 } else { c };
+                out.extend(resample(
+                    &image[src * plane..(src + 1) * plane],
+                    (from.width, from.height),
+                    (to.width, to.height),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Runs one batch of `n ≤ batch` images (CHW rows of the model's own
+    /// input); returns `n × dim` values.
     fn run_batch(&self, images: &[f32], n: usize) -> Result<Vec<f32>, EmbedError> {
-        let r = self.recipe;
+        let r = self.native;
         let per = r.len();
         let backend = |e: String| EmbedError::Backend(format!("{}: {e}", self.path.display()));
         let mut input = vec![0.0f32; self.batch * per];
@@ -225,10 +304,33 @@ impl Embedder for Teacher {
         check_shape(images, per)?;
         let chunks: Vec<Vec<f32>> = images
             .par_chunks(per * self.batch)
-            .map(|chunk| self.run_batch(chunk, chunk.len() / per))
+            .map(|chunk| self.run_batch(&self.to_native(chunk), chunk.len() / per))
             .collect::<Result<_, _>>()?;
         Ok(chunks.concat())
     }
+}
+
+/// Bilinear resampling of one `(width, height)` plane to `to` (pixel
+/// centres aligned, edges clamped).
+pub fn resample(plane: &[f32], from: (usize, usize), to: (usize, usize)) -> Vec<f32> {
+    let ((w, h), (ow, oh)) = (from, to);
+    let coord = |o: usize, scale: f32, side: usize| {
+        let s = ((o as f32 + 0.5) * scale - 0.5).clamp(0.0, (side - 1) as f32);
+        let i = s.floor() as usize;
+        (i, (i + 1).min(side - 1), s - i as f32)
+    };
+    let (sx, sy) = (w as f32 / ow as f32, h as f32 / oh as f32);
+    let mut v = Vec::with_capacity(ow * oh);
+    for y in 0..oh {
+        let (y0, y1, fy) = coord(y, sy, h);
+        for x in 0..ow {
+            let (x0, x1, fx) = coord(x, sx, w);
+            let top = plane[y0 * w + x0] * (1.0 - fx) + plane[y0 * w + x1] * fx;
+            let bottom = plane[y1 * w + x0] * (1.0 - fx) + plane[y1 * w + x1] * fx;
+            v.push(top * (1.0 - fy) + bottom * fy);
+        }
+    }
+    v
 }
 
 /// The recipe an exported model records.
@@ -263,4 +365,38 @@ fn load_tflite(_bytes: &[u8]) -> Result<TypedModel, String> {
          (cargo build --release -p fewshot-host --features tflite)"
             .into(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resample;
+
+    /// Bilinear interpolation reproduces an affine plane exactly, at each
+    /// output pixel's centre mapped back (and clamped) into the source.
+    #[test]
+    fn resampling_keeps_an_affine_plane_at_mapped_centres() {
+        let f = |x: f64, y: f64| 0.3 * x - 0.7 * y + 2.0;
+        for (from, to) in [((8, 6), (13, 21)), ((16, 16), (5, 7)), ((4, 4), (4, 4))] {
+            let (w, h) = from;
+            let plane: Vec<f32> = (0..h)
+                .flat_map(|y| (0..w).map(move |x| f(x as f64, y as f64) as f32))
+                .collect();
+            let out = resample(&plane, from, to);
+            assert_eq!(out.len(), to.0 * to.1);
+            for oy in 0..to.1 {
+                for ox in 0..to.0 {
+                    let map = |o: usize, n: usize, side: usize| {
+                        ((o as f64 + 0.5) * side as f64 / n as f64 - 0.5)
+                            .clamp(0.0, (side - 1) as f64)
+                    };
+                    let want = f(map(ox, to.0, w), map(oy, to.1, h));
+                    let got = f64::from(out[oy * to.0 + ox]);
+                    assert!(
+                        (got - want).abs() < 1e-4,
+                        "{from:?} → {to:?} at ({ox}, {oy}): {got} against {want}"
+                    );
+                }
+            }
+        }
+    }
 }
