@@ -1,0 +1,731 @@
+//! What each training method minimises, behind one `Objective` trait, over
+//! the bank of training images.
+
+use super::config::{DistillConfig, RunConfig, SiameseLoss};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use fewshot_core::{Distance, Recipe};
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+
+use crate::augment::{rotate90, FaceAugment, Shape};
+use crate::data::Tensors;
+use crate::embed::{check_shape, EmbedError, Embedder, Embeddings};
+use crate::episode::{EpisodeSampler, EpisodeShape};
+use crate::eval::{evaluate_episodes_with, EpisodeClassifier};
+use crate::nn::cosface::CosFace;
+use crate::nn::encoder::{Encoder, EncoderConfig};
+use crate::nn::maml::{self, MamlConfig};
+use crate::nn::matching::{MatchingHead, MatchingNet};
+use crate::nn::method::{BatchLoss, EpisodeTensors, FewShotMethod, ProtoNet};
+use crate::nn::siamese::{PairwiseHead, TripletLoss};
+
+/// Images in memory grouped into classes (a rotated copy counts as its own class).
+pub(super) struct Bank {
+    pub(super) images: Vec<f32>,
+    pub(super) per_image: usize,
+    pub(super) classes: Vec<Vec<usize>>,
+    /// The row of the source tensors each image came from.
+    pub(super) source: Vec<usize>,
+}
+
+impl Bank {
+    pub(super) fn build(
+        tensors: &Tensors,
+        classes: &[Vec<usize>],
+        rotations: bool,
+        shape: Shape,
+    ) -> Bank {
+        let per_image = shape.len();
+        let turns: &[u8] = if rotations { &[0, 1, 2, 3] } else { &[0] };
+        let mut images = Vec::new();
+        let mut out = Vec::new();
+        let mut source = Vec::new();
+        for &turn in turns {
+            for rows in classes {
+                let mut ids = Vec::new();
+                for &r in rows {
+                    ids.push(images.len() / per_image);
+                    images.extend(rotate90(tensors.row(r), shape, turn));
+                    source.push(r);
+                }
+                out.push(ids);
+            }
+        }
+        Bank {
+            images,
+            per_image,
+            classes: out,
+            source,
+        }
+    }
+
+    pub(super) fn row(&self, i: usize) -> &[f32] {
+        &self.images[i * self.per_image..(i + 1) * self.per_image]
+    }
+
+    pub(super) fn as_tensors(&self, recipe: Recipe) -> Tensors {
+        Tensors {
+            recipe,
+            data: self.images.clone(),
+            paths: vec![PathBuf::new(); self.images.len() / self.per_image],
+        }
+    }
+}
+
+/// An encoder being trained, seen as an [`Embedder`] (inference mode).
+pub(super) struct Live<'a> {
+    pub(super) encoder: &'a dyn Encoder,
+    pub(super) recipe: Recipe,
+    pub(super) dim: usize,
+}
+
+impl Embedder for Live<'_> {
+    fn name(&self) -> String {
+        "training encoder".into()
+    }
+    fn recipe(&self) -> Recipe {
+        self.recipe
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn embed(&self, images: &[f32]) -> Result<Vec<f32>, EmbedError> {
+        let r = self.recipe;
+        check_shape(images, r.len())?;
+        let backend = |e: candle_core::Error| EmbedError::Backend(e.to_string());
+        let x = Tensor::from_slice(
+            images,
+            (images.len() / r.len(), r.channels, r.height, r.width),
+            &Device::Cpu,
+        )
+        .map_err(backend)?;
+        self.encoder
+            .embed(&x, false)
+            .and_then(|t| t.flatten_all()?.to_vec1())
+            .map_err(backend)
+    }
+}
+
+/// What an objective is built over: the training images (and, for
+/// distillation, the files they came from).
+pub(super) struct Teach<'a> {
+    pub(super) bank: &'a Bank,
+    pub(super) tensors: &'a Tensors,
+    pub(super) progress: bool,
+}
+
+/// A batch of `p` distinct classes × `k` images each (distinct while the
+/// class has `k`), with labels `0..p`.
+fn pk_batch(
+    classes: &[Vec<usize>],
+    p: usize,
+    k: usize,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<usize>, Vec<u32>) {
+    let mut ids = Vec::with_capacity(p * k);
+    let mut labels = Vec::with_capacity(p * k);
+    for (label, c) in rand::seq::index::sample(rng, classes.len(), p)
+        .into_iter()
+        .enumerate()
+    {
+        let images = &classes[c];
+        if images.len() >= k {
+            ids.extend(
+                rand::seq::index::sample(rng, images.len(), k)
+                    .into_iter()
+                    .map(|i| images[i]),
+            );
+        } else {
+            ids.extend((0..k).map(|_| images[rng.random_range(0..images.len())]));
+        }
+        labels.extend(std::iter::repeat_n(label as u32, k));
+    }
+    (ids, labels)
+}
+
+/// The training images a step draws from, and how a drawn batch becomes a
+/// tensor (augmented as the run says).
+pub(super) struct Batches<'a> {
+    /// The training images.
+    pub(super) bank: &'a Bank,
+    /// Their shape.
+    pub(super) shape: Shape,
+    /// The training classes: image ids of the bank.
+    pub(super) classes: &'a [Vec<usize>],
+    /// The images of `ids` as a `(n, c, h, w)` tensor, augmented with `rng`.
+    pub(super) gather: &'a dyn Fn(&[usize], &mut ChaCha8Rng) -> candle_core::Result<Tensor>,
+}
+
+/// A training objective: what one step draws and the loss it trains. The
+/// loop around it (learning rate, checkpoints, validation, resume) is one
+/// for every objective.
+pub(super) trait Objective {
+    /// The method name checkpoints record.
+    fn method(&self) -> String;
+    /// The encoder being trained (validated and saved).
+    fn encoder(&self) -> &dyn Encoder;
+    /// The face augmentation of its training images, if any (else the
+    /// run's affine distortions apply).
+    fn face_augment(&self) -> Option<FaceAugment> {
+        None
+    }
+    /// Accuracy on the validation episodes; by default the encoder's
+    /// embeddings classified by prototypes.
+    fn validate(&self, v: &Validation<'_>) -> anyhow::Result<crate::eval::EpisodeReport> {
+        v.by_embeddings(self.encoder(), &EpisodeClassifier::Prototypes(v.distance))
+    }
+    /// The loss value, training accuracy and gradients of step `step`
+    /// (0-based), drawing its batch from `batches` with `rng`.
+    fn gradients(
+        &self,
+        batches: &Batches<'_>,
+        step: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)>;
+}
+
+/// The value, accuracy and backward pass of a step's loss.
+fn backward(
+    (loss, accuracy): (Tensor, f64),
+) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)> {
+    let value = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
+    Ok((value, accuracy, loss.backward()?))
+}
+
+/// The held-out episodes a run validates on.
+pub(super) struct Validation<'a> {
+    pub(super) images: &'a Tensors,
+    pub(super) sampler: &'a EpisodeSampler,
+    pub(super) episodes: usize,
+    pub(super) seed: u64,
+    pub(super) recipe: Recipe,
+    pub(super) dim: usize,
+    /// The run's distance (prototypes' default).
+    pub(super) distance: Distance,
+}
+
+impl Validation<'_> {
+    /// The episodes classified by `classifier` over `encoder`'s embeddings.
+    fn by_embeddings(
+        &self,
+        encoder: &dyn Encoder,
+        classifier: &EpisodeClassifier,
+    ) -> anyhow::Result<crate::eval::EpisodeReport> {
+        let live = Live {
+            encoder,
+            recipe: self.recipe,
+            dim: self.dim,
+        };
+        let emb = Embeddings::compute(&live, self.images, 512, false)?;
+        Ok(evaluate_episodes_with(
+            &emb,
+            self.sampler,
+            self.episodes,
+            self.seed,
+            classifier,
+            false,
+        )?)
+    }
+}
+
+/// An episodic method (Prototypical Networks, Matching Networks): one N-way
+/// K-shot episode a step.
+struct Episodic<M> {
+    method: M,
+    name: &'static str,
+    /// How validation classifies (else by prototypes).
+    classifier: Option<EpisodeClassifier>,
+    sampler: EpisodeSampler,
+    shape: EpisodeShape,
+    seed: u64,
+}
+
+impl<M: FewShotMethod> Objective for Episodic<M> {
+    fn method(&self) -> String {
+        self.name.into()
+    }
+    fn encoder(&self) -> &dyn Encoder {
+        self.method.encoder()
+    }
+    fn validate(&self, v: &Validation<'_>) -> anyhow::Result<crate::eval::EpisodeReport> {
+        let classifier =
+            (self.classifier.clone()).unwrap_or(EpisodeClassifier::Prototypes(v.distance));
+        v.by_embeddings(self.encoder(), &classifier)
+    }
+    fn gradients(
+        &self,
+        batches: &Batches<'_>,
+        step: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)> {
+        let episode = self.sampler.episode(self.seed, step as u64);
+        let batch = EpisodeTensors {
+            support: (batches.gather)(&episode.support, rng)?,
+            query: (batches.gather)(&episode.query, rng)?,
+            shape: self.shape,
+        };
+        backward(self.method.loss(&batch, true)?)
+    }
+}
+
+/// MAML ([`maml`]): a meta-batch of N-way K-shot tasks a step; each task's
+/// query loss after the inner loop is back-propagated on its own (so one
+/// task's graph is held at a time) and the gradients summed.
+struct Maml {
+    /// The Conv-4 encoder over the same variables (validated by prototypes
+    /// nowhere; saved and exported).
+    encoder: Box<dyn Encoder>,
+    /// The meta-parameters in [`maml::forward`]'s order.
+    params: Vec<Tensor>,
+    /// Running mean and variance of each block's batch norm.
+    running: Vec<(Var, Var)>,
+    config: MamlConfig,
+    sampler: EpisodeSampler,
+    shape: EpisodeShape,
+    seed: u64,
+}
+
+impl Objective for Maml {
+    fn method(&self) -> String {
+        "maml".into()
+    }
+    fn encoder(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
+    }
+    fn gradients(
+        &self,
+        batches: &Batches<'_>,
+        step: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)> {
+        let tasks = self.config.meta_batch.max(1);
+        let ys = maml::class_major_labels(self.shape.k_way, self.shape.n_shot, &Device::Cpu)?;
+        let yq = maml::class_major_labels(self.shape.k_way, self.shape.q_queries, &Device::Cpu)?;
+        // Only the meta-parameters' gradients are kept (detached) between
+        // tasks: a task's whole gradient store, every node's gradient with its
+        // graph under second order, is dropped as soon as it is read.
+        let mut total = candle_core::backprop::GradStore::default();
+        let (mut loss_sum, mut acc_sum) = (0.0, 0.0);
+        for t in 0..tasks {
+            let episode = self.sampler.episode(self.seed, (step * tasks + t) as u64);
+            let support = (batches.gather)(&episode.support, rng)?;
+            let query = (batches.gather)(&episode.query, rng)?;
+            let mut stats = Vec::new();
+            let (loss, acc) = maml::task_loss(
+                &self.params,
+                &support,
+                &ys,
+                &query,
+                &yq,
+                &self.config,
+                self.config.inner_steps,
+                (t == 0).then_some(&mut stats),
+            )?;
+            if t == 0 {
+                maml::update_running(&self.running, &stats)?;
+            }
+            loss_sum += f64::from(loss.to_scalar::<f32>()?);
+            acc_sum += acc;
+            let grads = (loss / tasks as f64)?.backward()?;
+            for p in &self.params {
+                if let Some(g) = grads.get(p) {
+                    let added = match total.get(p) {
+                        Some(s) => (s + g.detach())?,
+                        None => g.detach(),
+                    };
+                    total.insert(p, added);
+                }
+            }
+        }
+        if tasks == 0 {
+            bail!("a meta-batch of no tasks");
+        }
+        let grads = total;
+        Ok((loss_sum / tasks as f64, acc_sum / tasks as f64, grads))
+    }
+    /// By the test-time inner loop on each episode's images.
+    fn validate(&self, v: &Validation<'_>) -> anyhow::Result<crate::eval::EpisodeReport> {
+        let model = maml::MamlModel {
+            params: self.params.clone(),
+            config: self.config,
+            k_way: self.shape.k_way,
+        };
+        Ok(crate::eval::evaluate_episodes_maml(
+            v.images, v.sampler, v.episodes, v.seed, &model, false,
+        )?)
+    }
+}
+
+/// How a batch objective draws its images.
+enum Draw {
+    /// `batch` images uniformly over every training image, each with its class.
+    Uniform {
+        batch: usize,
+        ids: Vec<usize>,
+        labels: Vec<u32>,
+    },
+    /// P classes × K images ([`pk_batch`]).
+    ClassesTimesImages { classes: usize, per_class: usize },
+}
+
+/// A loss over a labelled batch of embeddings (CosFace, the Siamese losses).
+struct Batched {
+    encoder: Box<dyn Encoder>,
+    loss: Box<dyn BatchLoss>,
+    draw: Draw,
+    name: &'static str,
+    augment: Option<FaceAugment>,
+}
+
+impl Objective for Batched {
+    fn method(&self) -> String {
+        self.name.into()
+    }
+    fn encoder(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
+    }
+    fn face_augment(&self) -> Option<FaceAugment> {
+        self.augment
+    }
+    fn gradients(
+        &self,
+        batches: &Batches<'_>,
+        _step: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)> {
+        let (ids, y) = match &self.draw {
+            Draw::Uniform { batch, ids, labels } => {
+                let picks: Vec<usize> = (0..*batch)
+                    .map(|_| rng.random_range(0..ids.len()))
+                    .collect();
+                (
+                    picks.iter().map(|&p| ids[p]).collect::<Vec<_>>(),
+                    picks.iter().map(|&p| labels[p]).collect(),
+                )
+            }
+            Draw::ClassesTimesImages { classes, per_class } => {
+                pk_batch(batches.classes, *classes, *per_class, rng)
+            }
+        };
+        let x = (batches.gather)(&ids, rng)?;
+        backward(
+            self.loss
+                .batch_loss(&self.encoder.embed(&x, true)?, &y, rng)?,
+        )
+    }
+}
+
+/// Distillation: a batch drawn uniformly over the training images (and,
+/// with several views, over their views), each flipped or not at random,
+/// against the teacher's target for what it shows.
+struct Distill {
+    encoder: Box<dyn Encoder>,
+    /// View 0 (the training bank's own images) first; each view's targets
+    /// indexed by the bank's image ids.
+    views: Vec<View>,
+    batch: usize,
+    relation: f64,
+    augment: Option<FaceAugment>,
+    /// The teacher's plain embeddings of the training images `(n, dim)` and
+    /// the bank term's settings, if the run has one.
+    bank: Option<(Tensor, crate::distill::BankTerm)>,
+}
+
+/// One view of the training images and the teacher's targets for it.
+struct View {
+    /// The images in bank id order (`None`: the bank's own, view 0).
+    images: Option<Vec<f32>>,
+    targets: crate::distill::Targets,
+}
+
+impl Objective for Distill {
+    fn method(&self) -> String {
+        "distill".into()
+    }
+    fn encoder(&self) -> &dyn Encoder {
+        self.encoder.as_ref()
+    }
+    /// The mean student-teacher cosine stands for the accuracy.
+    fn gradients(
+        &self,
+        batches: &Batches<'_>,
+        _step: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> anyhow::Result<(f64, f64, candle_core::backprop::GradStore)> {
+        let shape = batches.shape;
+        let dim = self.views[0].targets.dim;
+        let per = shape.len();
+        let mut data = Vec::with_capacity(self.batch * per);
+        let mut targets = Vec::with_capacity(self.batch * dim);
+        let mut ids = Vec::with_capacity(self.batch);
+        for _ in 0..self.batch {
+            let id = rng.random_range(0..self.views[0].targets.len());
+            ids.push(id);
+            let mirror = rng.random_bool(0.5);
+            // One view draws nothing more, so such runs keep their batches.
+            let view = match self.views.len() {
+                1 => &self.views[0],
+                n => &self.views[rng.random_range(0..n)],
+            };
+            let image = match &view.images {
+                Some(images) => &images[id * per..(id + 1) * per],
+                None => batches.bank.row(id),
+            };
+            match &self.augment {
+                Some(a) => data.extend(a.apply_with_flip(rng, image, shape, mirror)),
+                None if mirror => data.extend(crate::augment::hflip(image, shape)),
+                None => data.extend_from_slice(image),
+            }
+            targets.extend_from_slice(view.targets.row(id, mirror));
+        }
+        let x = Tensor::from_vec(
+            data,
+            (self.batch, shape.channels, shape.height, shape.width),
+            &Device::Cpu,
+        )?;
+        let t = Tensor::from_vec(targets, (self.batch, dim), &Device::Cpu)?;
+        let student = self.encoder.embed(&x, true)?;
+        let (mut loss, mean_cos) = crate::distill::distill_loss(&student, &t, self.relation)?;
+        if let Some((bank, term)) = &self.bank {
+            let kl = crate::distill::bank_loss(&student, &t, bank, &ids, term.temperature)?;
+            loss = (loss + (kl * term.weight)?)?;
+        }
+        backward((loss, mean_cos))
+    }
+}
+
+/// Each view of the training bank's images (view 0: the bank's own) with
+/// the teacher's targets for it, in bank id order.
+fn distill_views(
+    distill: &DistillConfig,
+    bank: &Bank,
+    tensors: &Tensors,
+    dim: usize,
+    progress: bool,
+) -> anyhow::Result<Vec<View>> {
+    use crate::distill::views::view_recipe;
+    use crate::distill::TeacherInput;
+    let plain = crate::distill::Teacher::load(&distill.teacher, None)?;
+    if plain.dim() != dim {
+        bail!(
+            "the teacher {} embeds in {} dimensions, the student in {dim}: give the student a linear embedding of {}",
+            distill.teacher.display(),
+            plain.dim(),
+            plain.dim()
+        );
+    }
+    let paths: Vec<PathBuf> = bank
+        .source
+        .iter()
+        .map(|&r| tensors.paths[r].clone())
+        .collect();
+    let cache = crate::distill::targets::default_cache();
+    let teacher_recipe = plain.recipe();
+    let mut views = Vec::with_capacity(distill.views);
+    for v in 0..distill.views {
+        let student = view_recipe(&tensors.recipe, v)
+            .map_err(|e| anyhow::anyhow!("the student's recipe: {e}"))?;
+        let own;
+        let teacher = match (distill.teacher_input, v) {
+            (TeacherInput::Own, 0) => &plain,
+            (TeacherInput::Own, _) => {
+                let recipe = view_recipe(&teacher_recipe, v)
+                    .map_err(|e| anyhow::anyhow!("teacher {}: {e}", distill.teacher.display()))?;
+                own = crate::distill::Teacher::load(&distill.teacher, Some(recipe))?;
+                &own
+            }
+            (TeacherInput::Student, _) => {
+                own = crate::distill::Teacher::load(&distill.teacher, None)?.at_input(&student)?;
+                &own
+            }
+        };
+        let images = match v {
+            0 => None,
+            _ => Some(Tensors::load(&paths, &student, progress)?.data),
+        };
+        let targets = crate::distill::teacher_targets(teacher, &paths, cache.as_deref(), progress)?;
+        views.push(View { images, targets });
+    }
+    Ok(views)
+}
+
+/// The run's objective over the training classes, its variables in `vb`
+/// (the encoder's first, then the head's under `head.`).
+pub(super) fn objective(
+    run: &RunConfig,
+    teach: Teach<'_>,
+    distance: Distance,
+    vb: VarBuilder,
+) -> anyhow::Result<Box<dyn Objective>> {
+    let classes = &teach.bank.classes[..];
+    let config = &run.base;
+    let encoder = config.encoder.build(vb.clone())?;
+    let dim = config.encoder.dim();
+    let objectives = [
+        run.cosface.is_some(),
+        run.siamese.is_some(),
+        run.distill.is_some(),
+        run.matching.is_some(),
+        run.maml.is_some(),
+    ];
+    if objectives.iter().filter(|&&o| o).count() > 1 {
+        bail!("internal: a run has one objective");
+    }
+    if run.maml.is_some() && config.val_k_way.is_some_and(|k| k != config.shape.k_way) {
+        bail!(
+            "MAML validates with its own {}-way head: leave out --val-k-way",
+            config.shape.k_way
+        );
+    }
+    if let Some(m) = run.maml {
+        let EncoderConfig::Conv4 {
+            embedding: None, ..
+        } = config.encoder
+        else {
+            bail!("MAML trains Conv-4 without a linear embedding (--arch conv4)");
+        };
+        if config.encoder.block_depths() != Some([1; 4]) {
+            bail!("MAML's functional Conv-4 has one convolution per block: leave out --depths");
+        }
+        candle_nn::linear(dim, config.shape.k_way, vb.pp("head"))?;
+        let (Some(widths), (in_channels, _)) =
+            (config.encoder.block_widths(), config.encoder.input())
+        else {
+            bail!("internal: MAML's encoder is Conv-4");
+        };
+        let get = |name: &str, shape: &[usize]| -> anyhow::Result<Var> {
+            let (prefix, last) = name.rsplit_once('.').unwrap_or(("", name));
+            let t = vb.pp(prefix).get(shape, last)?;
+            Ok(Var::from_tensor(&t)?)
+        };
+        let shapes = maml::parameter_shapes(in_channels, widths, dim, config.shape.k_way);
+        let params = maml::parameter_names()
+            .iter()
+            .zip(&shapes)
+            .map(|(n, s)| get(n, s).map(|v| v.as_tensor().clone()))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let running = (0..4)
+            .map(|b| {
+                Ok((
+                    get(&format!("block{b}.bn.running_mean"), &[widths[b]])?,
+                    get(&format!("block{b}.bn.running_var"), &[widths[b]])?,
+                ))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        return Ok(Box::new(Maml {
+            encoder,
+            params,
+            running,
+            config: m,
+            sampler: EpisodeSampler::new(classes, config.shape, None, config.seed)
+                .context("training episodes")?,
+            shape: config.shape,
+            seed: config.seed,
+        }));
+    }
+    if let Some(m) = run.matching {
+        let head = MatchingHead::new(m, distance, dim, vb.pp("head"))?;
+        return Ok(Box::new(Episodic {
+            classifier: Some(EpisodeClassifier::Matching(std::sync::Arc::new(
+                head.clone(),
+            ))),
+            method: MatchingNet { encoder, head },
+            name: "matching",
+            sampler: EpisodeSampler::new(classes, config.shape, None, config.seed)
+                .context("training episodes")?,
+            shape: config.shape,
+            seed: config.seed,
+        }));
+    }
+    if let Some(d) = &run.distill {
+        let views = distill_views(d, teach.bank, teach.tensors, dim, teach.progress)?;
+        let bank = match d.bank {
+            None => None,
+            Some(term) => {
+                let plain = &views[0].targets;
+                let rows: Vec<f32> = (0..plain.len())
+                    .flat_map(|i| plain.row(i, false).iter().copied())
+                    .collect();
+                let rows = Tensor::from_vec(rows, (plain.len(), plain.dim), &Device::Cpu)?;
+                Some((rows, term))
+            }
+        };
+        return Ok(Box::new(Distill {
+            encoder,
+            views,
+            batch: d.batch,
+            relation: d.relation,
+            augment: d.augment,
+            bank,
+        }));
+    }
+    Ok(match (&run.cosface, &run.siamese) {
+        (None, None) => Box::new(Episodic {
+            method: ProtoNet { encoder, distance },
+            name: "protonet",
+            classifier: None,
+            sampler: EpisodeSampler::new(classes, config.shape, None, config.seed)
+                .context("training episodes")?,
+            shape: config.shape,
+            seed: config.seed,
+        }),
+        (Some(c), None) => Box::new(Batched {
+            encoder,
+            loss: Box::new(CosFace::new(
+                classes.len(),
+                dim,
+                c.scale,
+                c.margin,
+                vb.pp("head"),
+            )?),
+            // CosFace draws images uniformly; each knows its class.
+            draw: Draw::Uniform {
+                batch: c.batch,
+                ids: classes.iter().flatten().copied().collect(),
+                labels: classes
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(c, ids)| ids.iter().map(move |_| c as u32))
+                    .collect(),
+            },
+            name: "cosface",
+            augment: c.augment,
+        }),
+        (None, Some(s)) => {
+            if classes.len() < s.classes {
+                bail!(
+                    "Siamese batches of {} classes, but only {} training classes",
+                    s.classes,
+                    classes.len()
+                );
+            }
+            let loss: Box<dyn BatchLoss> = match s.loss {
+                SiameseLoss::Pairwise => Box::new(PairwiseHead::new(dim, vb.pp("head"))?),
+                SiameseLoss::Triplet {
+                    mining,
+                    margin,
+                    distance,
+                } => Box::new(TripletLoss {
+                    margin,
+                    distance,
+                    mining,
+                }),
+            };
+            Box::new(Batched {
+                encoder,
+                loss,
+                draw: Draw::ClassesTimesImages {
+                    classes: s.classes,
+                    per_class: s.per_class,
+                },
+                name: s.method(),
+                augment: s.augment,
+            })
+        }
+        (Some(_), Some(_)) => bail!("internal: a run has one objective"),
+    })
+}
