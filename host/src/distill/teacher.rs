@@ -1,6 +1,7 @@
 //! A teacher: any face encoder that tract runs (ONNX, or TensorFlow Lite with
 //! the `tflite` feature), seen as an [`Embedder`] that embeds in batches.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -220,10 +221,10 @@ impl Teacher {
     }
 
     /// `images` (rows of [`Teacher::recipe`]) as rows of the model's own input.
-    fn to_native(&self, images: &[f32]) -> Vec<f32> {
+    fn to_native<'a>(&self, images: &'a [f32]) -> Cow<'a, [f32]> {
         let (from, to) = (self.recipe, self.native);
         if (from.width, from.height, from.channels) == (to.width, to.height, to.channels) {
-            return images.to_vec();
+            return Cow::Borrowed(images);
         }
         let plane = from.width * from.height;
         let mut out = Vec::with_capacity(images.len() / from.len() * to.len());
@@ -237,7 +238,7 @@ impl Teacher {
                 ));
             }
         }
-        out
+        Cow::Owned(out)
     }
 
     /// Runs one batch of `n ≤ batch` images (CHW rows of the model's own
