@@ -308,15 +308,7 @@ fn train_step(args: TrainStepArgs) -> anyhow::Result<()> {
         distance: Distance::L2,
     };
     seeded_init(&varmap, 0)?;
-    let vars = varmap
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("lock poisoned"))?
-        .iter()
-        .filter(|(n, _)| !n.contains("running_"))
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
-    let mut adam = Adam::new(vars, 1e-3)?;
+    let mut adam = Adam::new(fewshot_host::train::trainable(&varmap)?, 1e-3)?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut images = |n: usize| -> candle_core::Result<Tensor> {
         let data: Vec<f32> = (0..n * args.channels * args.size * args.size)

@@ -66,6 +66,19 @@ pub struct MetricLine {
     pub ms_per_episode: Option<f64>,
 }
 
+/// The variables of `varmap` that the optimiser updates: all but batch
+/// norm's running statistics (`running_*`), with their names.
+pub fn trainable(varmap: &VarMap) -> anyhow::Result<Vec<(String, candle_core::Var)>> {
+    Ok(varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("variable map lock poisoned"))?
+        .iter()
+        .filter(|(name, _)| !name.contains("running_"))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect())
+}
+
 /// When a training process should stop early (checkpointing first), so a long
 /// run can be split into pieces that fit a working session.
 #[derive(Debug, Clone, Copy, Default)]
@@ -325,15 +338,7 @@ fn train(
     if let (Some(init), false) = (&config.init, restoring) {
         load_encoder(&varmap, init, config)?;
     }
-    let trainable: Vec<_> = varmap
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("variable map lock poisoned"))?
-        .iter()
-        .filter(|(name, _)| !name.contains("running_"))
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect();
-    let mut adam = Adam::new(trainable, config.lr)?;
+    let mut adam = Adam::new(trainable(&varmap)?, config.lr)?;
     let mut state = TrainState {
         episode: 0,
         best_val: None,
