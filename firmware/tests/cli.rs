@@ -363,18 +363,20 @@ fn the_face_demo_finds_faces_and_reports_frames_without_one() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-yunet.onnx"));
 }
 
-/// The README's distilled face door: a 192-d model, enrolled by its pair
-/// threshold, opening by its threshold for the gallery's size (that of 10
-/// people for one enrolled): the genuine photo is within it, the stranger not.
+/// The README's face door with the committed file it ships
+/// (`models/face-int8.onnx`, the distilled student, flip-averaged): enrolled
+/// by its pair threshold, opening by its threshold for the gallery's size
+/// (that of 10 people for one enrolled): the genuine photo is within it, the
+/// stranger not.
 #[test]
-fn the_distilled_face_model_runs_the_face_demo_by_its_gallery_threshold() {
+fn the_committed_face_model_runs_the_face_demo_by_its_gallery_threshold() {
     let tmp = tempfile::tempdir().unwrap();
     let gallery = tmp.path().join("faces.fsgl");
-    let ev = face_demo("models/face-distilled.onnx", &gallery);
-    let model = fewshot_firmware::encoder::OnnxEncoder::load(
-        &repo_root().join("models/face-distilled.onnx"),
-    )
-    .unwrap();
+    let ev = face_demo("models/face-int8.onnx", &gallery);
+    let model =
+        fewshot_firmware::encoder::OnnxEncoder::load(&repo_root().join("models/face-int8.onnx"))
+            .unwrap();
+    assert!(model.flip_average());
     let thresholds = model.gallery_thresholds().unwrap();
     let for_one = thresholds.for_gallery(1);
     let pair = model.threshold().unwrap();
