@@ -7,7 +7,13 @@
 //! distances to the whole gallery. Rank-1 is the same for all (the nearest
 //! decides who); only how well strangers are told from people changes.
 //!
-//! `cargo run --release -p fewshot-host --features tflite --example door_scores -- MODEL FOLDER K`
+//! With a fourth argument V > 1, each enrollment shot is also embedded in
+//! the V − 1 jittered views of `fewshot train distill --views`
+//! ([`fewshot_host::distill::views`]) and the prototype is the mean over
+//! shots and views (enrollment happens once, so its cost does not matter);
+//! probes stay plain.
+//!
+//! `cargo run --release -p fewshot-host --features tflite --example door_scores -- MODEL FOLDER K [V]`
 //! (MODEL: an exported `.onnx`, or a `.tflite` teacher.)
 
 use std::path::PathBuf;
@@ -46,8 +52,10 @@ fn scores(probe: &[f32], prototypes: &[f32], dim: usize, distance: Distance) -> 
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [model, folder, k] = args.as_slice() else {
-        anyhow::bail!("usage: door_scores MODEL FOLDER K");
+    let (model, folder, k, views) = match args.as_slice() {
+        [m, f, k] => (m, f, k, 1),
+        [m, f, k, v] => (m, f, k, v.parse()?),
+        _ => anyhow::bail!("usage: door_scores MODEL FOLDER K [V]"),
     };
     let model_path = PathBuf::from(model);
     let model: Box<dyn Embedder> = if model.ends_with(".tflite") {
@@ -61,8 +69,39 @@ fn main() -> anyhow::Result<()> {
     let tensors = Tensors::load(&door.paths, &model.recipe(), false)?;
     let emb = Embeddings::compute(model.as_ref(), &tensors, 256, false)?;
     let distance = model.distance().unwrap_or(Distance::Cosine);
-    let prototypes = door.prototypes(&emb)?;
     let dim = emb.dim;
+    let mut prototypes = door.prototypes(&emb)?;
+    if views > 1 {
+        // Each shot's embedding in every view, summed, then the mean.
+        let shots: Vec<usize> = door.enrolled.iter().flat_map(|(_, s)| s.clone()).collect();
+        let paths: Vec<PathBuf> = shots.iter().map(|&r| door.paths[r].clone()).collect();
+        let mut sums = vec![0.0f32; shots.len() * dim];
+        for v in 0..views {
+            let recipe = fewshot_host::distill::views::view_recipe(&model.recipe(), v)
+                .map_err(anyhow::Error::msg)?;
+            let e = Embeddings::compute(
+                model.as_ref(),
+                &Tensors::load(&paths, &recipe, false)?,
+                256,
+                false,
+            )?;
+            for (i, sum) in sums.chunks_mut(dim).enumerate() {
+                for (s, x) in sum.iter_mut().zip(e.row(i)) {
+                    *s += x;
+                }
+            }
+        }
+        let mut at = 0;
+        for ((_, s), proto) in door.enrolled.iter().zip(prototypes.chunks_mut(dim)) {
+            proto.fill(0.0);
+            for sum in sums[at * dim..(at + s.len()) * dim].chunks(dim) {
+                for (p, x) in proto.iter_mut().zip(sum) {
+                    *p += x / (views * s.len()) as f32;
+                }
+            }
+            at += s.len();
+        }
+    }
     let mut by_score: [DoorScores; 4] = Default::default();
     for &(row, id) in &door.genuine {
         let (s, nearest) = scores(emb.row(row), &prototypes, dim, distance);
@@ -77,7 +116,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!(
-        "{model_path:?} on {folder}, K = {k}: {} enrolled, {} genuine, {} stranger probes; rank-1 {:.2} %",
+        "{model_path:?} on {folder}, K = {k}, {views} enrollment view(s): {} enrolled, {} genuine, {} stranger probes; rank-1 {:.2} %",
         door.enrolled.len(),
         door.genuine.len(),
         door.strangers.len(),
