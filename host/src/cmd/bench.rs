@@ -76,9 +76,9 @@ pub struct TrainStepArgs {
     /// Conv-4 only: convolutions in each block, e.g. 1,2,2,2.
     #[arg(long, value_parser = super::parse_depths)]
     depths: Option<[usize; 4]>,
-    /// Embedding size of `--arch mobile`.
-    #[arg(long, default_value_t = 128)]
-    embedding: usize,
+    /// Size of the linear embedding (`--arch mobile`: default 128; Conv-4: none unless given).
+    #[arg(long)]
+    embedding: Option<usize>,
     /// Threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,

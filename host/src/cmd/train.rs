@@ -225,8 +225,9 @@ pub enum ArchArg {
 
 impl ArchArg {
     /// The encoder for `channels × size²` inputs: Conv-4 of `hidden` channels
-    /// or of `widths` (no linear embedding), or the mobile one of width
-    /// `hidden` and `embedding`.
+    /// or of `widths` (with a linear embedding only when `embedding` is
+    /// given), or the mobile one of width `hidden` and `embedding` (default
+    /// [`MOBILE_EMBEDDING`]).
     pub fn encoder(
         self,
         channels: usize,
@@ -234,7 +235,7 @@ impl ArchArg {
         widths: Option<[usize; 4]>,
         depths: Option<[usize; 4]>,
         size: usize,
-        embedding: usize,
+        embedding: Option<usize>,
     ) -> anyhow::Result<EncoderConfig> {
         Ok(match self {
             ArchArg::Conv4 => EncoderConfig::Conv4 {
@@ -243,7 +244,7 @@ impl ArchArg {
                 widths,
                 depths: depths.filter(|d| *d != [1; 4]),
                 input_size: size,
-                embedding: None,
+                embedding,
             },
             ArchArg::Mobile if widths.is_some() || depths.is_some() => {
                 anyhow::bail!(
@@ -254,11 +255,14 @@ impl ArchArg {
                 in_channels: channels,
                 width: hidden,
                 input_size: size,
-                embedding,
+                embedding: embedding.unwrap_or(MOBILE_EMBEDDING),
             },
         })
     }
 }
+
+/// Embedding size of `--arch mobile` when `--embedding` is not given.
+pub const MOBILE_EMBEDDING: usize = 128;
 
 /// Embedding distances on the command line.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -403,9 +407,12 @@ pub struct CommonArgs {
     /// same pooling) [default: 1,1,1,1].
     #[arg(long, value_parser = super::parse_depths)]
     depths: Option<[usize; 4]>,
-    /// Embedding size of `--arch mobile` (distill: the teacher's).
-    #[arg(long, default_value_t = 128)]
-    embedding: usize,
+    /// Size of the linear embedding: `--arch mobile`'s (default 128), or one
+    /// added after Conv-4's features (default: none; e.g. 192 to start a
+    /// CosFace run from a distilled student with --init). Distillation
+    /// takes the teacher's.
+    #[arg(long)]
+    embedding: Option<usize>,
     /// Seed of the class split, the initialisation order and the episodes.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -734,5 +741,30 @@ fn parse_teacher_input(s: &str) -> Result<fewshot_host::distill::TeacherInput, S
         _ => Err(format!(
             "unknown teacher input {s:?}: expected own or student"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Conv-4 has a linear embedding only when asked for one (so a CosFace
+    /// run can start from a distilled student's checkpoint); the mobile
+    /// encoder always has one, 128 unless asked.
+    #[test]
+    fn embedding_is_conv4s_only_when_given_and_mobiles_always() {
+        let conv4 = |e| ArchArg::Conv4.encoder(1, 32, None, None, 64, e).unwrap();
+        assert_eq!(conv4(None).dim(), conv4(None).features());
+        assert!(matches!(
+            conv4(None),
+            EncoderConfig::Conv4 {
+                embedding: None,
+                ..
+            }
+        ));
+        assert_eq!(conv4(Some(192)).dim(), 192);
+        let mobile = |e| ArchArg::Mobile.encoder(1, 32, None, None, 64, e).unwrap();
+        assert_eq!(mobile(None).dim(), MOBILE_EMBEDDING);
+        assert_eq!(mobile(Some(64)).dim(), 64);
     }
 }
