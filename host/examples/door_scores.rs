@@ -18,6 +18,7 @@
 
 use std::path::PathBuf;
 
+use fewshot_core::prototype::mean_into;
 use fewshot_core::Distance;
 use fewshot_host::data::{resolve, ClassSet, Layout, Tensors};
 use fewshot_host::distill::Teacher;
@@ -72,33 +73,25 @@ fn main() -> anyhow::Result<()> {
     let dim = emb.dim;
     let mut prototypes = door.prototypes(&emb)?;
     if views > 1 {
-        // Each shot's embedding in every view, summed, then the mean.
+        // The shots in the jittered views (view 0, the plain one, is `emb`);
+        // each prototype the mean over its shots in every view.
         let shots: Vec<usize> = door.enrolled.iter().flat_map(|(_, s)| s.clone()).collect();
         let paths: Vec<PathBuf> = shots.iter().map(|&r| door.paths[r].clone()).collect();
-        let mut sums = vec![0.0f32; shots.len() * dim];
-        for v in 0..views {
-            let recipe = fewshot_host::distill::views::view_recipe(&model.recipe(), v)
-                .map_err(anyhow::Error::msg)?;
-            let e = Embeddings::compute(
-                model.as_ref(),
-                &Tensors::load(&paths, &recipe, false)?,
-                256,
-                false,
-            )?;
-            for (i, sum) in sums.chunks_mut(dim).enumerate() {
-                for (s, x) in sum.iter_mut().zip(e.row(i)) {
-                    *s += x;
-                }
-            }
-        }
+        let jittered = (1..views)
+            .map(|v| {
+                let recipe = fewshot_host::distill::views::view_recipe(&model.recipe(), v)
+                    .map_err(anyhow::Error::msg)?;
+                let tensors = Tensors::load(&paths, &recipe, false)?;
+                Ok(Embeddings::compute(model.as_ref(), &tensors, 256, false)?)
+            })
+            .collect::<anyhow::Result<Vec<Embeddings>>>()?;
         let mut at = 0;
         for ((_, s), proto) in door.enrolled.iter().zip(prototypes.chunks_mut(dim)) {
-            proto.fill(0.0);
-            for sum in sums[at * dim..(at + s.len()) * dim].chunks(dim) {
-                for (p, x) in proto.iter_mut().zip(sum) {
-                    *p += x / (views * s.len()) as f32;
-                }
-            }
+            let plain = s.iter().map(|&r| emb.row(r));
+            let others = jittered
+                .iter()
+                .flat_map(|e| (at..at + s.len()).map(move |i| e.row(i)));
+            mean_into(plain.chain(others), proto)?;
             at += s.len();
         }
     }
