@@ -72,11 +72,17 @@ fn main() -> std::process::ExitCode {
         _ => None,
     };
     if let Some(n) = threads {
-        // Candle's own worker pool (element-wise ops) sizes itself from this
-        // variable, not from rayon's pool, at its first use: without it
-        // `--threads 1` still spun a second thread.
+        // Candle's own worker pool (element-wise ops) sizes itself from the
+        // first variable, not from rayon's pool, at its first use: without it
+        // `--threads 1` still spun a second thread. Its matrix products ask
+        // for the second at every call, and without it count the physical
+        // cores from `/proc/cpuinfo` each time (5 400 reads in three MAML
+        // meta-steps) and split each product for that many threads.
         // SAFETY: single-threaded here, before any thread is spawned.
-        unsafe { std::env::set_var("CANDLE_NUM_THREADS", n.to_string()) };
+        unsafe {
+            std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        }
     }
     let result = match cli.command {
         Command::Eval(args) => cmd::eval::run(args),

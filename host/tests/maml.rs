@@ -11,7 +11,8 @@ use candle_nn::{VarBuilder, VarMap};
 use fewshot_host::nn::encoder::EncoderConfig;
 use fewshot_host::nn::init::seeded_init;
 use fewshot_host::nn::maml::{
-    adapt, class_major_labels, forward, parameter_names, parameters, support_gradients,
+    adapt, class_major_labels, first_order_task, forward, parameter_names, parameters,
+    support_gradients, MamlConfig,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -158,15 +159,39 @@ fn meta_gradients_match_central_differences() {
                 .unwrap()
                 .backward()
                 .unwrap();
+        // And by the trainer's first-order path (the hand-written backward
+        // pass, no autograd graph).
+        let config = MamlConfig {
+            order: 1,
+            inner_steps: steps,
+            inner_steps_test: steps,
+            inner_lr: 0.4,
+            meta_batch: 1,
+        };
+        let (by_hand, _, _) = first_order_task(
+            &params,
+            &task.support,
+            &task.ys,
+            &task.query,
+            &task.yq,
+            &config,
+            steps,
+            None,
+        )
+        .unwrap();
         let (mut worst, mut dropped, mut norm) = (0.0f64, 0.0f64, 0.0f64);
         for (k, var) in vars.iter().enumerate() {
             let so = flat(second.get(var.as_tensor()).unwrap());
             let fo = flat(first.get(var.as_tensor()).unwrap());
             let fo_ref = flat(at_adapted.get(adapted[k].as_tensor()).unwrap());
-            for (a, b) in fo.iter().zip(&fo_ref) {
+            for ((a, b), c) in fo.iter().zip(&fo_ref).zip(flat(&by_hand[k])) {
                 assert!(
                     (a - b).abs() < 1e-10 * (1.0 + b.abs()),
                     "first order at {k}: {a} vs {b}"
+                );
+                assert!(
+                    (c - b).abs() < 1e-10 * (1.0 + b.abs()),
+                    "first order by hand at {k}: {c} vs {b}"
                 );
             }
             let base = flat(var.as_tensor());
@@ -243,7 +268,6 @@ fn inner_steps_raise_support_accuracy() {
 fn a_short_meta_training_run_improves_validation() {
     use fewshot_core::Recipe;
     use fewshot_host::episode::EpisodeShape;
-    use fewshot_host::nn::maml::MamlConfig;
     use fewshot_host::train::{read_metrics, train_maml, RunFiles, StopAt, TrainConfig};
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

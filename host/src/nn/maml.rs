@@ -5,13 +5,14 @@
 //! a list of tensors, so the inner loop can replace them by fast weights
 //! `θ' = θ − α ∇θ L_support(θ)` and the outer loop can differentiate the
 //! query loss at `θ'` with respect to `θ`. Activations are kept channel
-//! first, `(C, N, H, W)`, so that a convolution is one gather (im2col) and
-//! one matrix product and batch norm works on the rows of its output.
+//! first, `(C, N, H, W)`, so that a convolution is one im2col and one
+//! matrix product and batch norm works on the rows of its output.
 //!
 //! - **The inner gradient** `∇θ L_support` is a hand-written backward pass
 //!   ([`support_gradients`]: the head, pooling and ReLU through constant
 //!   masks, batch norm's input gradient, the convolution's transposed
-//!   product and col2im as an index-add), made of ordinary candle operators.
+//!   product and col2im), made of candle operators and the two custom ops of
+//!   [`super::im2col`], each of which is the other's backward pass.
 //!   Candle's `backward()` is only used once per task, for the meta-gradient,
 //!   and it needs no `CANDLE_GRAD_DO_NOT_DETACH`: the outer pass frees what
 //!   it has used, where differentiable backward passes kept every gradient's
@@ -32,6 +33,9 @@
 //! `(k_way, features)` and `head.bias`.
 
 use candle_core::{Result, Tensor, Var};
+
+use super::im2col::{col2im, im2col};
+use super::relu_pool::{gate, relu_pool, unpool};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
 
@@ -88,65 +92,6 @@ pub fn parameter_shapes(
     shapes
 }
 
-/// Gather indices of a 3×3, padding-1 im2col of `(C, N, H, W)` activations
-/// flattened with one zero appended: row `(c, dy, dx)`, column `(n, y, x)`;
-/// a tap outside the image reads the appended zero. Cached per shape (the
-/// same few shapes every step).
-fn im2col_indices(c: usize, n: usize, h: usize, w: usize) -> Result<Tensor> {
-    use std::collections::HashMap;
-    thread_local! {
-        static CACHE: std::cell::RefCell<HashMap<[usize; 4], Tensor>> =
-            std::cell::RefCell::new(HashMap::new());
-    }
-    if let Some(t) = CACHE.with(|m| m.borrow().get(&[c, n, h, w]).cloned()) {
-        return Ok(t);
-    }
-    let zero = (c * n * h * w) as u32;
-    let mut ids = Vec::with_capacity(c * 9 * n * h * w);
-    for ci in 0..c {
-        for dy in 0..3 {
-            for dx in 0..3 {
-                for ni in 0..n {
-                    for y in 0..h {
-                        for x in 0..w {
-                            let (yy, xx) = ((y + dy).wrapping_sub(1), (x + dx).wrapping_sub(1));
-                            ids.push(if yy < h && xx < w {
-                                (((ci * n + ni) * h + yy) * w + xx) as u32
-                            } else {
-                                zero
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let t = Tensor::from_vec(ids, c * 9 * n * h * w, &candle_core::Device::Cpu)?;
-    CACHE.with(|m| m.borrow_mut().insert([c, n, h, w], t.clone()));
-    Ok(t)
-}
-
-/// The im2col matrix `(C·9, N·H·W)` of `(C, N, H, W)` activations: a gather,
-/// whose backward (an index-add) has a backward itself (a gather), so the
-/// convolution differentiates to any order.
-fn im2col(a: &Tensor) -> Result<Tensor> {
-    let (c, n, h, w) = a.dims4()?;
-    let zero = Tensor::zeros(1, a.dtype(), a.device())?;
-    Tensor::cat(&[&a.flatten_all()?, &zero], 0)?
-        .index_select(&im2col_indices(c, n, h, w)?, 0)?
-        .reshape((c * 9, n * h * w))
-}
-
-/// The inverse of [`im2col`]'s gather: the gradient `(C, N, H, W)` of the
-/// activations from that of their im2col matrix (taps summed).
-fn col2im(dcols: &Tensor, (c, n, h, w): (usize, usize, usize, usize)) -> Result<Tensor> {
-    let len = c * n * h * w;
-    Tensor::zeros(len + 1, dcols.dtype(), dcols.device())?
-        .index_add(&im2col_indices(c, n, h, w)?, &dcols.flatten_all()?, 0)?
-        .narrow(0, 0, len)?
-        .reshape((c, n, h, w))
-}
-
 /// What one block's forward pass keeps for its hand-written backward pass.
 struct BlockTape {
     /// The block's input shape `(C, N, H, W)`.
@@ -158,7 +103,7 @@ struct BlockTape {
     /// `1 / sqrt(var + ε)`, `(C', 1)`.
     inv: Tensor,
     /// Where a gradient passes back through pooling and ReLU (constant 0/1:
-    /// the window's maximum, if ReLU passed it), `(C', N, H/2, 2, W/2, 2)`.
+    /// the window's maximum, if ReLU passed it), `(C', N, 2·(H/2), 2·(W/2))`.
     gate: Tensor,
 }
 
@@ -187,27 +132,10 @@ fn block(
     let y = xhat
         .broadcast_mul(&p[2].reshape((cout, 1))?)?
         .broadcast_add(&p[3].reshape((cout, 1))?)?;
-    let r = y.relu()?;
-    let (h2, w2) = (h / 2, w / 2);
-    let windows = r
-        .reshape((cout, n, h, w))?
-        .narrow(2, 0, 2 * h2)?
-        .narrow(3, 0, 2 * w2)?
-        .contiguous()?
-        .reshape((cout, n, h2, 2, w2, 2))?;
-    let pooled = windows.max(5)?.max(3)?;
+    let y = y.reshape((cout, n, h, w))?;
+    let pooled = relu_pool(&y)?;
     let tape = if tape {
-        let windows = windows.detach();
-        let at = pooled
-            .detach()
-            .reshape((cout, n, h2, 1, w2, 1))?
-            .broadcast_as(windows.shape())?;
-        // ReLU passed where its output is positive; a window's maximum that
-        // is 0 passes nothing back.
-        let gate = windows
-            .eq(&at)?
-            .to_dtype(y.dtype())?
-            .mul(&windows.gt(0.0)?.to_dtype(y.dtype())?)?;
+        let gate = gate(&y.detach(), &pooled.detach())?;
         Some(BlockTape {
             input: (c, n, h, w),
             cols,
@@ -232,18 +160,9 @@ fn block_backward(
     input: bool,
 ) -> Result<([Tensor; 4], Option<Tensor>)> {
     let (c, n, h, w) = tape.input;
-    let (cout, _, h2, w2) = dpooled.dims4()?;
+    let cout = dpooled.dim(0)?;
     let m = (n * h * w) as f64;
-    let mut dr = tape
-        .gate
-        .broadcast_mul(&dpooled.reshape((cout, n, h2, 1, w2, 1))?)?
-        .reshape((cout, n, 2 * h2, 2 * w2))?;
-    if 2 * h2 < h {
-        dr = dr.pad_with_zeros(2, 0, h - 2 * h2)?;
-    }
-    if 2 * w2 < w {
-        dr = dr.pad_with_zeros(3, 0, w - 2 * w2)?;
-    }
+    let dr = unpool(&tape.gate, dpooled, (h, w))?;
     let dy = dr.reshape((cout, n * h * w))?;
     let dgamma = dy.mul(&tape.xhat)?.sum_keepdim(1)?;
     let dbeta = dy.sum_keepdim(1)?;
@@ -337,6 +256,16 @@ pub fn support_gradients(
     labels: &Tensor,
     stats: Option<&mut Vec<(Tensor, Tensor, f64)>>,
 ) -> Result<Vec<Tensor>> {
+    Ok(loss_gradients(params, x, labels, stats)?.0)
+}
+
+/// [`support_gradients`], and the logits they are the gradients at.
+fn loss_gradients(
+    params: &[Tensor],
+    x: &Tensor,
+    labels: &Tensor,
+    stats: Option<&mut Vec<(Tensor, Tensor, f64)>>,
+) -> Result<(Vec<Tensor>, Tensor)> {
     let Pass {
         logits,
         stats: batch,
@@ -381,7 +310,7 @@ pub fn support_gradients(
     grads.reverse();
     grads.push(dhead_w);
     grads.push(dhead_b);
-    Ok(grads)
+    Ok((grads, logits))
 }
 
 /// The inner loop: `steps` SGD steps of rate `lr` on the cross-entropy of
@@ -453,6 +382,69 @@ pub fn task_loss(
     let loss = candle_nn::loss::cross_entropy(&logits, query_labels)?;
     let accuracy = super::method::accuracy(&logits, query_labels)?;
     Ok((loss, accuracy))
+}
+
+/// One task's first-order meta-gradient with respect to `params` — the
+/// query gradient at the adapted weights, whose Jacobian with respect to
+/// `params` first order takes as the identity — by the hand-written backward
+/// pass, with no autograd graph; and the task's query loss and accuracy.
+/// Equal to `backward()` of [`task_loss`] at order 1, at less cost.
+#[allow(clippy::too_many_arguments)]
+pub fn first_order_task(
+    params: &[Tensor],
+    support: &Tensor,
+    support_labels: &Tensor,
+    query: &Tensor,
+    query_labels: &Tensor,
+    config: &MamlConfig,
+    steps: usize,
+    stats: Option<&mut Vec<(Tensor, Tensor, f64)>>,
+) -> Result<(Vec<Tensor>, f64, f64)> {
+    let detached: Vec<Tensor> = params.iter().map(Tensor::detach).collect();
+    let fast = adapt(
+        &detached,
+        support,
+        support_labels,
+        steps,
+        config.inner_lr,
+        false,
+        stats,
+    )?;
+    let (grads, logits) = loss_gradients(&fast, query, query_labels, None)?;
+    let loss = candle_nn::loss::cross_entropy(&logits, query_labels)?;
+    let accuracy = super::method::accuracy(&logits, query_labels)?;
+    Ok((
+        grads,
+        loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?,
+        accuracy,
+    ))
+}
+
+/// One task's meta-gradient with respect to `params` (`None` for a
+/// parameter the loss does not reach) at `config.inner_steps` inner steps,
+/// its query loss and accuracy: first order by [`first_order_task`], second
+/// by `backward()` of [`task_loss`], whose graph is dropped once read.
+#[allow(clippy::too_many_arguments)]
+pub fn task_gradients(
+    params: &[Tensor],
+    support: &Tensor,
+    support_labels: &Tensor,
+    query: &Tensor,
+    query_labels: &Tensor,
+    config: &MamlConfig,
+    stats: Option<&mut Vec<(Tensor, Tensor, f64)>>,
+) -> Result<(Vec<Option<Tensor>>, f64, f64)> {
+    let (ys, yq, steps) = (support_labels, query_labels, config.inner_steps);
+    if config.order == 1 {
+        let (grads, loss, acc) =
+            first_order_task(params, support, ys, query, yq, config, steps, stats)?;
+        return Ok((grads.into_iter().map(Some).collect(), loss, acc));
+    }
+    let (loss, acc) = task_loss(params, support, ys, query, yq, config, steps, stats)?;
+    let value = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    let store = loss.backward()?;
+    let grads = params.iter().map(|p| store.get(p).map(Tensor::detach));
+    Ok((grads.collect(), value, acc))
 }
 
 /// Query logits of one episode at test time: `steps` first-order inner steps

@@ -11,6 +11,7 @@ pub mod depthwise;
 pub mod encoder;
 pub mod finetune;
 pub mod fused;
+pub mod im2col;
 pub mod init;
 mod kernel;
 pub mod maml;
@@ -19,6 +20,9 @@ pub mod method;
 pub mod mobile;
 pub mod ops;
 pub mod pool;
+pub mod relu_pool;
 pub mod siamese;
+#[cfg(test)]
+mod testing;
 
 pub use candle_core::{DType, Device, Result, Tensor};

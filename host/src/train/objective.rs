@@ -315,30 +315,28 @@ impl Objective for Maml {
             let support = (batches.gather)(&episode.support, rng)?;
             let query = (batches.gather)(&episode.query, rng)?;
             let mut stats = Vec::new();
-            let (loss, acc) = maml::task_loss(
+            let (grads, loss, acc) = maml::task_gradients(
                 &self.params,
                 &support,
                 &ys,
                 &query,
                 &yq,
                 &self.config,
-                self.config.inner_steps,
                 (t == 0).then_some(&mut stats),
             )?;
             if t == 0 {
                 maml::update_running(&self.running, &stats)?;
             }
-            loss_sum += f64::from(loss.to_scalar::<f32>()?);
+            loss_sum += loss;
             acc_sum += acc;
-            let grads = (loss / tasks as f64)?.backward()?;
-            for p in &self.params {
-                if let Some(g) = grads.get(p) {
-                    let added = match total.get(p) {
-                        Some(s) => (s + g.detach())?,
-                        None => g.detach(),
-                    };
-                    total.insert(p, added);
-                }
+            for (p, g) in self.params.iter().zip(grads) {
+                let Some(g) = g else { continue };
+                let g = (g / tasks as f64)?;
+                let added = match total.get(p) {
+                    Some(s) => (s + g)?,
+                    None => g,
+                };
+                total.insert(p, added);
             }
         }
         if tasks == 0 {
