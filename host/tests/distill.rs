@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use fewshot_host::augment::{hflip, Shape};
 use fewshot_host::data::{ClassSet, Layout, Tensors};
-use fewshot_host::distill::views::view_recipe;
-use fewshot_host::distill::{teacher_targets, BankTerm, Teacher, TeacherInput};
+use fewshot_host::distill::views::{mixes, view_recipe};
+use fewshot_host::distill::{mixed_targets, teacher_targets, BankTerm, Teacher, TeacherInput};
 use fewshot_host::embed::Embedder;
 use fewshot_host::nn::checkpoint::CandleEmbedder;
 use fewshot_host::nn::encoder::EncoderConfig;
@@ -229,6 +229,7 @@ fn plain_distill(batch: usize, views: usize) -> DistillConfig {
         relation: 0.0,
         augment: None,
         views,
+        mixup: 0,
         bank: None,
         teacher_input: Default::default(),
     }
@@ -381,6 +382,71 @@ fn jittered_views_train_against_the_teachers_target_of_each_view() {
             "view {v}: mean cosine to the plain view {mean_cos:.4}"
         );
     }
+}
+
+#[test]
+fn mixed_views_target_the_teachers_embedding_of_each_blend_and_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("faces");
+    faces(&data, 6);
+    let set = ClassSet::load(&data, Layout::Auto).unwrap();
+    let paths: Vec<PathBuf> = set.classes.iter().flat_map(|c| c.images.clone()).collect();
+    let teacher = Teacher::load(&teacher_path(), None).unwrap();
+    let blends = mixes(paths.len(), 0).unwrap();
+    let cache = tmp.path().join("cache");
+    let targets = mixed_targets(&teacher, &paths, &blends, Some(&cache), false).unwrap();
+    assert_eq!(targets.len(), paths.len());
+
+    // Independently: each blend made here in f64 from the two crops, and the
+    // teacher's embedding of it and of its mirror.
+    let recipe = teacher.recipe();
+    let crops = Tensors::load(&paths, &recipe, false).unwrap();
+    let shape = Shape {
+        channels: recipe.channels,
+        height: recipe.height,
+        width: recipe.width,
+    };
+    let plain = teacher_targets(&teacher, &paths, None, false).unwrap();
+    for (i, m) in blends.iter().enumerate() {
+        let s = f64::from(m.share);
+        let blend: Vec<f32> = crops
+            .row(i)
+            .iter()
+            .zip(crops.row(m.partner))
+            .map(|(&a, &b)| ((1.0 - s) * f64::from(a) + s * f64::from(b)) as f32)
+            .collect();
+        let image = teacher.embed(&blend).unwrap();
+        let mirror = teacher.embed(&hflip(&blend, shape)).unwrap();
+        assert!(cosine(&image, targets.row(i, false)) > 0.99999, "blend {i}");
+        assert!(
+            cosine(&mirror, targets.row(i, true)) > 0.99999,
+            "blend {i}, mirror"
+        );
+        // A blend is neither of its faces.
+        assert!(cosine(plain.row(i, false), targets.row(i, false)) < 0.9999);
+    }
+    // Cached: the same values come back without computing.
+    let again = mixed_targets(&teacher, &paths, &blends, Some(&cache), false).unwrap();
+    assert_eq!(again.data, targets.data);
+
+    // A run with two mixed views records them, and a recipe that does not
+    // align faces is refused by name.
+    let config = short_run(&data, 3, 4, 8, teacher.dim(), 1, 1e-3);
+    let mut distill = plain_distill(8, 1);
+    distill.mixup = 2;
+    let out = tmp.path().join("mixed");
+    train_distill(&config, &distill, &out, false, StopAt::default(), false).unwrap();
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["distill"]["mixup"], 2);
+    let lines = fewshot_host::train::read_metrics(&out.join("metrics.jsonl"));
+    assert!(lines.iter().any(|l| l.loss.is_some_and(f64::is_finite)));
+    let mut unaligned = config.clone();
+    let mut centred = common::aligned_grey(32);
+    centred.crop = fewshot_core::Crop::CenterSquare(0.8);
+    unaligned.recipe = centred.into();
+    let err = refusal(&unaligned, &distill, &tmp.path().join("unaligned"));
+    assert!(err.contains("--mixup") && err.contains("--align"), "{err}");
 }
 
 #[test]

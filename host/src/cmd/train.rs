@@ -103,6 +103,11 @@ pub struct DistillArgs {
     /// teacher's own target for that view (computed once per view and cached). Needs --align.
     #[arg(long, default_value_t = 1)]
     views: usize,
+    /// Mixed views besides them: each blends every aligned training face with another at a
+    /// fixed share of 10-50 % (drawn once per view), the teacher's target being its embedding
+    /// of the blend (computed once per view and cached). 0: none.
+    #[arg(long, default_value_t = 0)]
+    mixup: usize,
     /// The crops the teacher's targets are made from: `own` (its own input, 112×112 RGB for
     /// MobileFaceNet) or `student` (the student's crops resampled to the teacher's input, so
     /// the target depends only on what the student sees).
@@ -595,6 +600,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
                     args.contrast,
                 ),
                 views: args.views,
+                mixup: args.mixup,
                 teacher_input: args.teacher_input,
                 bank: args.bank.map(|weight| fewshot_host::distill::BankTerm {
                     weight,

@@ -23,7 +23,7 @@ use candle_core::{Result, Tensor, D};
 
 use crate::nn::cosface::normalize_rows;
 
-pub use targets::{teacher_targets, Targets};
+pub use targets::{mixed_targets, teacher_targets, Targets};
 pub use teacher::{Teacher, TeacherError, TeacherInput, MOBILEFACENET};
 
 /// The bank term's settings.

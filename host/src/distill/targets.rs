@@ -6,7 +6,8 @@
 //! `<id>` hashes the teacher file and its recipe). It starts with a header
 //! (`FSTEACH1`, the embedding size as `u32`) and holds one record per image:
 //! the key's length (`u32`), the key (the image's size and checksum, as
-//! the face index), then `2 × dim` little-endian `f32` (image, mirror). A
+//! the face index; for a blend of a mixed view, `mix`, the share's bits and
+//! both images' keys), then `2 × dim` little-endian `f32` (image, mirror). A
 //! record cut short by a crash is dropped when the file is next opened.
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use super::teacher::Teacher;
+use super::views::{blend, Mix};
 use crate::augment::{hflip, Shape};
 use crate::data::{faces, preprocess_file};
 use crate::embed::Embedder;
@@ -68,16 +70,87 @@ pub fn teacher_targets(
     cache: Option<&Path>,
     progress: bool,
 ) -> anyhow::Result<Targets> {
+    let keys: Vec<String> = paths
+        .iter()
+        .map(|p| faces::key_of(p))
+        .collect::<Result<_, _>>()?;
+    let recipe = teacher.recipe();
+    targets_of(
+        teacher,
+        &keys,
+        |i| faces::legacy_key_of(&paths[i]),
+        |i| Ok(preprocess_file(&paths[i], &recipe)?),
+        cache,
+        progress,
+    )
+}
+
+/// The teacher's targets for a mixed view of `paths`: image `i`'s is its
+/// embedding of the blend of its crops of `paths[i]` and of
+/// `paths[mixes[i].partner]` (and of the blend's mirror), cached as
+/// [`teacher_targets`] under a key naming both images and the share.
+pub fn mixed_targets(
+    teacher: &Teacher,
+    paths: &[PathBuf],
+    mixes: &[Mix],
+    cache: Option<&Path>,
+    progress: bool,
+) -> anyhow::Result<Targets> {
+    if mixes.len() != paths.len() || mixes.iter().any(|m| m.partner >= paths.len()) {
+        anyhow::bail!(
+            "internal: {} blends for {} images",
+            mixes.len(),
+            paths.len()
+        );
+    }
+    let own: Vec<String> = paths
+        .iter()
+        .map(|p| faces::key_of(p))
+        .collect::<Result<_, _>>()?;
+    let keys: Vec<String> = mixes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            format!(
+                "mix {:08x} {} {}",
+                m.share.to_bits(),
+                own[i],
+                own[m.partner]
+            )
+        })
+        .collect();
+    let recipe = teacher.recipe();
+    targets_of(
+        teacher,
+        &keys,
+        |_| None,
+        |i| {
+            let a = preprocess_file(&paths[i], &recipe)?;
+            let b = preprocess_file(&paths[mixes[i].partner], &recipe)?;
+            Ok(blend(&a, &b, mixes[i].share))
+        },
+        cache,
+        progress,
+    )
+}
+
+/// The targets of the items named by `keys`, item `i`'s crop made by
+/// `crop(i)`: cached ones read, missing ones computed and appended.
+/// `legacy(i)` is an older key item `i` may be stored under.
+fn targets_of(
+    teacher: &Teacher,
+    keys: &[String],
+    legacy: impl Fn(usize) -> Option<String>,
+    crop: impl Fn(usize) -> anyhow::Result<Vec<f32>> + Sync,
+    cache: Option<&Path>,
+    progress: bool,
+) -> anyhow::Result<Targets> {
     let dim = teacher.dim();
     let file = cache.map(|d| d.join(format!("teacher-{:016x}.bin", teacher.id())));
     let (mut known, complete) = match &file {
         Some(f) => read_cache(f, dim)?,
         None => (HashMap::new(), 0),
     };
-    let keys: Vec<String> = paths
-        .iter()
-        .map(|p| faces::key_of(p))
-        .collect::<Result<_, _>>()?;
     // Records under the cache's old keys count, and are stored again under
     // the content keys.
     let mut rekeyed = Vec::new();
@@ -85,13 +158,13 @@ pub fn teacher_targets(
         if known.contains_key(key) {
             continue;
         }
-        let old = faces::legacy_key_of(&paths[i]).and_then(|old| known.get(&old).cloned());
+        let old = legacy(i).and_then(|old| known.get(&old).cloned());
         if let Some(row) = old {
             known.insert(key.clone(), row);
             rekeyed.push(i);
         }
     }
-    let missing: Vec<usize> = (0..paths.len())
+    let missing: Vec<usize> = (0..keys.len())
         .filter(|&i| !known.contains_key(&keys[i]))
         .collect();
     let mut writer = match &file {
@@ -131,7 +204,7 @@ pub fn teacher_targets(
             let crops: Vec<Vec<f32>> = chunk
                 .par_iter()
                 .map(|&i| {
-                    let crop = preprocess_file(&paths[i], &recipe)?;
+                    let crop = crop(i)?;
                     let mirror = hflip(&crop, shape);
                     Ok([crop, mirror].concat())
                 })
@@ -159,8 +232,8 @@ pub fn teacher_targets(
         }
         bar.finish_and_clear();
     }
-    let mut data = Vec::with_capacity(paths.len() * 2 * dim);
-    for key in &keys {
+    let mut data = Vec::with_capacity(keys.len() * 2 * dim);
+    for key in keys {
         data.extend_from_slice(&known[key]);
     }
     Ok(Targets { dim, data })

@@ -4,6 +4,12 @@
 //! same transform of the same template (both normalised to the crop), so the
 //! teacher's target stays exact for every view; each view's targets are
 //! cached apart (the recipe is part of the teacher cache's name).
+//!
+//! A mixed view blends each aligned face with another training image's
+//! ([`Mix`]): the student sees the blend of its two crops, the teacher's
+//! target is its embedding of the blend of its own two crops (both are
+//! aligned to the same template, and preprocessing is affine per pixel, so
+//! the two blends show the same picture).
 
 use fewshot_core::{Crop, FaceTemplate, Recipe};
 use rand::{RngExt, SeedableRng};
@@ -84,9 +90,74 @@ pub fn view_recipe(recipe: &Recipe, view: usize) -> Result<Recipe, String> {
     }
 }
 
+/// The smallest share of the partner in a mixed view.
+pub const MIN_SHARE: f32 = 0.1;
+/// The largest share of the partner in a mixed view (above one half the
+/// partner would be the main face, which another image's mix covers).
+pub const MAX_SHARE: f32 = 0.5;
+
+/// Image `i`'s blend in a mixed view: `(1 − share)·i + share·partner`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mix {
+    /// The other image's index.
+    pub partner: usize,
+    /// Its weight in the blend, in `[MIN_SHARE, MAX_SHARE]`.
+    pub share: f32,
+}
+
+/// Mixed view `m`'s blends of `n` images (`n ≥ 2`): each image's partner is
+/// another image drawn uniformly, its share uniformly in
+/// `[MIN_SHARE, MAX_SHARE]`, by a generator seeded with `m` (the same blends
+/// in every run).
+pub fn mixes(n: usize, m: usize) -> Result<Vec<Mix>, String> {
+    if n < 2 {
+        return Err(format!(
+            "mixed views blend two training images: {n} is too few"
+        ));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(0x4d49_5855 ^ m as u64);
+    Ok((0..n)
+        .map(|i| {
+            // Uniform over the other n − 1 images.
+            let p = rng.random_range(0..n - 1);
+            Mix {
+                partner: if p >= i { p + 1 } else { p },
+                share: rng.random_range(MIN_SHARE..=MAX_SHARE),
+            }
+        })
+        .collect())
+}
+
+/// `(1 − share)·a + share·b`, value by value.
+pub fn blend(a: &[f32], b: &[f32], share: f32) -> Vec<f32> {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (1.0 - share) * x + share * y)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mixes_pair_each_image_with_another_at_a_share_in_range() {
+        let n = 50;
+        let a = mixes(n, 1).expect("50 images");
+        assert_eq!(a, mixes(n, 1).expect("again"), "drawn the same each time");
+        assert_ne!(a, mixes(n, 2).expect("view 2"));
+        for (i, m) in a.iter().enumerate() {
+            assert!(m.partner < n && m.partner != i, "image {i}: {m:?}");
+            assert!((MIN_SHARE..=MAX_SHARE).contains(&m.share));
+        }
+        // Partners spread over the images (not one fixed offset).
+        let distinct: std::collections::HashSet<usize> = a.iter().map(|m| m.partner).collect();
+        assert!(distinct.len() > n / 3, "{} partners", distinct.len());
+        assert_eq!(mixes(2, 0).expect("two")[0].partner, 1);
+        assert!(mixes(1, 0).is_err());
+        // Hand-computed blend.
+        assert_eq!(blend(&[1.0, -2.0], &[3.0, 2.0], 0.25), vec![1.5, -1.0]);
+    }
 
     fn dist(a: [f32; 2], b: [f32; 2]) -> f64 {
         (f64::from(a[0] - b[0]).powi(2) + f64::from(a[1] - b[1]).powi(2)).sqrt()

@@ -148,6 +148,11 @@ pub struct DistillConfig {
     /// ([`crate::distill::views`]).
     #[serde(default = "one_view", skip_serializing_if = "is_one_view")]
     pub views: usize,
+    /// Mixed views besides them: each blends every training image with
+    /// another at a fixed share ([`crate::distill::views::mixes`]), the
+    /// teacher's target being its embedding of the blend.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mixup: usize,
     /// The term on each image's similarities to the teacher's embeddings of
     /// all training images ([`crate::distill::bank_loss`]), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,6 +165,10 @@ pub struct DistillConfig {
 
 fn is_own_input(input: &crate::distill::TeacherInput) -> bool {
     *input == crate::distill::TeacherInput::Own
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn one_view() -> usize {

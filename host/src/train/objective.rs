@@ -435,9 +435,43 @@ struct Distill {
 
 /// One view of the training images and the teacher's targets for it.
 struct View {
-    /// The images in bank id order (`None`: the bank's own, view 0).
-    images: Option<Vec<f32>>,
+    images: ViewImages,
     targets: crate::distill::Targets,
+}
+
+/// What the student sees of a view.
+enum ViewImages {
+    /// The bank's own images (view 0).
+    Bank,
+    /// Jittered crops, in bank id order.
+    Own(Vec<f32>),
+    /// Blends of the bank's images, in bank id order.
+    Mixed(Vec<crate::distill::views::Mix>),
+}
+
+impl ViewImages {
+    /// What the student sees of image `id` (`per` values), the bank's
+    /// images being `bank(i)`.
+    fn image<'a>(
+        &'a self,
+        id: usize,
+        per: usize,
+        bank: impl Fn(usize) -> &'a [f32],
+    ) -> std::borrow::Cow<'a, [f32]> {
+        use std::borrow::Cow;
+        match self {
+            ViewImages::Bank => Cow::Borrowed(bank(id)),
+            ViewImages::Own(images) => Cow::Borrowed(&images[id * per..(id + 1) * per]),
+            ViewImages::Mixed(mixes) => {
+                let m = mixes[id];
+                Cow::Owned(crate::distill::views::blend(
+                    bank(id),
+                    bank(m.partner),
+                    m.share,
+                ))
+            }
+        }
+    }
 }
 
 impl Objective for Distill {
@@ -469,10 +503,8 @@ impl Objective for Distill {
                 1 => &self.views[0],
                 n => &self.views[rng.random_range(0..n)],
             };
-            let image = match &view.images {
-                Some(images) => &images[id * per..(id + 1) * per],
-                None => batches.bank.row(id),
-            };
+            let image = view.images.image(id, per, |i| batches.bank.row(i));
+            let image = &image[..];
             match &self.augment {
                 Some(a) => data.extend(a.apply_with_flip(rng, image, shape, mirror)),
                 None if mirror => data.extend(crate::augment::hflip(image, shape)),
@@ -542,11 +574,34 @@ fn distill_views(
             }
         };
         let images = match v {
-            0 => None,
-            _ => Some(Tensors::load(&paths, &student, progress)?.data),
+            0 => ViewImages::Bank,
+            _ => ViewImages::Own(Tensors::load(&paths, &student, progress)?.data),
         };
         let targets = crate::distill::teacher_targets(teacher, &paths, cache.as_deref(), progress)?;
         views.push(View { images, targets });
+    }
+    // Mixed views blend the plain crops: the teacher of view 0 makes their targets.
+    if distill.mixup > 0 && !matches!(tensors.recipe.crop, fewshot_core::Crop::Aligned(_)) {
+        bail!("--mixup blends aligned faces, whose two crops show one picture: it needs --align");
+    }
+    let plain_teacher = match distill.teacher_input {
+        TeacherInput::Own => plain,
+        TeacherInput::Student => plain.at_input(&tensors.recipe)?,
+    };
+    for m in 0..distill.mixup {
+        let mixes = crate::distill::views::mixes(paths.len(), m)
+            .map_err(|e| anyhow::anyhow!("--mixup: {e}"))?;
+        let targets = crate::distill::mixed_targets(
+            &plain_teacher,
+            &paths,
+            &mixes,
+            cache.as_deref(),
+            progress,
+        )?;
+        views.push(View {
+            images: ViewImages::Mixed(mixes),
+            targets,
+        });
     }
     Ok(views)
 }
@@ -726,4 +781,36 @@ pub(super) fn objective(
         }
         (Some(_), Some(_)) => bail!("internal: a run has one objective"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::distill::views::Mix;
+
+    #[test]
+    fn a_views_image_is_the_banks_its_own_or_the_blend_of_two_bank_images() {
+        let bank = [vec![1.0f32, 2.0], vec![3.0, -2.0], vec![0.0, 4.0]];
+        let row = |i: usize| &bank[i][..];
+        assert_eq!(&*ViewImages::Bank.image(1, 2, row), &[3.0, -2.0]);
+        let own = ViewImages::Own(vec![9.0, 8.0, 7.0, 6.0, 5.0, 4.0]);
+        assert_eq!(&*own.image(2, 2, row), &[5.0, 4.0]);
+        let mixed = ViewImages::Mixed(vec![
+            Mix {
+                partner: 2,
+                share: 0.25,
+            },
+            Mix {
+                partner: 0,
+                share: 0.5,
+            },
+            Mix {
+                partner: 1,
+                share: 0.1,
+            },
+        ]);
+        // Image 1 blended half and half with image 0; image 0 a quarter image 2.
+        assert_eq!(&*mixed.image(1, 2, row), &[2.0, 0.0]);
+        assert_eq!(&*mixed.image(0, 2, row), &[0.75, 2.5]);
+    }
 }
