@@ -33,11 +33,11 @@
 //! `(k_way, features)` and `head.bias`.
 
 use candle_core::{Result, Tensor, Var};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
 
 use super::im2col::{col2im, im2col};
 use super::relu_pool::{gate, relu_pool, unpool};
-use candle_nn::VarMap;
-use serde::{Deserialize, Serialize};
 
 /// Batch-norm epsilon (as the encoders').
 const BN_EPS: f64 = 1e-5;
