@@ -141,6 +141,18 @@ fn bad_input_gives_clear_errors() {
     );
     let (ok, _, err) = fewshot(&["eval", "--distance", "manhattan"]);
     assert!(!ok && err.contains("manhattan"), "{err}");
+    // The test-time inner loop's flags are for MAML checkpoints.
+    let protonet = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../models/omniglot-protonet-small1.safetensors"
+    );
+    let (ok, _, err) = fewshot(&["eval", "--model", protonet, "--inner-steps-test", "5"]);
+    assert!(!ok && err.contains("MAML checkpoints"), "{err}");
+    let (ok, _, err) = fewshot(&["eval-runs", "--inner-lr", "0"]);
+    assert!(
+        !ok && err.contains("got \"0\"") && err.contains("positive"),
+        "{err}"
+    );
     let (ok, _, err) = fewshot(&["eval-runs", "--model", "missing.safetensors"]);
     assert!(!ok && err.contains("missing.safetensors"), "{err}");
     let tmp = tempfile::tempdir().unwrap();

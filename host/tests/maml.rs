@@ -12,7 +12,7 @@ use fewshot_host::nn::encoder::EncoderConfig;
 use fewshot_host::nn::init::seeded_init;
 use fewshot_host::nn::maml::{
     adapt, class_major_labels, first_order_task, forward, parameter_names, parameters,
-    support_gradients, MamlConfig,
+    support_gradients, MamlConfig, HEAD,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -167,6 +167,7 @@ fn meta_gradients_match_central_differences() {
             inner_steps_test: steps,
             inner_lr: 0.4,
             meta_batch: 1,
+            zero_head: false,
         };
         let (by_hand, _, _) = first_order_task(
             &params,
@@ -305,6 +306,7 @@ fn a_short_meta_training_run_improves_validation() {
         inner_steps_test: 5,
         inner_lr: 0.4,
         meta_batch: 2,
+        zero_head: false,
     };
     // The same initialisation and validation episodes after one meta-step
     // and after forty.
@@ -342,9 +344,11 @@ fn a_short_meta_training_run_improves_validation() {
         "batch norm's running statistics were updated: {running:?}"
     );
 
+    // Second order, with the zero head: it stays zero through meta-steps.
     let second = MamlConfig {
         order: 2,
         inner_steps: 1,
+        zero_head: true,
         ..maml
     };
     let out2 = tmp.path().join("second");
@@ -358,4 +362,128 @@ fn a_short_meta_training_run_improves_validation() {
     )
     .unwrap();
     assert_eq!(state.episode, 2);
+    let files = RunFiles { dir: out2 };
+    let weights = candle_core::safetensors::load(files.last(), &Device::Cpu).unwrap();
+    for name in ["head.weight", "head.bias"] {
+        let v: Vec<f32> = weights[name].flatten_all().unwrap().to_vec1().unwrap();
+        assert!(v.iter().all(|&x| x == 0.0), "{name} left zero: {v:?}");
+    }
+    let model = fewshot_host::nn::checkpoint::load_maml(&files.last())
+        .unwrap()
+        .expect("a MAML checkpoint");
+    assert!(model.config.zero_head, "the run records its zero head");
+    // A zero head serves any number of ways; a learned one only its own.
+    let wide = model.for_ways(7).unwrap().expect("a 7-way zero head");
+    assert_eq!(
+        wide.params[HEAD].dims(),
+        &[7, model.params[HEAD].dim(1).unwrap()]
+    );
+    assert_eq!(wide.params[HEAD + 1].dims(), &[7]);
+    let learned = fewshot_host::nn::checkpoint::load_maml(
+        &RunFiles {
+            dir: tmp.path().join("forty"),
+        }
+        .best(),
+    )
+    .unwrap()
+    .expect("a MAML checkpoint");
+    assert!(learned.for_ways(7).unwrap().is_none());
+    assert_eq!(learned.for_ways(5).unwrap().map(|m| m.k_way), Some(5));
+    // `fewshot eval` 7-way on the zero head: with `--inner-steps-test 0`
+    // every logit is zero and every query goes to the first class, so the
+    // accuracy is exactly 1/7; the override is named in the classifier.
+    let tagalog = common::data_dir().join("omniglot/images_background_small2/Tagalog");
+    let eval = |steps: &str| -> serde_json::Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fewshot"))
+            .args([
+                "eval",
+                "--json",
+                "--k-way",
+                "7",
+                "--q-queries",
+                "3",
+                "--episodes",
+                "10",
+            ])
+            .args(["--inner-steps-test", steps, "--model"])
+            .arg(files.last())
+            .arg("--data")
+            .arg(&tagalog)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let none = eval("0");
+    let chance = none["accuracy"].as_f64().unwrap();
+    assert!((chance - 1.0 / 7.0).abs() < 1e-12, "{none}");
+    assert!(
+        none["classifier"]
+            .as_str()
+            .unwrap()
+            .contains("0 inner steps"),
+        "{none}"
+    );
+    let one = eval("1");
+    assert!(
+        one["classifier"]
+            .as_str()
+            .unwrap()
+            .contains("1 inner steps"),
+        "{one}"
+    );
+    assert!(
+        (one["accuracy"].as_f64().unwrap() - 1.0 / 7.0).abs() > 1e-3,
+        "{one}"
+    );
+}
+
+/// From the zero head one inner step makes class `c`'s row `α/N · (p_c −
+/// p̄)` (its prototype of support features less the mean prototype) and
+/// leaves the bias zero: computed in f64 from the features themselves.
+#[test]
+fn one_step_from_the_zero_head_gives_centred_prototypes() {
+    let (k_way, n_shot, lr) = (3, 2, 0.4);
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let support = images(&mut rng, k_way * n_shot);
+    let ys = class_major_labels(k_way, n_shot, &Device::Cpu).unwrap();
+    let (varmap, _) = network_of(2, SIDE, k_way);
+    let mut params = parameters(&varmap).unwrap();
+    // The features themselves: the same encoder under an identity head.
+    let dim = params[HEAD].dim(1).unwrap();
+    let mut probe = params.clone();
+    probe[HEAD] = Tensor::eye(dim, DType::F64, &Device::Cpu).unwrap();
+    probe[HEAD + 1] = Tensor::zeros(dim, DType::F64, &Device::Cpu).unwrap();
+    let features: Vec<Vec<f64>> = forward(&probe, &support, None).unwrap().to_vec2().unwrap();
+    params[HEAD] = params[HEAD].zeros_like().unwrap();
+    params[HEAD + 1] = params[HEAD + 1].zeros_like().unwrap();
+    let fast = adapt(&params, &support, &ys, 1, lr, true, None).unwrap();
+    let row = |c: usize| -> Vec<f64> {
+        (0..dim)
+            .map(|j| {
+                (0..n_shot)
+                    .map(|s| features[c * n_shot + s][j])
+                    .sum::<f64>()
+                    / n_shot as f64
+            })
+            .collect()
+    };
+    let mean: Vec<f64> = (0..dim)
+        .map(|j| (0..k_way).map(|c| row(c)[j]).sum::<f64>() / k_way as f64)
+        .collect();
+    let head: Vec<Vec<f64>> = fast[HEAD].to_vec2().unwrap();
+    for (c, got) in head.iter().enumerate() {
+        let p = row(c);
+        for j in 0..dim {
+            let want = lr / k_way as f64 * (p[j] - mean[j]);
+            assert!(
+                (got[j] - want).abs() < 1e-12 * (1.0 + want.abs()),
+                "row {c}[{j}]: {} against {want}",
+                got[j]
+            );
+        }
+    }
+    let bias: Vec<f64> = fast[HEAD + 1].to_vec1().unwrap();
+    assert!(bias.iter().all(|b| b.abs() < 1e-15), "bias {bias:?}");
 }

@@ -1052,6 +1052,7 @@ fn a_maml_checkpoint_exports_its_encoder_and_agrees_across_runtimes() {
         inner_steps_test: 1,
         inner_lr: 0.4,
         meta_batch: 2,
+        zero_head: false,
     };
     let weights = fewshot_e2e::tiny_checkpoint_by(tmp.path(), 6, 8, 10, Method::Maml(maml));
     let stored = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu).unwrap();

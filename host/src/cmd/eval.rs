@@ -50,6 +50,8 @@ pub struct EvalArgs {
     distance: Option<Distance>,
     #[command(flatten)]
     finetune: super::FineTuneArgs,
+    #[command(flatten)]
+    inner: super::InnerLoopArgs,
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
@@ -113,6 +115,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         args.finetune.finetune()?,
         args.distance.is_some(),
         distance,
+        &args.inner,
     )?;
     let report = match maml {
         Some(m) => {

@@ -24,6 +24,8 @@ pub struct EvalRunsArgs {
     distance: Option<Distance>,
     #[command(flatten)]
     finetune: super::FineTuneArgs,
+    #[command(flatten)]
+    inner: super::InnerLoopArgs,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
@@ -45,6 +47,7 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
         args.finetune.finetune()?,
         args.distance.is_some(),
         distance,
+        &args.inner,
     )?;
     let mut results = Vec::new();
     for run in &set.runs {

@@ -20,6 +20,18 @@ use fewshot_host::data::{self, Tensors};
 use fewshot_host::embed::{Embedder, Embeddings};
 use fewshot_host::nn::finetune::FineTune;
 
+/// A MAML checkpoint's test-time inner loop, other than the run's (`fewshot eval`,
+/// `fewshot eval-runs`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct InnerLoopArgs {
+    /// MAML checkpoints: inner SGD steps on each support set [default: the run's --inner-steps-test]
+    #[arg(long)]
+    pub inner_steps_test: Option<usize>,
+    /// MAML checkpoints: inner learning rate [default: the run's --inner-lr]
+    #[arg(long, value_parser = |s: &str| parse_positive(s).map(f64::from))]
+    pub inner_lr: Option<f64>,
+}
+
 /// `--finetune` and its settings (`fewshot eval`, `fewshot eval-runs`, `fewshot door-eval`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct FineTuneArgs {
@@ -116,9 +128,24 @@ impl Classifier {
         finetune: Option<FineTune>,
         distance_flag: bool,
         distance: Distance,
+        inner: &InnerLoopArgs,
     ) -> anyhow::Result<Classifier> {
         let matching = model.matching_head()?;
-        let maml = model.maml()?;
+        let mut maml = model.maml()?;
+        match &mut maml {
+            Some(m) => {
+                if let Some(steps) = inner.inner_steps_test {
+                    m.config.inner_steps_test = steps;
+                }
+                if let Some(lr) = inner.inner_lr {
+                    m.config.inner_lr = lr;
+                }
+            }
+            None if inner.inner_steps_test.is_some() || inner.inner_lr.is_some() => {
+                anyhow::bail!("--inner-steps-test and --inner-lr are for MAML checkpoints (`fewshot train maml`); --model is not one")
+            }
+            None => {}
+        }
         if (matching.is_some() || maml.is_some()) && (finetune.is_some() || distance_flag) {
             anyhow::bail!("--model is a Matching Network or MAML, which classifies its own way: leave out --distance and the fine-tuning flags");
         }
@@ -140,7 +167,7 @@ impl Classifier {
 /// A MAML network's test-time classifier in words.
 pub fn describe_maml(m: &fewshot_host::nn::maml::MamlModel) -> String {
     format!(
-        "MAML ({} order): {} inner steps at rate {} on the support set, {}-way head",
+        "MAML ({} order): {} inner steps at rate {} on the support set, {}",
         if m.config.order == 2 {
             "second"
         } else {
@@ -148,7 +175,11 @@ pub fn describe_maml(m: &fewshot_host::nn::maml::MamlModel) -> String {
         },
         m.config.inner_steps_test,
         m.config.inner_lr,
-        m.k_way
+        if m.config.zero_head {
+            "zero head (any number of ways)".to_string()
+        } else {
+            format!("{}-way head", m.k_way)
+        }
     )
 }
 

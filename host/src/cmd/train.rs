@@ -191,6 +191,10 @@ pub struct MamlArgs {
     /// Tasks per meta-step.
     #[arg(long, default_value_t = 32)]
     meta_batch: usize,
+    /// Start every task's head at zero and leave it out of meta-learning (the zero trick:
+    /// one inner step makes each class's row its prototype less the mean prototype).
+    #[arg(long)]
+    zero_head: bool,
     /// Do not add 90° rotations as new classes.
     #[arg(long)]
     no_rotations: bool,
@@ -497,6 +501,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
                 inner_steps_test: args.inner_steps_test,
                 inner_lr: args.inner_lr,
                 meta_batch: args.meta_batch,
+                zero_head: args.zero_head,
             };
             let stop = args.common.stop();
             let state = train_maml(

@@ -160,14 +160,14 @@ pub fn evaluate_episodes_maml(
     model: &MamlModel,
     progress: bool,
 ) -> Result<EpisodeReport, EvalError> {
-    if sampler.shape().k_way != model.k_way {
+    let Some(model) = model.for_ways(sampler.shape().k_way)? else {
         return Err(EvalError::Ways(format!(
             "the MAML head is {}-way: evaluate {}-way episodes (--k-way {})",
             model.k_way, model.k_way, model.k_way
         )));
-    }
+    };
     evaluate(sampler, episodes, seed, progress, |episode| {
-        episode_accuracy_maml(images, episode, sampler.shape(), model)
+        episode_accuracy_maml(images, episode, sampler.shape(), &model)
     })
 }
 
@@ -181,12 +181,12 @@ pub fn run_errors_maml(
     labels: &[usize],
     model: &MamlModel,
 ) -> Result<RunResult, EvalError> {
-    if n_training != model.k_way {
+    let Some(model) = model.for_ways(n_training)? else {
         return Err(EvalError::Ways(format!(
-            "run {name} is {n_training}-way, the MAML head {}-way: train with --k-way {n_training}",
+            "run {name} is {n_training}-way, the MAML head {}-way: train with --k-way {n_training} or --zero-head",
             model.k_way
         )));
-    }
+    };
     let support: Vec<usize> = (0..n_training).collect();
     let query: Vec<usize> = (n_training..n_training + labels.len()).collect();
     let logits = model.episode_logits(

@@ -190,7 +190,9 @@ pub fn load_maml(weights: &Path) -> Result<Option<super::maml::MamlModel>, Check
                 .ok_or_else(|| bad(format!("a MAML checkpoint without {n}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let k_way = params[16].dim(0).map_err(|e| bad(e.to_string()))?;
+    let k_way = params[super::maml::HEAD]
+        .dim(0)
+        .map_err(|e| bad(e.to_string()))?;
     Ok(Some(super::maml::MamlModel {
         params,
         config: maml,

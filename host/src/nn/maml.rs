@@ -57,7 +57,16 @@ pub struct MamlConfig {
     pub inner_lr: f64,
     /// Tasks per meta-step (their query losses are averaged).
     pub meta_batch: usize,
+    /// The head starts every task at zero and is not meta-learned (the
+    /// "zero trick" of Kao et al., 2022): one inner step from it makes
+    /// class `c`'s row `α/N · (p_c − p̄)`, its prototype less the mean
+    /// prototype, for any labelling of the classes.
+    #[serde(default)]
+    pub zero_head: bool,
 }
+
+/// Index of `head.weight` in [`parameter_names`] (then `head.bias`).
+pub const HEAD: usize = 16;
 
 /// Names of the meta-parameters, in [`forward`]'s order.
 pub fn parameter_names() -> Vec<String> {
@@ -506,6 +515,26 @@ pub struct MamlModel {
 }
 
 impl MamlModel {
+    /// The network for `k_way`-way episodes: itself at its head's ways; a
+    /// zero head of `k_way` rows for a zero-head network (its head holds no
+    /// learned weights); `None` otherwise.
+    pub fn for_ways(&self, k_way: usize) -> Result<Option<MamlModel>> {
+        if k_way == self.k_way {
+            return Ok(Some(self.clone()));
+        }
+        if !self.config.zero_head || k_way == 0 {
+            return Ok(None);
+        }
+        let mut params = self.params.clone();
+        let (dtype, device) = (params[HEAD].dtype(), params[HEAD].device().clone());
+        params[HEAD] = Tensor::zeros((k_way, params[HEAD].dim(1)?), dtype, &device)?;
+        params[HEAD + 1] = Tensor::zeros(k_way, dtype, &device)?;
+        Ok(Some(MamlModel {
+            params,
+            config: self.config,
+            k_way,
+        }))
+    }
     /// Logits `(queries, k_way)` of one class-major episode of images after
     /// `inner_steps_test` inner steps on its support set.
     pub fn episode_logits(

@@ -334,6 +334,7 @@ fn train(
     };
     let objective = objective(run, teach, distance, vb)?;
     crate::nn::init::seeded_init(&varmap, config.seed)?;
+    objective.initialise()?;
     let restoring = resume && files.state().exists();
     if let (Some(init), false) = (&config.init, restoring) {
         load_encoder(&varmap, init, config)?;

@@ -178,6 +178,11 @@ pub(super) trait Objective {
     fn validate(&self, v: &Validation<'_>) -> anyhow::Result<crate::eval::EpisodeReport> {
         v.by_embeddings(self.encoder(), &EpisodeClassifier::Prototypes(v.distance))
     }
+    /// Fixes what the objective holds fixed, once the variables have their
+    /// seeded initial values (a resumed run's weights load after it).
+    fn initialise(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
     /// The loss value, training accuracy and gradients of step `step`
     /// (0-based), drawing its batch from `batches` with `rng`.
     fn gradients(
@@ -329,8 +334,11 @@ impl Objective for Maml {
             }
             loss_sum += loss;
             acc_sum += acc;
-            for (p, g) in self.params.iter().zip(grads) {
+            for (i, (p, g)) in self.params.iter().zip(grads).enumerate() {
                 let Some(g) = g else { continue };
+                if self.config.zero_head && i >= maml::HEAD {
+                    continue;
+                }
                 let g = (g / tasks as f64)?;
                 let added = match total.get(p) {
                     Some(s) => (s + g)?,
@@ -344,6 +352,16 @@ impl Objective for Maml {
         }
         let grads = total;
         Ok((loss_sum / tasks as f64, acc_sum / tasks as f64, grads))
+    }
+    /// The zero head starts at zero, and stays so: the optimiser never
+    /// sees its gradient.
+    fn initialise(&self) -> anyhow::Result<()> {
+        if self.config.zero_head {
+            for t in &self.params[maml::HEAD..] {
+                Var::from_tensor(t)?.set(&t.zeros_like()?)?;
+            }
+        }
+        Ok(())
     }
     /// By the test-time inner loop on each episode's images.
     fn validate(&self, v: &Validation<'_>) -> anyhow::Result<crate::eval::EpisodeReport> {
