@@ -430,7 +430,7 @@ fn a_short_meta_training_run_improves_validation() {
         one["classifier"]
             .as_str()
             .unwrap()
-            .contains("1 inner steps"),
+            .contains("1 inner step at"),
         "{one}"
     );
     assert!(
@@ -441,7 +441,8 @@ fn a_short_meta_training_run_improves_validation() {
 
 /// From the zero head one inner step makes class `c`'s row `α/N · (p_c −
 /// p̄)` (its prototype of support features less the mean prototype) and
-/// leaves the bias zero: computed in f64 from the features themselves.
+/// leaves the bias and the encoder as they were: computed in f64 from the
+/// features themselves.
 #[test]
 fn one_step_from_the_zero_head_gives_centred_prototypes() {
     let (k_way, n_shot, lr) = (3, 2, 0.4);
@@ -486,4 +487,16 @@ fn one_step_from_the_zero_head_gives_centred_prototypes() {
     }
     let bias: Vec<f64> = fast[HEAD + 1].to_vec1().unwrap();
     assert!(bias.iter().all(|b| b.abs() < 1e-15), "bias {bias:?}");
+    // No gradient reaches the encoder through a zero head: the first step
+    // adapts the head alone.
+    for k in 0..HEAD {
+        let moved = (&fast[k] - &params[k]).unwrap().abs().unwrap();
+        let moved = moved.flatten_all().unwrap().max(0).unwrap();
+        assert_eq!(
+            moved.to_scalar::<f64>().unwrap(),
+            0.0,
+            "{}",
+            parameter_names()[k]
+        );
+    }
 }

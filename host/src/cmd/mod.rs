@@ -167,13 +167,18 @@ impl Classifier {
 /// A MAML network's test-time classifier in words.
 pub fn describe_maml(m: &fewshot_host::nn::maml::MamlModel) -> String {
     format!(
-        "MAML ({} order): {} inner steps at rate {} on the support set, {}",
+        "MAML ({} order): {} inner step{} at rate {} on the support set, {}",
         if m.config.order == 2 {
             "second"
         } else {
             "first"
         },
         m.config.inner_steps_test,
+        if m.config.inner_steps_test == 1 {
+            ""
+        } else {
+            "s"
+        },
         m.config.inner_lr,
         if m.config.zero_head {
             "zero head (any number of ways)".to_string()
