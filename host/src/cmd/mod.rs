@@ -28,7 +28,7 @@ pub struct InnerLoopArgs {
     #[arg(long)]
     pub inner_steps_test: Option<usize>,
     /// MAML checkpoints: inner learning rate [default: the run's --inner-lr]
-    #[arg(long, value_parser = |s: &str| parse_positive(s).map(f64::from))]
+    #[arg(long, value_parser = parse_positive::<f64>)]
     pub inner_lr: Option<f64>,
 }
 
@@ -194,10 +194,11 @@ pub fn parse_distance(s: &str) -> Result<Distance, String> {
         .ok_or_else(|| format!("unknown distance {s:?}: expected l2, cosine or dot"))
 }
 
-/// Parses a positive, finite number (e.g. `--attention-scale`).
-pub fn parse_positive(s: &str) -> Result<f32, String> {
-    match s.parse::<f32>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+/// Parses a positive, finite number (e.g. `--attention-scale`, `--inner-lr`)
+/// at the flag's own precision.
+pub fn parse_positive<T: std::str::FromStr + Into<f64> + Copy>(s: &str) -> Result<T, String> {
+    match s.parse::<T>() {
+        Ok(v) if v.into().is_finite() && v.into() > 0.0 => Ok(v),
         _ => Err(format!("expected a positive number, got {s:?}")),
     }
 }

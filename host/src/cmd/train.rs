@@ -160,7 +160,7 @@ pub struct MatchingArgs {
     /// A factor s on the similarities before the attention's softmax, softmax(s · c)
     /// [default: 1, the paper's]; cosine similarities lie in [−1, 1], so a softmax
     /// over them alone cannot be confident (e.g. --attention-scale 10).
-    #[arg(long, value_parser = super::parse_positive)]
+    #[arg(long, value_parser = super::parse_positive::<f32>)]
     attention_scale: Option<f32>,
     /// Do not add 90° rotations as new classes.
     #[arg(long)]
