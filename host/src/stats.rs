@@ -47,6 +47,38 @@ pub fn mean_ci95(values: &[f64]) -> Option<MeanCi> {
     Some(MeanCi { mean, ci95, n })
 }
 
+/// A proportion `k / n` with its 95% Wilson score interval.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ProportionCi {
+    /// `k / n`.
+    pub rate: f64,
+    /// Lower end of the 95% interval.
+    pub low: f64,
+    /// Upper end of the 95% interval.
+    pub high: f64,
+}
+
+/// `k` of `n` items (errors of Lake's runs, say) with the 95% Wilson score
+/// interval, which stays inside [0, 1] and is honest for small `n` and for
+/// rates near 0 or 1, where `1.96 * sqrt(p (1 - p) / n)` is not. `None` when
+/// `n` is 0 or `k > n`.
+pub fn proportion_ci95(k: usize, n: usize) -> Option<ProportionCi> {
+    if n == 0 || k > n {
+        return None;
+    }
+    const Z: f64 = 1.959_963_984_540_054;
+    let (k, n) = (k as f64, n as f64);
+    let p = k / n;
+    let z2n = Z * Z / n;
+    let centre = (p + z2n / 2.0) / (1.0 + z2n);
+    let half = Z / (1.0 + z2n) * (p * (1.0 - p) / n + z2n / (4.0 * n)).sqrt();
+    Some(ProportionCi {
+        rate: p,
+        low: (centre - half).max(0.0),
+        high: (centre + half).min(1.0),
+    })
+}
+
 /// One point of a ROC curve.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct RocPoint {

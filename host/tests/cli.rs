@@ -45,6 +45,18 @@ fn eval_runs_reports_each_run_and_the_mean() {
                 < 1e-12
         );
     }
+    // The interval is that of all items together: it holds the rate, inside [0, 1].
+    let (errors, items) = (v["errors"].as_u64().unwrap(), v["items"].as_u64().unwrap());
+    assert_eq!(items, 200);
+    let total: u64 = runs.iter().map(|r| r["errors"].as_u64().unwrap()).sum();
+    assert_eq!(errors, total);
+    let ci = v["error_rate_ci95"].as_array().unwrap();
+    let (low, high) = (ci[0].as_f64().unwrap(), ci[1].as_f64().unwrap());
+    let rate = errors as f64 / items as f64;
+    assert!(
+        0.0 <= low && low < rate && rate < high && high <= 1.0,
+        "{low} {rate} {high}"
+    );
     // Pixels are far better than chance (95% error) on 20-way one-shot, and far from solved.
     assert!(mean < 0.9 && mean > 0.3, "{mean}");
 }

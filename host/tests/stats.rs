@@ -2,10 +2,62 @@
 //! quadratic references.
 
 use fewshot_host::stats::{
-    accuracy_at, all_finite, auc, best_threshold, mean_ci95, open_set_roc, tar_at_far,
-    verification_roc, RocPoint,
+    accuracy_at, all_finite, auc, best_threshold, mean_ci95, open_set_roc, proportion_ci95,
+    tar_at_far, verification_roc, RocPoint,
 };
 use proptest::prelude::*;
+
+// ---------------------------------------------------------- proportion_ci95
+
+const Z95: f64 = 1.959_963_984_540_054;
+
+#[test]
+fn proportion_ci95_hand_computed() {
+    // 19 of 200 wrong (the committed ProtoNet on Lake's runs 01-10). The Wilson
+    // interval is the set of p0 with (p - p0)^2 <= z^2 p0 (1 - p0) / n; its ends
+    // are the roots of (1 + z^2/n) p0^2 - (2p + z^2/n) p0 + p^2 = 0, here
+    // 0.0616631027173865 and 0.1436016116481994 (30-digit arithmetic).
+    let c = proportion_ci95(19, 200).expect("19 <= 200");
+    assert!((c.rate - 0.095).abs() < 1e-15);
+    assert!((c.low - 0.061_663_102_717_386_5).abs() < 1e-12, "{}", c.low);
+    assert!(
+        (c.high - 0.143_601_611_648_199_4).abs() < 1e-12,
+        "{}",
+        c.high
+    );
+    // None wrong: the interval starts at 0 and ends at z^2 / (n + z^2).
+    let c = proportion_ci95(0, 20).expect("0 <= 20");
+    assert_eq!(c.low, 0.0);
+    assert!((c.high - Z95 * Z95 / (20.0 + Z95 * Z95)).abs() < 1e-12);
+    let c = proportion_ci95(20, 20).expect("20 <= 20");
+    assert_eq!(c.high, 1.0);
+    assert!((c.low - 20.0 / (20.0 + Z95 * Z95)).abs() < 1e-12);
+}
+
+#[test]
+fn proportion_ci95_refuses_empty_and_impossible() {
+    assert_eq!(proportion_ci95(0, 0), None);
+    assert_eq!(proportion_ci95(3, 2), None);
+}
+
+proptest! {
+    /// Each end is a root of the score test's quadratic (solved here by the
+    /// quadratic formula in f64) and the interval holds the rate.
+    #[test]
+    fn proportion_ci95_ends_solve_the_score_test(n in 1usize..5_000, frac in 0.0f64..=1.0) {
+        let k = ((n as f64) * frac).floor() as usize;
+        let c = proportion_ci95(k, n).expect("k <= n");
+        let (p, nf) = (k as f64 / n as f64, n as f64);
+        let a = 1.0 + Z95 * Z95 / nf;
+        let b = -(2.0 * p + Z95 * Z95 / nf);
+        let cc = p * p;
+        let disc = (b * b - 4.0 * a * cc).max(0.0).sqrt();
+        let (r1, r2) = ((-b - disc) / (2.0 * a), (-b + disc) / (2.0 * a));
+        prop_assert!((c.low - r1.max(0.0)).abs() < 1e-9, "low {} root {}", c.low, r1);
+        prop_assert!((c.high - r2.min(1.0)).abs() < 1e-9, "high {} root {}", c.high, r2);
+        prop_assert!(c.low <= p + 1e-15 && p <= c.high + 1e-15);
+    }
+}
 
 // ---------------------------------------------------------------- mean_ci95
 

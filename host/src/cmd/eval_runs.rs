@@ -83,6 +83,11 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
         });
     }
     let error_rate = results.iter().map(|r| r.error_rate).sum::<f64>() / results.len() as f64;
+    let errors: usize = results.iter().map(|r| r.errors).sum();
+    let items: usize = results.iter().map(|r| r.items).sum();
+    // Every item counts once: the interval of all the runs' items together.
+    let ci = fewshot_host::stats::proportion_ci95(errors, items)
+        .ok_or_else(|| anyhow::anyhow!("{}: the runs hold no test items", root.display()))?;
     if args.json {
         super::print_json(&json!({
             "command": "eval-runs",
@@ -92,6 +97,9 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
             "classifier": classifier_name,
             "finetune": finetune,
             "error_rate": error_rate,
+            "errors": errors,
+            "items": items,
+            "error_rate_ci95": [ci.low, ci.high],
             "runs": results,
         }))?;
     } else {
@@ -111,9 +119,11 @@ pub fn run(args: EvalRunsArgs) -> anyhow::Result<()> {
             );
         }
         println!(
-            "error rate over {} runs: {:.2}%",
+            "error rate over {} runs: {:.2}% ({errors} of {items} items; 95% interval {:.1}-{:.1}%, Wilson)",
             results.len(),
-            100.0 * error_rate
+            100.0 * error_rate,
+            100.0 * ci.low,
+            100.0 * ci.high
         );
     }
     Ok(())
