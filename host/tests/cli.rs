@@ -44,6 +44,15 @@ fn eval_runs_reports_each_run_and_the_mean() {
             (r["error_rate"].as_f64().unwrap() - r["errors"].as_f64().unwrap() / 20.0).abs()
                 < 1e-12
         );
+        // The wrong items are named, once each, in order, within the run's 20.
+        let wrong: Vec<u64> = r["wrong"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_u64().unwrap())
+            .collect();
+        assert_eq!(wrong.len() as u64, r["errors"].as_u64().unwrap());
+        assert!(wrong.windows(2).all(|w| w[0] < w[1]) && wrong.iter().all(|&w| w < 20));
     }
     // The interval is that of all items together: it holds the rate, inside [0, 1].
     let (errors, items) = (v["errors"].as_u64().unwrap(), v["items"].as_u64().unwrap());

@@ -37,5 +37,6 @@ fn run_errors_by_hand() {
     };
     let r = run_errors("run01", &emb, 3, &[0, 2, 2], Distance::L2).unwrap();
     assert_eq!((r.errors, r.items), (1, 3));
+    assert_eq!(r.wrong, vec![1]);
     assert!((r.error_rate - 1.0 / 3.0).abs() < 1e-12);
 }

@@ -329,6 +329,22 @@ pub struct RunResult {
     pub items: usize,
     /// `errors / items`.
     pub error_rate: f64,
+    /// The wrong items, as 0-based positions in the run's list of test items,
+    /// so that two models can be compared item by item.
+    pub wrong: Vec<usize>,
+}
+
+impl RunResult {
+    /// The result of run `name` whose `items` test items had these `wrong` ones.
+    fn new(name: &str, wrong: Vec<usize>, items: usize) -> RunResult {
+        RunResult {
+            run: name.to_string(),
+            errors: wrong.len(),
+            items,
+            error_rate: wrong.len() as f64 / items.max(1) as f64,
+            wrong,
+        }
+    }
 }
 
 /// Classifies each test item of a run by its nearest training image.
@@ -341,7 +357,7 @@ pub fn run_errors(
     distance: Distance,
 ) -> Result<RunResult, CoreError> {
     let training: Vec<&[f32]> = (0..n_training).map(|i| embeddings.row(i)).collect();
-    let mut errors = 0;
+    let mut wrong = Vec::new();
     for (t, &label) in labels.iter().enumerate() {
         let found = nearest(
             embeddings.row(n_training + t),
@@ -349,15 +365,10 @@ pub fn run_errors(
             distance,
         )?;
         if found.index != label {
-            errors += 1;
+            wrong.push(t);
         }
     }
-    Ok(RunResult {
-        run: name.to_string(),
-        errors,
-        items: labels.len(),
-        error_rate: errors as f64 / labels.len().max(1) as f64,
-    })
+    Ok(RunResult::new(name, wrong, labels.len()))
 }
 
 /// [`run_errors`] with a fine-tuned cosine classifier: each training image is
@@ -407,15 +418,12 @@ fn run_result(
     labels: &[usize],
 ) -> Result<RunResult, EvalError> {
     let predicted: Vec<u32> = logits.argmax(1)?.to_vec1()?;
-    let errors = predicted
+    let wrong = predicted
         .iter()
         .zip(labels)
-        .filter(|&(&p, &l)| p as usize != l)
-        .count();
-    Ok(RunResult {
-        run: name.to_string(),
-        errors,
-        items: labels.len(),
-        error_rate: errors as f64 / labels.len().max(1) as f64,
-    })
+        .enumerate()
+        .filter(|&(_, (&p, &l))| p as usize != l)
+        .map(|(t, _)| t)
+        .collect();
+    Ok(RunResult::new(name, wrong, labels.len()))
 }
