@@ -18,7 +18,8 @@ import sys
 def wrong_items(path):
     with open(path) as f:
         report = json.load(f)
-    return report["model"], {(r["run"], w) for r in report["runs"] for w in r["wrong"]}, report["items"]
+    runs = (report["runs_folder"], [(r["run"], r["items"]) for r in report["runs"]])
+    return report["model"], {(r["run"], w) for r in report["runs"] for w in r["wrong"]}, runs
 
 
 def mcnemar_exact(b, c):
@@ -32,11 +33,12 @@ def mcnemar_exact(b, c):
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
-    (name_a, a, items_a), (name_b, b, items_b) = (wrong_items(p) for p in sys.argv[1:])
-    if items_a != items_b:
-        sys.exit(f"the two reports hold {items_a} and {items_b} items: not the same runs")
-    print(f"{name_a}: {len(a)} of {items_a} wrong")
-    print(f"{name_b}: {len(b)} of {items_b} wrong")
+    (name_a, a, runs_a), (name_b, b, runs_b) = (wrong_items(p) for p in sys.argv[1:])
+    if runs_a != runs_b:
+        sys.exit(f"the two reports are of different runs ({runs_a[0]} and {runs_b[0]}, or their items differ)")
+    items = sum(n for _, n in runs_a[1])
+    print(f"{name_a}: {len(a)} of {items} wrong")
+    print(f"{name_b}: {len(b)} of {items} wrong")
     only_a, only_b = len(a - b), len(b - a)
     print(f"both wrong {len(a & b)}; only the first {only_a}; only the second {only_b}; "
           f"McNemar exact two-sided p = {mcnemar_exact(only_a, only_b):.3f}")

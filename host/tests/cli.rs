@@ -279,6 +279,16 @@ fn finetune_zero_steps_is_cosine_prototypes() {
     let runs = json(&["eval-runs", "--distance", "cosine", "--json"]);
     let tuned = json(&["eval-runs", "--finetune", "0", "--json"]);
     assert_eq!(tuned["error_rate"], runs["error_rate"]);
+    // The logits' path names the same wrong items as the nearest-neighbour path.
+    assert_eq!(tuned["runs"].as_array().unwrap().len(), 10);
+    for (t, r) in tuned["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(runs["runs"].as_array().unwrap())
+    {
+        assert_eq!(t["wrong"], r["wrong"], "{}", r["run"]);
+    }
 
     // The door with one enrollment shot: the same scores, so the same figures.
     let roc = tempfile::tempdir().unwrap();
