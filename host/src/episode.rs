@@ -1,7 +1,7 @@
 //! N-way K-shot episodes: class splits and a seeded, reproducible sampler.
 
 use rand::seq::{index, SliceRandom};
-use rand::SeedableRng;
+use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
@@ -61,6 +61,9 @@ pub enum EpisodeError {
     /// A shape with zero ways, shots or queries.
     #[error("episode shape needs k_way >= 1, n_shot >= 1 and q_queries >= 1")]
     EmptyShape,
+    /// A share outside 0..=1, or group labels that do not match the classes.
+    #[error("episodes within one alphabet: {0}")]
+    BadGroups(String),
 }
 
 /// Samples episodes from classes given as lists of image ids.
@@ -71,6 +74,9 @@ pub struct EpisodeSampler {
     classes: Vec<(usize, Vec<usize>)>,
     /// Classes left out for having too few images.
     pub dropped: usize,
+    /// Groups of at least `k_way` eligible classes (positions in `classes`),
+    /// with the share of episodes drawn inside one of them.
+    within: Option<(Vec<Vec<usize>>, f64)>,
 }
 
 impl EpisodeSampler {
@@ -119,7 +125,39 @@ impl EpisodeSampler {
             shape,
             classes: eligible,
             dropped,
+            within: None,
         })
+    }
+
+    /// Draws a `share` of the episodes (0 to 1) with their classes from one
+    /// group, as Lake's one-shot runs take their 20 characters from one
+    /// alphabet: `groups[i]` is the group of input class `i`. The group is
+    /// chosen with probability proportional to its eligible classes; a group
+    /// of fewer than `k_way` gives all of them and the rest come from other
+    /// groups. The other episodes are drawn as before.
+    pub fn within_groups(
+        mut self,
+        groups: &[usize],
+        share: f64,
+    ) -> Result<EpisodeSampler, EpisodeError> {
+        if !(0.0..=1.0).contains(&share) {
+            return Err(EpisodeError::BadGroups(format!(
+                "the share of such episodes must be within 0 to 1, not {share}"
+            )));
+        }
+        let mut by_group: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (position, (class, _)) in self.classes.iter().enumerate() {
+            let group = groups.get(*class).ok_or_else(|| {
+                EpisodeError::BadGroups(format!(
+                    "{} group labels for at least {} classes",
+                    groups.len(),
+                    class + 1
+                ))
+            })?;
+            by_group.entry(*group).or_default().push(position);
+        }
+        self.within = (share > 0.0).then(|| (by_group.into_values().collect(), share));
+        Ok(self)
     }
 
     /// The episode shape.
@@ -138,7 +176,36 @@ impl EpisodeSampler {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         rng.set_stream(index);
         let s = self.shape;
-        let picked = index::sample(&mut rng, self.classes.len(), s.k_way);
+        let picked: Vec<usize> = match &self.within {
+            Some((groups, share)) if rng.random::<f64>() < *share => {
+                let mut at = rng.random_range(0..self.classes.len());
+                let mut group = &groups[0];
+                for g in groups {
+                    if at < g.len() {
+                        group = g;
+                        break;
+                    }
+                    at -= g.len();
+                }
+                let inside = s.k_way.min(group.len());
+                let mut picked: Vec<usize> = index::sample(&mut rng, group.len(), inside)
+                    .into_iter()
+                    .map(|i| group[i])
+                    .collect();
+                if inside < s.k_way {
+                    let others: Vec<usize> = (0..self.classes.len())
+                        .filter(|c| group.binary_search(c).is_err())
+                        .collect();
+                    picked.extend(
+                        index::sample(&mut rng, others.len(), s.k_way - inside)
+                            .into_iter()
+                            .map(|i| others[i]),
+                    );
+                }
+                picked
+            }
+            _ => index::sample(&mut rng, self.classes.len(), s.k_way).into_vec(),
+        };
         let mut episode = Episode {
             classes: Vec::with_capacity(s.k_way),
             support: Vec::with_capacity(s.k_way * s.n_shot),

@@ -234,6 +234,46 @@ fn bad_input_gives_clear_errors() {
         "train", "distill", "--arch", "mobile", "--depths", "1,2,2,2", "--out", out,
     ]);
     assert!(!ok && err.contains("--arch conv4"), "{err}");
+    // --within-alphabet: a share, for the episodic methods, on Omniglot's layout.
+    let (ok, _, err) = fewshot(&[
+        "train",
+        "protonet",
+        "--within-alphabet",
+        "1.5",
+        "--out",
+        out,
+    ]);
+    assert!(!ok && err.contains("share from 0 to 1"), "{err}");
+    let (ok, _, err) = fewshot(&[
+        "train",
+        "siamese",
+        "--loss",
+        "triplet",
+        "--within-alphabet",
+        "0.5",
+        "--out",
+        out,
+    ]);
+    assert!(!ok && err.contains("--within-alphabet"), "{err}");
+    let flat = tmp.path().join("flat-run");
+    let (ok, _, err) = fewshot(&[
+        "train",
+        "matching",
+        "--data",
+        "faces/orl",
+        "--within-alphabet",
+        "0.5",
+        "--out",
+        flat.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && err.contains("alphabet folders") && err.contains("orl"),
+        "{err}"
+    );
+    let (ok, _, err) = fewshot(&["eval", "--data", "faces/orl", "--within-alphabet", "1"]);
+    assert!(!ok && err.contains("alphabet folders"), "{err}");
+    let (ok, _, err) = fewshot(&["eval", "--within-alphabet", "2"]);
+    assert!(!ok && err.contains("share from 0 to 1"), "{err}");
     // --teacher-input: own or student.
     let (ok, _, err) = fewshot(&["train", "distill", "--teacher-input", "mine", "--out", out]);
     assert!(

@@ -19,6 +19,17 @@ fn omniglot_splits_have_the_documented_counts() {
     // Greek (24) and Latin (26) are in both splits.
     assert_eq!(s2.exclude(&s1), 50);
     assert_eq!(s2.classes.len(), 106);
+    // Alphabets: the three left, with 47, 42 and 17 characters, in order.
+    assert!(s2.has_alphabets());
+    let ids = s2.alphabet_ids();
+    let count = |g| ids.iter().filter(|&&i| i == g).count();
+    assert_eq!((count(0), count(1), count(2), count(3)), (47, 42, 17, 0));
+    assert!(s2.classes[..47]
+        .iter()
+        .all(|c| c.name.starts_with("Japanese_(katakana)/")));
+    let orl = ClassSet::load(&data_dir().join("faces/orl"), Layout::Flat).unwrap();
+    assert!(!orl.has_alphabets());
+    assert!(orl.alphabet_ids().iter().all(|&g| g == 0));
 }
 
 #[test]

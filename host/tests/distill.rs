@@ -217,6 +217,7 @@ fn short_run(
         seed,
         init: None,
         extra_train: Vec::new(),
+        within_alphabet: 0.0,
     }
 }
 

@@ -145,3 +145,114 @@ fn class_split_is_a_seeded_partition() {
     assert_eq!(s, ClassSplit::new(100, 0.2, 0.1, 5));
     assert_ne!(s, ClassSplit::new(100, 0.2, 0.1, 6));
 }
+
+/// Groups of classes for `within_groups`: class `i` is in group `labels[i]`.
+fn group_members(labels: &[usize], group: usize) -> HashSet<usize> {
+    (0..labels.len()).filter(|&c| labels[c] == group).collect()
+}
+
+#[test]
+fn within_alphabet_episodes_take_their_classes_from_one_group() {
+    // Groups of 8, 3 and 12 classes; 5-way: the group of 3 gives all three
+    // and two come from elsewhere.
+    let sizes = [8, 3, 12];
+    let labels: Vec<usize> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(g, &n)| std::iter::repeat_n(g, n))
+        .collect();
+    let cls = classes(&vec![6; labels.len()]);
+    let shape = EpisodeShape {
+        k_way: 5,
+        n_shot: 1,
+        q_queries: 1,
+    };
+    let sampler = EpisodeSampler::new(&cls, shape, None, 0)
+        .unwrap()
+        .within_groups(&labels, 1.0)
+        .unwrap();
+    let mut chosen = [0usize; 3];
+    let episodes = 6000;
+    for i in 0..episodes {
+        let e = sampler.episode(7, i);
+        assert_eq!(e.classes.iter().collect::<HashSet<_>>().len(), 5);
+        // The group that gave the episode: the one with the most classes in it.
+        let counts: Vec<usize> = (0..3)
+            .map(|g| e.classes.iter().filter(|&&c| labels[c] == g).count())
+            .collect();
+        let g = (0..3).max_by_key(|&g| counts[g]).unwrap();
+        if counts[g] == 5 {
+            assert_ne!(g, 1, "the group of 3 cannot give 5 classes");
+        } else {
+            assert_eq!(
+                (g, counts[g]),
+                (1, 3),
+                "a short episode is the small group whole: {:?}",
+                e.classes
+            );
+            assert!(group_members(&labels, 1)
+                .iter()
+                .all(|c| e.classes.contains(c)));
+        }
+        chosen[g] += 1;
+    }
+    // Groups are chosen in proportion to their classes: 8, 3, 12 of 23.
+    for g in 0..3 {
+        let expected = episodes as f64 * sizes[g] as f64 / 23.0;
+        let sd = (expected * (1.0 - sizes[g] as f64 / 23.0)).sqrt();
+        assert!(
+            (chosen[g] as f64 - expected).abs() < 5.0 * sd,
+            "group {g}: chosen {} times, expected {expected:.0}",
+            chosen[g]
+        );
+    }
+}
+
+#[test]
+fn within_alphabet_share_mixes_the_two_kinds_and_zero_changes_nothing() {
+    // 10 groups of 10 classes, 10-way: a plain episode is inside one group
+    // with probability 10 · C(10,10) / C(100,10), about 6e-13.
+    let labels: Vec<usize> = (0..100).map(|c| c / 10).collect();
+    let cls = classes(&[4; 100]);
+    let shape = EpisodeShape {
+        k_way: 10,
+        n_shot: 1,
+        q_queries: 1,
+    };
+    let plain = EpisodeSampler::new(&cls, shape, None, 0).unwrap();
+    let none = plain.clone().within_groups(&labels, 0.0).unwrap();
+    let half = plain.clone().within_groups(&labels, 0.5).unwrap();
+    let episodes = 4000;
+    let mut inside = 0;
+    for i in 0..episodes {
+        assert_eq!(
+            none.episode(3, i),
+            plain.episode(3, i),
+            "share 0: as before"
+        );
+        let e = half.episode(3, i);
+        if e.classes.iter().all(|&c| labels[c] == labels[e.classes[0]]) {
+            inside += 1;
+        }
+    }
+    // Binomial(4000, 0.5): sd 31.6.
+    assert!(
+        (inside as f64 - 2000.0).abs() < 160.0,
+        "{inside} of {episodes} episodes inside one group"
+    );
+}
+
+#[test]
+fn within_alphabet_rejects_a_bad_share_and_short_labels() {
+    let cls = classes(&[6; 5]);
+    let sampler = EpisodeSampler::new(&cls, SHAPE, None, 0).unwrap();
+    for share in [-0.1, 1.5, f64::NAN] {
+        let err = sampler.clone().within_groups(&[0; 5], share).unwrap_err();
+        assert!(
+            matches!(err, EpisodeError::BadGroups(_)),
+            "share {share}: {err}"
+        );
+    }
+    let err = sampler.within_groups(&[0, 0, 1], 1.0).unwrap_err();
+    assert!(err.to_string().contains("3 group labels"), "{err}");
+}

@@ -144,6 +144,7 @@ fn tiny_run(
         seed: 3,
         init: None,
         extra_train: Vec::new(),
+        within_alphabet: 0.0,
     };
     let out = dir.join("run");
     let stop = StopAt::default();

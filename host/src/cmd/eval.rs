@@ -41,6 +41,11 @@ pub struct EvalArgs {
     /// Seed of the episode stream.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Share of episodes (0 to 1) whose classes come from one alphabet, as in
+    /// Lake's one-shot runs (1: all; an alphabet of fewer than --k-way
+    /// characters gives them all and the rest come from others)
+    #[arg(long, default_value_t = 0.0, value_parser = super::parse_share)]
+    within_alphabet: f64,
     /// Use at most this many images per class (chosen once by the seed).
     #[arg(long)]
     cap: Option<usize>,
@@ -94,8 +99,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         ids.push((paths.len()..paths.len() + class.images.len()).collect::<Vec<_>>());
         paths.extend(class.images.iter().cloned());
     }
-    let sampler = EpisodeSampler::new(&ids, shape, args.cap, args.seed)
+    if args.within_alphabet > 0.0 && !set.has_alphabets() {
+        anyhow::bail!(
+            "--within-alphabet needs class folders inside alphabet folders; {} holds its classes at its root",
+            root.display()
+        );
+    }
+    let mut sampler = EpisodeSampler::new(&ids, shape, args.cap, args.seed)
         .with_context(|| format!("sampling episodes from {}", root.display()))?;
+    if args.within_alphabet > 0.0 {
+        sampler = sampler.within_groups(&set.alphabet_ids(), args.within_alphabet)?;
+    }
     if sampler.dropped > 0 {
         eprintln!(
             "left out {} of {} classes with fewer than {} images",
@@ -152,13 +166,22 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             "classifier": classifier_name,
             "finetune": finetune,
             "seed": args.seed,
+            "within_alphabet": args.within_alphabet,
             "episodes": s.n,
             "accuracy": s.mean,
             "ci95": s.ci95,
         }))?;
     } else {
+        let within = if args.within_alphabet > 0.0 {
+            format!(
+                " ({:.0}% within one alphabet)",
+                100.0 * args.within_alphabet
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "{}-way {}-shot, {} queries per class, {} episodes on {} classes of {} ({} excluded), {}",
+            "{}-way {}-shot, {} queries per class, {} episodes{within} on {} classes of {} ({} excluded), {}",
             shape.k_way,
             shape.n_shot,
             shape.q_queries,

@@ -124,17 +124,44 @@ pub struct DistillArgs {
     distance: Distance,
 }
 
-/// Arguments of `fewshot train protonet`.
+/// How the episodic methods (protonet, matching, maml) draw their Omniglot episodes.
 #[derive(Debug, Args)]
-pub struct ProtonetArgs {
-    #[command(flatten)]
-    common: CommonArgs,
+pub struct EpisodeArgs {
     /// Do not add 90° rotations as new classes.
     #[arg(long)]
     no_rotations: bool,
     /// Random affine distortions (±15° rotation, ±0.3 shear, ±20 % scale, ±10 % shift).
     #[arg(long)]
     affine: bool,
+    /// Share of training episodes (0 to 1) drawn from one alphabet, as Lake's
+    /// one-shot runs are (Omniglot's layout; each quarter turn of an alphabet
+    /// counts as an alphabet; an alphabet of fewer than --k-way characters
+    /// gives them all and the rest come from others)
+    #[arg(long, default_value_t = 0.0, value_parser = super::parse_share)]
+    within_alphabet: f64,
+}
+
+impl EpisodeArgs {
+    /// The run's settings: `common`'s, with these episodes.
+    fn config(&self, common: &CommonArgs, distance: Distance) -> anyhow::Result<TrainConfig> {
+        let mut config = common.config(
+            !self.no_rotations,
+            self.affine.then_some(AffineRanges::OMNIGLOT),
+            distance,
+            Defaults::Omniglot,
+        )?;
+        config.within_alphabet = self.within_alphabet;
+        Ok(config)
+    }
+}
+
+/// Arguments of `fewshot train protonet`.
+#[derive(Debug, Args)]
+pub struct ProtonetArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    omniglot: EpisodeArgs,
     /// Distance of prototypes and validation.
     #[arg(long, value_parser = super::parse_distance, default_value = "l2")]
     distance: Distance,
@@ -162,12 +189,8 @@ pub struct MatchingArgs {
     /// over them alone cannot be confident (e.g. --attention-scale 10).
     #[arg(long, value_parser = super::parse_positive::<f32>)]
     attention_scale: Option<f32>,
-    /// Do not add 90° rotations as new classes.
-    #[arg(long)]
-    no_rotations: bool,
-    /// Random affine distortions (±15° rotation, ±0.3 shear, ±20 % scale, ±10 % shift).
-    #[arg(long)]
-    affine: bool,
+    #[command(flatten)]
+    omniglot: EpisodeArgs,
 }
 
 /// Arguments of `fewshot train maml`. Defaults suit Omniglot 5-way 1-shot as in the paper
@@ -195,12 +218,8 @@ pub struct MamlArgs {
     /// one inner step makes each class's row its prototype less the mean prototype).
     #[arg(long)]
     zero_head: bool,
-    /// Do not add 90° rotations as new classes.
-    #[arg(long)]
-    no_rotations: bool,
-    /// Random affine distortions (±15° rotation, ±0.3 shear, ±20 % scale, ±10 % shift).
-    #[arg(long)]
-    affine: bool,
+    #[command(flatten)]
+    omniglot: EpisodeArgs,
 }
 
 /// The Siamese objectives on the command line.
@@ -447,12 +466,7 @@ pub struct CommonArgs {
 pub fn run(command: TrainCommand) -> anyhow::Result<()> {
     match command {
         TrainCommand::Protonet(args) => {
-            let config = args.common.config(
-                !args.no_rotations,
-                args.affine.then_some(AffineRanges::OMNIGLOT),
-                args.distance,
-                Defaults::Omniglot,
-            )?;
+            let config = args.omniglot.config(&args.common, args.distance)?;
             let stop = args.common.stop();
             let state = train_protonet(
                 &config,
@@ -464,12 +478,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             report(&args.common, &config, &state)
         }
         TrainCommand::Matching(args) => {
-            let config = args.common.config(
-                !args.no_rotations,
-                args.affine.then_some(AffineRanges::OMNIGLOT),
-                args.similarity,
-                Defaults::Omniglot,
-            )?;
+            let config = args.omniglot.config(&args.common, args.similarity)?;
             let matching = MatchingConfig {
                 fce: args.fce.then_some(FceConfig {
                     lstm_layers: args.lstm_layers,
@@ -489,12 +498,7 @@ pub fn run(command: TrainCommand) -> anyhow::Result<()> {
             report(&args.common, &config, &state)
         }
         TrainCommand::Maml(args) => {
-            let config = args.common.config(
-                !args.no_rotations,
-                args.affine.then_some(AffineRanges::OMNIGLOT),
-                Distance::L2,
-                Defaults::Omniglot,
-            )?;
+            let config = args.omniglot.config(&args.common, Distance::L2)?;
             let maml = MamlConfig {
                 order: args.order,
                 inner_steps: args.inner_steps,
@@ -703,6 +707,7 @@ impl CommonArgs {
                 .as_ref()
                 .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())),
             extra_train: Vec::new(),
+            within_alphabet: 0.0,
         })
     }
 

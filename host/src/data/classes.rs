@@ -84,6 +84,25 @@ impl ClassSet {
         self.classes.iter().map(|c| c.images.len()).sum()
     }
 
+    /// Whether the classes sit in alphabet folders (`Alphabet/character01`).
+    pub fn has_alphabets(&self) -> bool {
+        self.classes.iter().any(|c| c.name.contains('/'))
+    }
+
+    /// Each class's alphabet (all of its name but the last folder) as an id
+    /// from 0, in order of first appearance; classes at the root share one.
+    pub fn alphabet_ids(&self) -> Vec<usize> {
+        let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+        self.classes
+            .iter()
+            .map(|c| {
+                let alphabet = c.name.rsplit_once('/').map_or("", |(a, _)| a);
+                let next = seen.len();
+                *seen.entry(alphabet).or_insert(next)
+            })
+            .collect()
+    }
+
     /// Drops the classes whose name also appears in `other` (for example the
     /// alphabets a model was trained on), returning how many were dropped.
     pub fn exclude(&mut self, other: &ClassSet) -> usize {

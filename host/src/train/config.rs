@@ -60,6 +60,16 @@ pub struct TrainConfig {
     /// `data`'s split makes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_train: Vec<PathBuf>,
+    /// Share of training episodes (0 to 1) whose classes all come from one
+    /// alphabet (the first folder of the class names; with rotations each
+    /// quarter turn of an alphabet is an alphabet): the hard negatives of
+    /// Lake's one-shot runs. Episodic objectives only.
+    #[serde(default, skip_serializing_if = "is_zero_share")]
+    pub within_alphabet: f64,
+}
+
+fn is_zero_share(x: &f64) -> bool {
+    *x == 0.0
 }
 
 impl TrainConfig {

@@ -297,9 +297,20 @@ fn train(
     let mut paths = Vec::new();
     let mut rows = Vec::new();
     let mut train_classes = split.train.clone();
+    if config.within_alphabet > 0.0 && !set.has_alphabets() {
+        anyhow::bail!(
+            "--within-alphabet needs class folders inside alphabet folders (the Omniglot \
+             layout); {} holds its classes at its root",
+            config.data.display()
+        );
+    }
+    // Each class's alphabet; an extra folder's alphabets are its own.
+    let mut groups = set.alphabet_ids();
     let mut extra_names = Vec::new();
     for extra in &config.extra_train {
         let more = ClassSet::load(extra, Layout::Auto)?;
+        let offset = groups.iter().max().map_or(0, |g| g + 1);
+        groups.extend(more.alphabet_ids().into_iter().map(|g| g + offset));
         for class in more.classes {
             train_classes.push(set.classes.len() + extra_names.len());
             extra_names.push(class);
@@ -311,8 +322,21 @@ fn train(
     }
     let tensors = Tensors::load(&paths, &recipe, progress)?;
     let pick = |ids: &[usize]| ids.iter().map(|&c| rows[c].clone()).collect::<Vec<_>>();
-    let train_bank = Bank::build(&tensors, &pick(&train_classes), config.rotations, shape);
-    let val_bank = Bank::build(&tensors, &pick(&split.val), config.rotations, shape);
+    let pick_groups = |ids: &[usize]| ids.iter().map(|&c| groups[c]).collect::<Vec<_>>();
+    let train_bank = Bank::build(
+        &tensors,
+        &pick(&train_classes),
+        &pick_groups(&train_classes),
+        config.rotations,
+        shape,
+    );
+    let val_bank = Bank::build(
+        &tensors,
+        &pick(&split.val),
+        &pick_groups(&split.val),
+        config.rotations,
+        shape,
+    );
     let val_shape = config.val_shape(val_bank.classes.len());
     let val_sampler = if config.val_episodes > 0 && val_bank.classes.len() >= 2 {
         Some(

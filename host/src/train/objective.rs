@@ -1,7 +1,7 @@
 //! What each training method minimises, behind one `Objective` trait, over
 //! the bank of training images.
 
-use super::config::{DistillConfig, RunConfig, SiameseLoss};
+use super::config::{DistillConfig, RunConfig, SiameseLoss, TrainConfig};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -30,12 +30,18 @@ pub(super) struct Bank {
     pub(super) classes: Vec<Vec<usize>>,
     /// The row of the source tensors each image came from.
     pub(super) source: Vec<usize>,
+    /// Each class's group (its alphabet; a rotation makes its own alphabet).
+    pub(super) groups: Vec<usize>,
 }
 
 impl Bank {
+    /// The images of `classes` (rows of `tensors`), each class also in its
+    /// three other quarter turns with `rotations`. `groups[i]` is class `i`'s
+    /// alphabet; a rotated class goes to its alphabet's rotated copy.
     pub(super) fn build(
         tensors: &Tensors,
         classes: &[Vec<usize>],
+        groups: &[usize],
         rotations: bool,
         shape: Shape,
     ) -> Bank {
@@ -44,8 +50,11 @@ impl Bank {
         let mut images = Vec::new();
         let mut out = Vec::new();
         let mut source = Vec::new();
+        let mut rotated_groups = Vec::new();
+        let span = groups.iter().max().map_or(1, |g| g + 1);
         for &turn in turns {
-            for rows in classes {
+            for (c, rows) in classes.iter().enumerate() {
+                rotated_groups.push(usize::from(turn) * span + groups.get(c).copied().unwrap_or(0));
                 let mut ids = Vec::new();
                 for &r in rows {
                     ids.push(images.len() / per_image);
@@ -60,6 +69,7 @@ impl Bank {
             per_image,
             classes: out,
             source,
+            groups: rotated_groups,
         }
     }
 
@@ -624,6 +634,19 @@ fn distill_views(
     Ok(views)
 }
 
+/// The training episodes: `config`'s shape over the bank's classes, a share
+/// of them within one alphabet when the run asks for it.
+fn training_episodes(bank: &Bank, config: &TrainConfig) -> anyhow::Result<EpisodeSampler> {
+    let sampler = EpisodeSampler::new(&bank.classes, config.shape, None, config.seed)
+        .context("training episodes")?;
+    if config.within_alphabet > 0.0 {
+        return sampler
+            .within_groups(&bank.groups, config.within_alphabet)
+            .context("--within-alphabet");
+    }
+    Ok(sampler)
+}
+
 /// The run's objective over the training classes, its variables in `vb`
 /// (the encoder's first, then the head's under `head.`).
 pub(super) fn objective(
@@ -645,6 +668,10 @@ pub(super) fn objective(
     ];
     if objectives.iter().filter(|&&o| o).count() > 1 {
         bail!("internal: a run has one objective");
+    }
+    let episodic = !(run.cosface.is_some() || run.siamese.is_some() || run.distill.is_some());
+    if config.within_alphabet > 0.0 && !episodic {
+        bail!("--within-alphabet shapes episodes: protonet, matching and maml only");
     }
     if run.maml.is_some() && config.val_k_way.is_some_and(|k| k != config.shape.k_way) {
         bail!(
@@ -692,8 +719,7 @@ pub(super) fn objective(
             params,
             running,
             config: m,
-            sampler: EpisodeSampler::new(classes, config.shape, None, config.seed)
-                .context("training episodes")?,
+            sampler: training_episodes(teach.bank, config)?,
             shape: config.shape,
             seed: config.seed,
         }));
@@ -706,8 +732,7 @@ pub(super) fn objective(
             ))),
             method: MatchingNet { encoder, head },
             name: "matching",
-            sampler: EpisodeSampler::new(classes, config.shape, None, config.seed)
-                .context("training episodes")?,
+            sampler: training_episodes(teach.bank, config)?,
             shape: config.shape,
             seed: config.seed,
         }));
@@ -739,8 +764,7 @@ pub(super) fn objective(
             method: ProtoNet { encoder, distance },
             name: "protonet",
             classifier: None,
-            sampler: EpisodeSampler::new(classes, config.shape, None, config.seed)
-                .context("training episodes")?,
+            sampler: training_episodes(teach.bank, config)?,
             shape: config.shape,
             seed: config.seed,
         }),
@@ -830,5 +854,36 @@ mod tests {
         // Image 1 blended half and half with image 0; image 0 a quarter image 2.
         assert_eq!(&*mixed.image(1, 2, row), &[2.0, 0.0]);
         assert_eq!(&*mixed.image(0, 2, row), &[0.75, 2.5]);
+    }
+
+    /// A rotated class belongs to its alphabet's rotated copy: four quarter
+    /// turns of two alphabets make eight groups, each class keeping its own.
+    #[test]
+    fn bank_groups_rotated_classes_by_alphabet_and_turn() {
+        let shape = Shape {
+            channels: 1,
+            height: 2,
+            width: 2,
+        };
+        let tensors = Tensors {
+            recipe: Recipe {
+                width: 2,
+                height: 2,
+                ..Recipe::OMNIGLOT_28
+            },
+            data: (0..12).map(|v| v as f32).collect(),
+            paths: vec![PathBuf::new(); 3],
+        };
+        let classes = [vec![0], vec![1], vec![2]];
+        let bank = Bank::build(&tensors, &classes, &[0, 1, 0], true, shape);
+        assert_eq!(bank.groups, [0, 1, 0, 2, 3, 2, 4, 5, 4, 6, 7, 6]);
+        assert_eq!(bank.classes.len(), 12);
+        // The second turn of class 2 is its image turned once.
+        assert_eq!(
+            bank.row(bank.classes[5][0]),
+            &rotate90(&[8., 9., 10., 11.], shape, 1)[..]
+        );
+        let plain = Bank::build(&tensors, &classes, &[0, 1, 0], false, shape);
+        assert_eq!(plain.groups, [0, 1, 0]);
     }
 }

@@ -90,5 +90,6 @@ pub fn tiny_config(data: &std::path::Path, episodes: usize) -> fewshot_host::tra
         seed: 1,
         init: None,
         extra_train: Vec::new(),
+        within_alphabet: 0.0,
     }
 }
