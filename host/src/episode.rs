@@ -74,8 +74,8 @@ pub struct EpisodeSampler {
     classes: Vec<(usize, Vec<usize>)>,
     /// Classes left out for having too few images.
     pub dropped: usize,
-    /// Groups of at least `k_way` eligible classes (positions in `classes`),
-    /// with the share of episodes drawn inside one of them.
+    /// Every group's eligible classes (positions in `classes`, ascending),
+    /// with the share of episodes drawn inside one group.
     within: Option<(Vec<Vec<usize>>, f64)>,
 }
 
