@@ -66,7 +66,7 @@ pub struct EvalArgs {
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let root = super::resolve(&args.data, "--data")?;
     let mut set = ClassSet::load(&root, args.layout)?;
-    let defaults = if set.classes.iter().any(|c| c.name.contains('/')) {
+    let defaults = if set.has_alphabets() {
         Defaults::Omniglot
     } else {
         Defaults::Faces

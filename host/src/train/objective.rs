@@ -51,10 +51,11 @@ impl Bank {
         let mut out = Vec::new();
         let mut source = Vec::new();
         let mut rotated_groups = Vec::new();
+        assert_eq!(groups.len(), classes.len(), "one group per class");
         let span = groups.iter().max().map_or(1, |g| g + 1);
         for &turn in turns {
             for (c, rows) in classes.iter().enumerate() {
-                rotated_groups.push(usize::from(turn) * span + groups.get(c).copied().unwrap_or(0));
+                rotated_groups.push(usize::from(turn) * span + groups[c]);
                 let mut ids = Vec::new();
                 for &r in rows {
                     ids.push(images.len() / per_image);
