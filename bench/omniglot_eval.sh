@@ -11,7 +11,13 @@ B=${BIN:-target/release/fewshot}
 export FEWSHOT_DATA=${FEWSHOT_DATA:-../shared/data}
 mkdir -p "$O"
 "$B" eval-runs --model "$M" --json > "$O/runs.json"
-"$B" eval-runs --model "$M" | tail -1 > "$O/runs.txt"
+python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+rate, errors, items = 100 * r["error_rate"], r["errors"], r["items"]
+lo, hi = (100 * x for x in r["error_rate_ci95"])
+print(f"Lake runs 01-10: {rate:.2f}% error ({errors} of {items}; 95% interval {lo:.1f}-{hi:.1f}%, Wilson)")
+' "$O/runs.json" > "$O/runs.txt"
 for shape in "5 1 0" "5 5 0" "20 1 0" "20 5 0" "20 1 1"; do
     read -r k n within <<< "$shape"
     echo -n "$k-way $n-shot, within one alphabet $within: "

@@ -60,10 +60,11 @@ pub struct TrainConfig {
     /// `data`'s split makes them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_train: Vec<PathBuf>,
-    /// Share of training episodes (0 to 1) whose classes all come from one
-    /// alphabet (the first folder of the class names; with rotations each
-    /// quarter turn of an alphabet is an alphabet): the hard negatives of
-    /// Lake's one-shot runs. Episodic objectives only.
+    /// Share of training episodes (0 to 1) whose classes come from one
+    /// alphabet (all but the last folder of the class name; with rotations
+    /// each quarter turn of an alphabet is an alphabet; an alphabet of fewer
+    /// than `k_way` classes gives them all and the rest come from others), as
+    /// Lake's one-shot runs are drawn. Episodic objectives only.
     #[serde(default, skip_serializing_if = "is_zero_share")]
     pub within_alphabet: f64,
 }
